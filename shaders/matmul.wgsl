@@ -1,0 +1,270 @@
+// Matmul kernels: C[z] = act(op(A)[z] · op(B)[z] + bias), numpy.matmul semantics.
+//
+// op(A)(i, k) = a[a_base(z) + i * a_rs + k * a_cs] (strides encode the transpose);
+// op(B)(k, j) likewise with b_rs / b_cs. Batch index z = z0 * batch1 + z1 over (up to) two
+// broadcast batch dims; a broadcast dim has batch stride 0.
+//
+// The host proves every index in bounds (see src/ops/matmul.rs), so this module is built
+// without runtime bounds checks.
+//
+// Kernels:
+//   naive       one thread per output element (baseline for benchmarks)
+//   tiled       workgroup-memory tiled, 16x16 threads, TM x TN outputs per thread (real GPUs)
+//   vec4        register-blocked: RM rows x RN4 vec4 columns per thread, no workgroup memory
+//               (CPU-type adapters such as lavapipe); B must be packed to n4 vec4 per row
+//   pack_b      writes op(B) as K x (n4 * 4) rows, zero padded, for the vec4 kernel
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch1: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    a_b0: u32,
+    a_b1: u32,
+    b_b0: u32,
+    b_b1: u32,
+    // vec4 kernel: row length of packed B in vec4s; pack_b: padded row length in floats.
+    n4: u32,
+    // First output row handled by this dispatch (large M is split across dispatches).
+    row_off: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read> bv: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> packed: array<f32>;
+
+// Epilogue: bias, then activation (0 none, 1 relu, 2 gelu (erf), 3 gelu-tanh, 4 sigmoid, 5 tanh).
+override HAS_BIAS: bool = false;
+override ACT: u32 = 0u;
+
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// erfc for x >= 0 (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
+fn erfc_pos(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * x);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return poly * exp(-x * x);
+}
+
+fn tanh_safe(x: f32) -> f32 {
+    // Builtin tanh may overflow to NaN for large |x| on some drivers: clamp (tanh(10) = 1 in f32).
+    return select(tanh(clamp(x, -10.0, 10.0)), x, is_nan(x));
+}
+
+fn activate(x: f32) -> f32 {
+    switch ACT {
+        case 1u: {
+            return select(x, 0.0, x < 0.0);
+        }
+        case 2u: {
+            // gelu(x) = x/2 * (1 + erf(x/sqrt 2)) = x/2 * erfc(-x/sqrt 2)
+            let y = abs(x) * 0.70710678118654752;
+            let e = erfc_pos(y);
+            return 0.5 * x * select(2.0 - e, e, x < 0.0);
+        }
+        case 3u: {
+            let u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+            return 0.5 * x * (1.0 + tanh_safe(u));
+        }
+        case 4u: {
+            return 1.0 / (1.0 + exp(-x));
+        }
+        case 5u: {
+            return tanh_safe(x);
+        }
+        default: {
+            return x;
+        }
+    }
+}
+
+fn epilogue(v: f32, col: u32) -> f32 {
+    var x = v;
+    if HAS_BIAS {
+        x = x + bias[col];
+    }
+    return activate(x);
+}
+
+fn a_base(z: u32) -> u32 {
+    return (z / p.batch1) * p.a_b0 + (z % p.batch1) * p.a_b1;
+}
+
+fn b_base(z: u32) -> u32 {
+    return (z / p.batch1) * p.b_b0 + (z % p.batch1) * p.b_b1;
+}
+
+// ---------------------------------------------------------------- naive
+@compute @workgroup_size(8, 8, 1)
+fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let i = gid.y + p.row_off;
+    let z = gid.z;
+    if i >= p.m || j >= p.n {
+        return;
+    }
+    let ao = a_base(z) + i * p.a_rs;
+    let bo = b_base(z) + j * p.b_cs;
+    var s = 0.0;
+    for (var kk = 0u; kk < p.k; kk++) {
+        s = fma(a[ao + kk * p.a_cs], b[bo + kk * p.b_rs], s);
+    }
+    c[(z * p.m + i) * p.n + j] = epilogue(s, j);
+}
+
+// ---------------------------------------------------------------- tiled (workgroup memory)
+const TBK: u32 = 16u;
+const TMAX: u32 = 64u;
+// Thread micro-tile (at most 4 x 4): the workgroup covers (16 TM) x (16 TN) outputs.
+override TM: u32 = 4u;
+override TN: u32 = 4u;
+var<workgroup> tile_a: array<f32, 1024>; // [TBK][TMAX]
+var<workgroup> tile_b: array<f32, 1024>; // [TBK][TMAX]
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let bm = 16u * TM;
+    let bn = 16u * TN;
+    let row0 = wid.y * bm + p.row_off;
+    let col0 = wid.x * bn;
+    let z = wid.z;
+    let tid = lid.y * 16u + lid.x;
+    let ao = a_base(z);
+    let bo = b_base(z);
+    var acc: array<f32, 16>;
+    for (var k0 = 0u; k0 < p.k; k0 += TBK) {
+        for (var e = tid; e < bm * TBK; e += 256u) {
+            let r = e / TBK;
+            let kk = e % TBK;
+            let gi = row0 + r;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if gi < p.m && gk < p.k {
+                v = a[ao + gi * p.a_rs + gk * p.a_cs];
+            }
+            tile_a[kk * TMAX + r] = v;
+        }
+        for (var e = tid; e < bn * TBK; e += 256u) {
+            let kk = e / bn;
+            let cc = e % bn;
+            let gj = col0 + cc;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if gj < p.n && gk < p.k {
+                v = b[bo + gk * p.b_rs + gj * p.b_cs];
+            }
+            tile_b[kk * TMAX + cc] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TBK; kk++) {
+            var av: array<f32, 4>;
+            var bw: array<f32, 4>;
+            for (var r = 0u; r < TM; r++) {
+                av[r] = tile_a[kk * TMAX + r * 16u + lid.y];
+            }
+            for (var q = 0u; q < TN; q++) {
+                bw[q] = tile_b[kk * TMAX + q * 16u + lid.x];
+            }
+            for (var r = 0u; r < TM; r++) {
+                for (var q = 0u; q < TN; q++) {
+                    acc[r * 4u + q] = fma(av[r], bw[q], acc[r * 4u + q]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < TM; r++) {
+        let i = row0 + r * 16u + lid.y;
+        if i < p.m {
+            for (var q = 0u; q < TN; q++) {
+                let j = col0 + q * 16u + lid.x;
+                if j < p.n {
+                    c[(z * p.m + i) * p.n + j] = epilogue(acc[r * 4u + q], j);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- vec4 (register-blocked)
+// Each thread: RM rows (at most 8) x RN4 vec4 columns (at most 4).
+override RM: u32 = 4u;
+override RN4: u32 = 2u;
+override WG: u32 = 64u;
+
+@compute @workgroup_size(WG, 1, 1)
+fn vec4_kernel(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let cb = gid.x * RN4;
+    let z = gid.z;
+    if cb >= p.n4 {
+        return;
+    }
+    let row0 = gid.y * RM + p.row_off;
+    let ao = a_base(z);
+    let bo = b_base(z) + cb;
+    var arow: array<u32, 8>;
+    for (var r = 0u; r < RM; r++) {
+        // Rows past the end read the last row; their results are never stored.
+        arow[r] = ao + min(row0 + r, p.m - 1u) * p.a_rs;
+    }
+    var acc: array<vec4<f32>, 32>;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let brow = bo + kk * p.n4;
+        var bw: array<vec4<f32>, 4>;
+        for (var q = 0u; q < RN4; q++) {
+            bw[q] = bv[brow + q];
+        }
+        let koff = kk * p.a_cs;
+        for (var r = 0u; r < RM; r++) {
+            let av = vec4<f32>(a[arow[r] + koff]);
+            for (var q = 0u; q < RN4; q++) {
+                acc[r * 4u + q] = fma(av, bw[q], acc[r * 4u + q]);
+            }
+        }
+    }
+    for (var r = 0u; r < RM; r++) {
+        let i = row0 + r;
+        if i < p.m {
+            let crow = (z * p.m + i) * p.n;
+            for (var q = 0u; q < RN4; q++) {
+                let v = acc[r * 4u + q];
+                let j = (cb + q) * 4u;
+                for (var e = 0u; e < 4u; e++) {
+                    if j + e < p.n {
+                        c[crow + j + e] = epilogue(v[e], j + e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- pack_b
+// packed[zb][k][j] = op(B)(k, j) for j < n, 0 for n <= j < n4 (n4 = padded row length in
+// floats here). One thread per packed element; z indexes B's own batches (b_b1 = K*N per batch).
+@compute @workgroup_size(64, 1, 1)
+fn pack_b(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let kk = gid.y;
+    let zb = gid.z;
+    if j >= p.n4 || kk >= p.k {
+        return;
+    }
+    var v = 0.0;
+    if j < p.n {
+        v = b[zb * p.b_b1 + kk * p.b_rs + j * p.b_cs];
+    }
+    packed[(zb * p.k + kk) * p.n4 + j] = v;
+}

@@ -1,0 +1,42 @@
+//! # gpu-linalg
+//!
+//! GPU compute-shader linear algebra for Rust: WGSL kernels run through wgpu on Vulkan,
+//! Metal, DX12 or GL, with a fast multi-threaded CPU path that is both the fallback where no
+//! GPU exists and the reference that verifies every GPU result.
+//!
+//! Tensors made by a GPU [`Context`] stay resident on the GPU between ops; nothing is read
+//! back until you ask ([`Tensor::to_vec`]). Every fallible call returns [`Result`].
+//!
+//! ```
+//! use gpu_linalg::{Activation, Context};
+//!
+//! let ctx = Context::new()?; // Backend::Auto: a real GPU, else the fast CPU backend
+//! let a = ctx.tensor(&[2, 3], &[1., 2., 3., 4., 5., 6.])?; // upload once
+//! let b = ctx.tensor(&[3, 2], &[1., 0., 0., 1., 1., 1.])?;
+//! let c = ctx.matmul(&a, &b)?; // stays resident
+//! let w = ctx.tensor(&[2, 2], &[1., -1., 1., 1.])?;
+//! let bias = ctx.tensor(&[2], &[0.5, -100.0])?;
+//! let y = ctx.linear(&c, &w, Some(&bias), Activation::Relu)?; // fused epilogue
+//! let out: Vec<f32> = y.to_vec()?; // one readback, here
+//! assert_eq!(out, vec![14.5, 0.0, 32.5, 0.0]);
+//! # Ok::<(), gpu_linalg::Error>(())
+//! ```
+//!
+//! Where ops run is chosen by [`Backend`]: `Auto` (a real GPU, else the CPU), `Gpu` (any
+//! adapter, software ones included; failures are errors) or `Cpu`.
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod context;
+pub mod cpu;
+pub mod error;
+pub mod npy;
+pub mod ops;
+pub mod tensor;
+
+pub use context::{list_adapters, AdapterSummary, Backend, Context, ContextOptions, DeviceSummary};
+pub use error::{Error, Result};
+pub use ops::matmul::{MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan};
+pub use ops::Activation;
+pub use tensor::{DType, Location, Tensor};

@@ -1,0 +1,90 @@
+//! Host side of each kernel family: shape checks, planning, dispatch.
+
+pub mod matmul;
+
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// The WGSL sources, embedded at compile time.
+pub(crate) mod source {
+    /// `shaders/matmul.wgsl`.
+    pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+}
+
+/// Activation applied in a fused epilogue (after the bias).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    None,
+    /// `max(x, 0)` (NaN stays NaN).
+    Relu,
+    /// `x/2 · (1 + erf(x/√2))`, PyTorch's default GELU.
+    Gelu,
+    /// `x/2 · (1 + tanh(√(2/π)(x + 0.044715x³)))`, PyTorch's `approximate="tanh"`.
+    GeluTanh,
+    /// `1 / (1 + e^−x)`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+}
+
+impl Activation {
+    /// Every activation, for tests and help texts.
+    pub const ALL: [Activation; 6] = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::Sigmoid,
+        Activation::Tanh,
+    ];
+
+    /// The id the shaders use (`ACT` override constant).
+    pub(crate) fn shader_id(self) -> u32 {
+        match self {
+            Activation::None => 0,
+            Activation::Relu => 1,
+            Activation::Gelu => 2,
+            Activation::GeluTanh => 3,
+            Activation::Sigmoid => 4,
+            Activation::Tanh => 5,
+        }
+    }
+
+    /// Name as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "none",
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu-tanh",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        }
+    }
+
+    /// Largest |f'(x)|: how much an input error can grow through the activation.
+    pub fn lipschitz(self) -> f64 {
+        match self {
+            Activation::None | Activation::Relu | Activation::Tanh => 1.0,
+            Activation::Gelu | Activation::GeluTanh => 1.13,
+            Activation::Sigmoid => 0.25,
+        }
+    }
+}
+
+impl FromStr for Activation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Activation> {
+        Activation::ALL
+            .into_iter()
+            .find(|a| a.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown activation '{s}'; expected one of none, relu, gelu, gelu-tanh, sigmoid, tanh"
+                ))
+            })
+    }
+}

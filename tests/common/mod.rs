@@ -1,0 +1,60 @@
+//! Shared test helpers: one GPU context per test binary, deterministic data.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use gpu_linalg::{Backend, Context};
+
+/// The GPU context for this test binary (`Backend::Gpu`, so lavapipe counts), or `None` with a
+/// visible skip message when no adapter exists. With `GPU_LINALG_REQUIRE_ADAPTER=1` a missing
+/// adapter fails the test instead.
+pub fn gpu() -> Option<&'static Context> {
+    static CTX: OnceLock<Option<Context>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| match Context::with_backend(Backend::Gpu) {
+        Ok(c) => {
+            assert!(c.is_gpu(), "Backend::Gpu must run on a GPU adapter");
+            eprintln!("GPU tests run on {}", c.description());
+            Some(c)
+        }
+        Err(e) => {
+            if std::env::var("GPU_LINALG_REQUIRE_ADAPTER").is_ok_and(|v| v == "1") {
+                panic!("GPU_LINALG_REQUIRE_ADAPTER=1 but no adapter: {e}");
+            }
+            eprintln!("SKIPPING GPU tests: no adapter ({e})");
+            None
+        }
+    });
+    ctx.as_ref()
+}
+
+/// The CPU-backend context.
+pub fn cpu() -> Context {
+    Context::with_backend(Backend::Cpu).expect("the CPU backend always exists")
+}
+
+/// Deterministic pseudo-random values, multiples of 1/8 in [-2, 2): products and short sums are
+/// exact, long sums test the bound.
+pub fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) % 32) as f32 / 8.0 - 2.0
+        })
+        .collect()
+}
+
+/// Deterministic values with full mantissas in [-1, 1): sums are not exact.
+pub fn data_full(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed ^ 0x9E3779B97F4A7C15;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}

@@ -1,0 +1,325 @@
+//! Matmul on the GPU (every kernel variant) and the fast CPU backend against the f64 reference.
+
+mod common;
+
+use gpu_linalg::cpu::matmul::reference_for;
+use gpu_linalg::{Activation, Context, Error, Location, MatmulConfig, MatmulOptions, Tensor};
+
+/// One generated case: operand shapes, transposes, bias, activation.
+#[derive(Clone, Debug)]
+struct Case {
+    a: Vec<usize>,
+    b: Vec<usize>,
+    ta: bool,
+    tb: bool,
+    bias: bool,
+    act: Activation,
+}
+
+fn stored(batch: &[usize], rows: usize, cols: usize, t: bool) -> Vec<usize> {
+    let mut s = batch.to_vec();
+    if t {
+        s.extend([cols, rows]);
+    } else {
+        s.extend([rows, cols]);
+    }
+    s
+}
+
+/// ≥ 200 shapes that break tiling: 1, primes, tile ± 1, tall, wide, vectors, batches, empty.
+fn cases() -> Vec<Case> {
+    let dims = [1usize, 2, 3, 4, 5, 7, 8, 9, 13, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 127, 129];
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    let mut next = |n: usize| {
+        i = i.wrapping_mul(2654435761).wrapping_add(n * 40503 + 7) % 1_000_003;
+        i
+    };
+    // Square-ish and odd shapes, rotating transposes, bias and activation.
+    for (idx, &m) in dims.iter().enumerate() {
+        for &n in &dims[idx % 3..] {
+            let k = dims[next(m * n) % dims.len()];
+            let sel = next(k);
+            let act = Activation::ALL[sel % 6];
+            out.push(Case {
+                a: stored(&[], m, k, sel & 8 != 0),
+                b: stored(&[], k, n, sel & 16 != 0),
+                ta: sel & 8 != 0,
+                tb: sel & 16 != 0,
+                bias: sel & 32 != 0,
+                act,
+            });
+            if out.len() % 4 == 0 && n > 60 {
+                break;
+            }
+        }
+    }
+    let plain = |a: Vec<usize>, b: Vec<usize>| Case {
+        a,
+        b,
+        ta: false,
+        tb: false,
+        bias: false,
+        act: Activation::None,
+    };
+    // Extremes, vectors, empties.
+    out.extend([
+        plain(vec![1, 1], vec![1, 1]),
+        plain(vec![1, 4096], vec![4096, 1]),
+        plain(vec![300, 3], vec![3, 2]),
+        plain(vec![2, 3], vec![3, 301]),
+        plain(vec![1000, 17], vec![17, 5]),
+        plain(vec![5, 1000], vec![1000, 3]),
+        plain(vec![37], vec![37, 11]),
+        plain(vec![11, 37], vec![37]),
+        plain(vec![37], vec![37]),
+        plain(vec![0, 5], vec![5, 7]),
+        plain(vec![5, 0], vec![0, 7]),
+        plain(vec![5, 3], vec![3, 0]),
+        plain(vec![0], vec![0]),
+        plain(vec![2, 0, 4], vec![4, 3]),
+        plain(vec![257, 65], vec![65, 129]),
+        plain(vec![128, 128], vec![128, 128]),
+    ]);
+    // Batches with broadcasting.
+    let batched = [
+        (vec![3], vec![3]),
+        (vec![3], vec![]),
+        (vec![], vec![4]),
+        (vec![2, 3], vec![3]),
+        (vec![2, 1], vec![1, 5]),
+        (vec![1, 3], vec![2, 1]),
+        (vec![4, 2], vec![4, 2]),
+        (vec![1], vec![6]),
+    ];
+    for (j, (ba, bb)) in batched.iter().enumerate() {
+        for &(m, k, n) in &[(5, 7, 9), (17, 3, 33), (1, 16, 4), (8, 8, 8)] {
+            let sel = next(j + m);
+            out.push(Case {
+                a: stored(ba, m, k, sel & 1 != 0),
+                b: stored(bb, k, n, sel & 2 != 0),
+                ta: sel & 1 != 0,
+                tb: sel & 2 != 0,
+                bias: sel & 4 != 0,
+                act: Activation::ALL[sel % 6],
+            });
+        }
+    }
+    // Vector operands with batched matrices.
+    out.push(plain(vec![3, 5, 7], vec![7]));
+    out.push(plain(vec![7], vec![2, 3, 7, 5]));
+    out
+}
+
+fn bias_len(c: &Case) -> usize {
+    let ncols = |s: &[usize], t: bool| -> usize {
+        if s.len() == 1 {
+            1
+        } else if t {
+            s[s.len() - 2]
+        } else {
+            s[s.len() - 1]
+        }
+    };
+    ncols(&c.b, c.tb)
+}
+
+/// Runs every case on `ctx` with `kernel`, checking against the f64 reference.
+fn run_cases(ctx: &Context, kernel: Option<MatmulConfig>, cases: &[Case], full_mantissa: bool) {
+    for (i, c) in cases.iter().enumerate() {
+        let gen = |len, seed| {
+            if full_mantissa {
+                common::data_full(len, seed)
+            } else {
+                common::data(len, seed)
+            }
+        };
+        let la: usize = c.a.iter().product();
+        let lb: usize = c.b.iter().product();
+        let a = ctx.tensor(&c.a, &gen(la, i as u64)).unwrap();
+        let b = ctx.tensor(&c.b, &gen(lb, i as u64 + 1000)).unwrap();
+        let bias_t = c
+            .bias
+            .then(|| ctx.tensor(&[bias_len(c)], &gen(bias_len(c), 7)).unwrap());
+        let opts = MatmulOptions {
+            transpose_a: c.ta,
+            transpose_b: c.tb,
+            bias: bias_t.as_ref(),
+            activation: c.act,
+            kernel,
+        };
+        let got = ctx
+            .matmul_with(&a, &b, &opts)
+            .unwrap_or_else(|e| panic!("case {i} {c:?} kernel {kernel:?}: {e}"));
+        if ctx.is_gpu() {
+            assert_eq!(got.location(), Location::Gpu, "result must stay on the GPU");
+        }
+        let reference = reference_for(&a, &b, &opts).unwrap();
+        assert_eq!(got.shape(), reference.shape.as_slice(), "case {c:?}");
+        if let Err(e) = reference.check(&got.to_vec().unwrap()) {
+            panic!("case {i} {c:?} kernel {kernel:?}: {e}");
+        }
+    }
+}
+
+#[test]
+fn generated_cases_are_many() {
+    assert!(cases().len() >= 200, "{} cases", cases().len());
+}
+
+#[test]
+fn cpu_backend_matches_reference() {
+    let ctx = common::cpu();
+    run_cases(&ctx, None, &cases(), false);
+    run_cases(&ctx, None, &cases(), true);
+}
+
+#[test]
+fn gpu_naive_matches_reference() {
+    let Some(ctx) = common::gpu() else { return };
+    run_cases(ctx, Some(MatmulConfig::NAIVE), &cases(), true);
+}
+
+#[test]
+fn gpu_tiled_matches_reference() {
+    let Some(ctx) = common::gpu() else { return };
+    let all = cases();
+    run_cases(ctx, Some(MatmulConfig::tiled(4, 4)), &all, true);
+    run_cases(ctx, Some(MatmulConfig::tiled(2, 2)), &all[..60], false);
+}
+
+#[test]
+fn gpu_vec4_matches_reference() {
+    let Some(ctx) = common::gpu() else { return };
+    let all = cases();
+    run_cases(ctx, Some(MatmulConfig::vec4(4, 2, 64)), &all, true);
+    // Every other vec4 candidate on a slice of the cases.
+    for (j, cfg) in MatmulConfig::candidates()
+        .into_iter()
+        .filter(|c| c.kernel == gpu_linalg::MatmulKernel::Vec4)
+        .enumerate()
+    {
+        let start = (j * 37) % (all.len() - 50);
+        run_cases(ctx, Some(cfg), &all[start..start + 50], j % 2 == 0);
+    }
+}
+
+#[test]
+fn gpu_chosen_kernel_matches_reference() {
+    let Some(ctx) = common::gpu() else { return };
+    let cfg = ctx.matmul_config().unwrap();
+    eprintln!("kernel chosen for this adapter: {cfg}");
+    run_cases(ctx, None, &cases()[..80], true);
+}
+
+#[test]
+fn chained_ops_stay_resident() {
+    let Some(ctx) = common::gpu() else { return };
+    let n = 64;
+    let eye: Vec<f32> = (0..n * n).map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    let x0 = common::data(n * n, 3);
+    let id = ctx.tensor(&[n, n], &eye).unwrap();
+    let mut x = ctx.tensor(&[n, n], &x0).unwrap();
+    for _ in 0..50 {
+        x = ctx.matmul(&x, &id).unwrap();
+        assert_eq!(x.location(), Location::Gpu);
+    }
+    assert_eq!(x.to_vec().unwrap(), x0);
+}
+
+#[test]
+fn nan_and_inf_propagate_like_numpy() {
+    let cpu = common::cpu();
+    let gpu = common::gpu();
+    let a = vec![1.0, f32::NAN, 2.0, 3.0, f32::INFINITY, 1.0];
+    let b = vec![1.0, 2.0, 0.0, 1.0, 1.0, 1.0];
+    for ctx in std::iter::once(&cpu).chain(gpu) {
+        for kernel in [None, Some(MatmulConfig::NAIVE), Some(MatmulConfig::tiled(4, 4)), Some(MatmulConfig::vec4(4, 2, 64))] {
+            if kernel.is_some() && !ctx.is_gpu() {
+                continue;
+            }
+            for act in Activation::ALL {
+                let ta = ctx.tensor(&[2, 3], &a).unwrap();
+                let tb = ctx.tensor(&[3, 2], &b).unwrap();
+                let opts = MatmulOptions { activation: act, kernel, ..Default::default() };
+                let c = ctx.matmul_with(&ta, &tb, &opts).unwrap().to_vec().unwrap();
+                // Row 0 holds a NaN: both outputs NaN. Row 1: [3 + inf + 0·… ] — inf·0 is NaN.
+                assert!(c[0].is_nan() && c[1].is_nan(), "{act:?} {kernel:?}: {c:?}");
+                let r = reference_for(&ta, &tb, &opts).unwrap();
+                r.check(&c).unwrap_or_else(|e| panic!("{act:?} {kernel:?}: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors_naming_the_shapes() {
+    let mut ctxs = vec![common::cpu()];
+    if let Some(g) = common::gpu() {
+        ctxs.push(g.clone());
+    }
+    for ctx in &ctxs {
+        let a = ctx.tensor(&[3, 4], &[0.0; 12]).unwrap();
+        let b = ctx.tensor(&[5, 6], &[0.0; 30]).unwrap();
+        let e = ctx.matmul(&a, &b).unwrap_err();
+        assert!(matches!(e, Error::Shape(_)));
+        let msg = e.to_string();
+        assert!(msg.contains("[3, 4]") && msg.contains("[5, 6]"), "{msg}");
+
+        let s = ctx.tensor(&[], &[1.0]).unwrap();
+        let msg = ctx.matmul(&s, &a).unwrap_err().to_string();
+        assert!(msg.contains("[]"), "{msg}");
+
+        let a3 = ctx.tensor(&[2, 3, 4], &[0.0; 24]).unwrap();
+        let b3 = ctx.tensor(&[3, 4, 2], &[0.0; 24]).unwrap();
+        let msg = ctx.matmul(&a3, &b3).unwrap_err().to_string();
+        assert!(msg.contains("broadcast"), "{msg}");
+
+        let w = ctx.tensor(&[4, 2], &[0.0; 8]).unwrap();
+        let bad_bias = ctx.tensor(&[3], &[0.0; 3]).unwrap();
+        let msg = ctx
+            .linear(&a, &w, Some(&bad_bias), Activation::Relu)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("bias") && msg.contains("[3]"), "{msg}");
+
+        assert!(ctx.tensor(&[2, 2], &[1.0; 3]).is_err());
+        assert!(ctx.tensor(&[1, 1, 1, 1, 1], &[1.0]).is_err());
+        let idx = ctx.tensor_u32(&[2, 2], &[0; 4]).unwrap();
+        let msg = ctx.matmul(&idx, &idx).unwrap_err().to_string();
+        assert!(msg.contains("uint32"), "{msg}");
+    }
+}
+
+#[test]
+fn empty_products_follow_numpy() {
+    let mut ctxs = vec![common::cpu()];
+    if let Some(g) = common::gpu() {
+        ctxs.push(g.clone());
+    }
+    for ctx in &ctxs {
+        let a = ctx.tensor(&[0, 3], &[]).unwrap();
+        let b = ctx.tensor(&[3, 4], &[1.0; 12]).unwrap();
+        let c = ctx.matmul(&a, &b).unwrap();
+        assert_eq!(c.shape(), &[0, 4]);
+        assert!(c.to_vec().unwrap().is_empty());
+        // k = 0: zeros, then bias and activation.
+        let a = ctx.tensor(&[2, 0], &[]).unwrap();
+        let b = ctx.tensor(&[0, 3], &[]).unwrap();
+        assert_eq!(ctx.matmul(&a, &b).unwrap().to_vec().unwrap(), vec![0.0; 6]);
+        let bias = ctx.tensor(&[3], &[1.0, -1.0, 2.0]).unwrap();
+        let y = ctx.linear(&a, &b, Some(&bias), Activation::Relu).unwrap();
+        assert_eq!(y.to_vec().unwrap(), vec![1.0, 0.0, 2.0, 1.0, 0.0, 2.0]);
+    }
+}
+
+#[test]
+fn host_tensors_are_accepted_by_gpu_ops() {
+    let Some(ctx) = common::gpu() else { return };
+    let a = Tensor::from_vec(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    let c = ctx.matmul(&a, &a).unwrap();
+    assert_eq!(c.location(), Location::Gpu);
+    assert_eq!(c.to_vec().unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
+    let v = pollster::block_on(c.to_vec_async()).unwrap();
+    assert_eq!(v, vec![7.0, 10.0, 15.0, 22.0]);
+}

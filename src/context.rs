@@ -122,7 +122,9 @@ fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
         name: info.name.clone(),
         device_type: format!("{:?}", info.device_type),
         api: api_name(info.backend).to_string(),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
         is_real_gpu: type_rank(info.device_type) <= 2,
     }
 }
@@ -209,13 +211,13 @@ struct Pool {
 const POOL_CAP_BYTES: u64 = 1 << 30;
 
 /// Rounds a request up to its pool size class: multiples of 256 bytes below 4 KiB, then
-/// steps of 1/8 of the next power of two (at most 12.5% waste).
+/// steps of 1/16 of the next power of two (at most 12.5% waste).
 fn size_class(bytes: u64) -> u64 {
     let b = bytes.max(256);
     if b <= 4096 {
         return b.div_ceil(256) * 256;
     }
-    let step = b.next_power_of_two() / 8;
+    let step = (b.next_power_of_two() / 16).max(256);
     b.div_ceil(step) * step
 }
 
@@ -335,7 +337,7 @@ impl Gpu {
                 self.limits.max_buffer_size
             )));
         }
-        if bytes > u64::from(self.limits.max_storage_buffer_binding_size) {
+        if bytes > self.limits.max_storage_buffer_binding_size {
             return Err(Error::OutOfMemory(format!(
                 "{what} needs a storage binding of {bytes} bytes, above this adapter's \
                  max_storage_buffer_binding_size of {} bytes",
@@ -440,7 +442,7 @@ impl Gpu {
     pub fn summary(&self) -> DeviceSummary {
         DeviceSummary {
             adapter: summarize(&self.info),
-            max_storage_buffer_binding_size: u64::from(self.limits.max_storage_buffer_binding_size),
+            max_storage_buffer_binding_size: self.limits.max_storage_buffer_binding_size,
             max_buffer_size: self.limits.max_buffer_size,
             max_compute_workgroups_per_dimension: self.limits.max_compute_workgroups_per_dimension,
             max_compute_invocations_per_workgroup: self
@@ -457,6 +459,13 @@ impl Gpu {
 fn storage_usage() -> wgpu::BufferUsages {
     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC
 }
+
+/// A readback in flight: the staging buffer, its submission, and the map callback's channel.
+type PendingRead = (
+    wgpu::Buffer,
+    wgpu::SubmissionIndex,
+    futures_intrusive::channel::shared::OneshotReceiver<Result<(), wgpu::BufferAsyncError>>,
+);
 
 /// A GPU buffer owned by a tensor; returns to the device's pool when the last tensor drops.
 pub(crate) struct GpuBuffer {
@@ -501,14 +510,7 @@ impl GpuBuffer {
     }
 
     /// Starts a copy of the first `len` bytes into a mappable staging buffer.
-    fn start_read(
-        &self,
-        len: usize,
-    ) -> Result<(
-        wgpu::Buffer,
-        wgpu::SubmissionIndex,
-        futures_intrusive::channel::shared::OneshotReceiver<Result<(), wgpu::BufferAsyncError>>,
-    )> {
+    fn start_read(&self, len: usize) -> Result<PendingRead> {
         let gpu = &self.gpu;
         let size = (len as u64).div_ceil(4) * 4;
         gpu.scoped("reading a tensor back", || {
@@ -524,9 +526,11 @@ impl GpuBuffer {
             enc.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, size);
             let idx = gpu.submit(enc);
             let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-            staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
+            staging
+                .slice(..size)
+                .map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx.send(r);
+                });
             (staging, idx, rx)
         })
     }
@@ -894,9 +898,13 @@ mod tests {
         assert_eq!(size_class(1), 256);
         assert_eq!(size_class(4096), 4096);
         assert_eq!(size_class(5000), 5120);
+        assert_eq!(size_class(4097), 4608);
         for b in [4097u64, 100_000, 1 << 20, (1 << 27) + 3] {
             let c = size_class(b);
-            assert!(c >= b && (c as f64) <= b as f64 * 1.125 + 256.0, "{b} -> {c}");
+            assert!(
+                c >= b && (c as f64) <= b as f64 * 1.125 + 256.0,
+                "{b} -> {c}"
+            );
         }
     }
 

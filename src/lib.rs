@@ -18,7 +18,7 @@
 //! let bias = ctx.tensor(&[2], &[0.5, -100.0])?;
 //! let y = ctx.linear(&c, &w, Some(&bias), Activation::Relu)?; // fused epilogue
 //! let out: Vec<f32> = y.to_vec()?; // one readback, here
-//! assert_eq!(out, vec![14.5, 0.0, 32.5, 0.0]);
+//! assert_eq!(out, vec![9.5, 0.0, 21.5, 0.0]);
 //! # Ok::<(), gpu_linalg::Error>(())
 //! ```
 //!
@@ -26,7 +26,10 @@
 //! adapter, software ones included; failures are errors) or `Cpu`.
 
 #![warn(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod cli;
 pub mod context;

@@ -86,7 +86,9 @@ pub(crate) fn check_shape(shape: &[usize], len: usize) -> Result<()> {
 pub(crate) fn element_count(shape: &[usize]) -> Result<usize> {
     shape.iter().try_fold(1usize, |acc, &d| {
         acc.checked_mul(d).ok_or_else(|| {
-            Error::InvalidArgument(format!("shape {shape:?} has more elements than fit in memory"))
+            Error::InvalidArgument(format!(
+                "shape {shape:?} has more elements than fit in memory"
+            ))
         })
     })
 }

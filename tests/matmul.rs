@@ -28,7 +28,9 @@ fn stored(batch: &[usize], rows: usize, cols: usize, t: bool) -> Vec<usize> {
 
 /// ≥ 200 shapes that break tiling: 1, primes, tile ± 1, tall, wide, vectors, batches, empty.
 fn cases() -> Vec<Case> {
-    let dims = [1usize, 2, 3, 4, 5, 7, 8, 9, 13, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 127, 129];
+    let dims = [
+        1usize, 2, 3, 4, 5, 7, 8, 9, 13, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 127, 129,
+    ];
     let mut out = Vec::new();
     let mut i = 0usize;
     let mut next = |n: usize| {
@@ -216,7 +218,9 @@ fn gpu_chosen_kernel_matches_reference() {
 fn chained_ops_stay_resident() {
     let Some(ctx) = common::gpu() else { return };
     let n = 64;
-    let eye: Vec<f32> = (0..n * n).map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    let eye: Vec<f32> = (0..n * n)
+        .map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 })
+        .collect();
     let x0 = common::data(n * n, 3);
     let id = ctx.tensor(&[n, n], &eye).unwrap();
     let mut x = ctx.tensor(&[n, n], &x0).unwrap();
@@ -234,19 +238,29 @@ fn nan_and_inf_propagate_like_numpy() {
     let a = vec![1.0, f32::NAN, 2.0, 3.0, f32::INFINITY, 1.0];
     let b = vec![1.0, 2.0, 0.0, 1.0, 1.0, 1.0];
     for ctx in std::iter::once(&cpu).chain(gpu) {
-        for kernel in [None, Some(MatmulConfig::NAIVE), Some(MatmulConfig::tiled(4, 4)), Some(MatmulConfig::vec4(4, 2, 64))] {
+        for kernel in [
+            None,
+            Some(MatmulConfig::NAIVE),
+            Some(MatmulConfig::tiled(4, 4)),
+            Some(MatmulConfig::vec4(4, 2, 64)),
+        ] {
             if kernel.is_some() && !ctx.is_gpu() {
                 continue;
             }
             for act in Activation::ALL {
                 let ta = ctx.tensor(&[2, 3], &a).unwrap();
                 let tb = ctx.tensor(&[3, 2], &b).unwrap();
-                let opts = MatmulOptions { activation: act, kernel, ..Default::default() };
+                let opts = MatmulOptions {
+                    activation: act,
+                    kernel,
+                    ..Default::default()
+                };
                 let c = ctx.matmul_with(&ta, &tb, &opts).unwrap().to_vec().unwrap();
                 // Row 0 holds a NaN: both outputs NaN. Row 1: [3 + inf + 0·… ] — inf·0 is NaN.
                 assert!(c[0].is_nan() && c[1].is_nan(), "{act:?} {kernel:?}: {c:?}");
                 let r = reference_for(&ta, &tb, &opts).unwrap();
-                r.check(&c).unwrap_or_else(|e| panic!("{act:?} {kernel:?}: {e}"));
+                r.check(&c)
+                    .unwrap_or_else(|e| panic!("{act:?} {kernel:?}: {e}"));
             }
         }
     }

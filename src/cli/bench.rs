@@ -91,7 +91,10 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
             label: "gpu".into(),
             ctx: main.clone(),
         });
-        println!("Benchmarking {} against the fast CPU backend.", main.description());
+        println!(
+            "Benchmarking {} against the fast CPU backend.",
+            main.description()
+        );
     } else if backend == Backend::Auto {
         println!("No real GPU found: benchmarking {}.", main.description());
         if let Ok(sw) = Context::with_options(ContextOptions {
@@ -141,7 +144,9 @@ fn parse_sizes(s: &Option<String>, default: &[usize]) -> Result<Vec<usize>> {
             .split(',')
             .map(|x| {
                 x.trim().parse::<usize>().map_err(|_| {
-                    Error::InvalidArgument(format!("bad size '{x}' in --sizes; expected numbers like 256,512"))
+                    Error::InvalidArgument(format!(
+                        "bad size '{x}' in --sizes; expected numbers like 256,512"
+                    ))
                 })
             })
             .collect(),
@@ -176,7 +181,13 @@ fn print_row(r: &Row, cpu_s: f64) {
 
 /// Checks `got` against the CPU result: both lie within γ_k·(|A||B|) of the exact product, so
 /// they may differ by twice that.
-fn check_against_cpu(plan: &MatmulPlan, a: &[f32], b: &[f32], got: &[f32], cpu: &[f32]) -> Result<()> {
+fn check_against_cpu(
+    plan: &MatmulPlan,
+    a: &[f32],
+    b: &[f32],
+    got: &[f32],
+    cpu: &[f32],
+) -> Result<()> {
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
     let mag = fast(plan, &abs(a), &abs(b), None, crate::Activation::None);
     let g = 2.0 * gamma(plan.k) * (1.0 + gamma(plan.k));
@@ -191,13 +202,22 @@ fn check_against_cpu(plan: &MatmulPlan, a: &[f32], b: &[f32], got: &[f32], cpu: 
     Ok(())
 }
 
-fn bench_matmul(args: &BenchArgs, gpus: &[Target], cpu: &Context, rows: &mut Vec<Row>) -> Result<()> {
+fn bench_matmul(
+    args: &BenchArgs,
+    gpus: &[Target],
+    cpu: &Context,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
     let sizes = parse_sizes(&args.sizes, &[256, 512, 1024])?;
     print_header();
     for n in sizes {
         let plan = MatmulPlan::new(&[n, n], &[n, n], false, false)?;
-        let ha: Vec<f32> = (0..n * n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-        let hb: Vec<f32> = (0..n * n).map(|i| ((i * 104_729) % 997) as f32 / 498.5 - 1.0).collect();
+        let ha: Vec<f32> = (0..n * n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let hb: Vec<f32> = (0..n * n)
+            .map(|i| ((i * 104_729) % 997) as f32 / 498.5 - 1.0)
+            .collect();
         let shape = format!("{n}x{n}x{n}");
         // CPU first: its result checks every GPU result.
         let (ca, cb) = (cpu.tensor(&[n, n], &ha)?, cpu.tensor(&[n, n], &hb)?);
@@ -231,7 +251,11 @@ fn bench_matmul(args: &BenchArgs, gpus: &[Target], cpu: &Context, rows: &mut Vec
                 };
                 let got = ctx.matmul_with(&ga, &gb, &opts)?.to_vec()?;
                 check_against_cpu(&plan, &ha, &hb, &got, &cpu_out)?;
-                let reps = if kernel.is_some() { args.repeat.min(3) } else { args.repeat };
+                let reps = if kernel.is_some() {
+                    args.repeat.min(3)
+                } else {
+                    args.repeat
+                };
                 let (med, spread) = time(reps, || {
                     let c = ctx.matmul_with(&ga, &gb, &opts)?;
                     ctx.synchronize()?;
@@ -331,4 +355,3 @@ fn write_json(path: &PathBuf, gpu: Option<&Context>, rows: &[Row]) -> Result<()>
             message: e.to_string(),
         })
 }
-

@@ -109,7 +109,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let values = c.to_vec()?;
             if cli.global.verify {
                 reference_for(&ha, &hb, &opts)?.check(&values)?;
-                eprintln!("verified against the f64 CPU reference ({})", ctx.description());
+                eprintln!(
+                    "verified against the f64 CPU reference ({})",
+                    ctx.description()
+                );
             }
             write_npy_f32(output, c.shape(), &values)
         }
@@ -135,7 +138,11 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
             a.device_type,
             a.api,
             a.driver,
-            if a.is_real_gpu { "" } else { " (software / not a real GPU)" }
+            if a.is_real_gpu {
+                ""
+            } else {
+                " (software / not a real GPU)"
+            }
         );
     }
     let filtered = GlobalOpts {
@@ -177,7 +184,10 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
         if tune {
             for r in ctx.tune_matmul()? {
                 match r.gflops {
-                    Ok(g) => println!("  matmul kernel {:<14} {g:8.2} GFLOP/s", r.config.to_string()),
+                    Ok(g) => println!(
+                        "  matmul kernel {:<14} {g:8.2} GFLOP/s",
+                        r.config.to_string()
+                    ),
                     Err(e) => println!("  matmul kernel {:<14} failed: {e}", r.config.to_string()),
                 }
             }

@@ -45,7 +45,14 @@ pub fn activate_f64(act: Activation, x: f64) -> f64 {
 }
 
 /// The matrix of batch `z` of op(A) (`m × k`) as a faer view.
-fn view<'a>(data: &'a [f32], base: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> MatRef<'a, f32> {
+fn view<'a>(
+    data: &'a [f32],
+    base: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+) -> MatRef<'a, f32> {
     let len = rows * cols;
     let s = &data[base..base + len];
     if cs == 1 || rows <= 1 {
@@ -60,7 +67,13 @@ fn view<'a>(data: &'a [f32], base: usize, rows: usize, cols: usize, rs: usize, c
 
 /// Fast multi-threaded matmul (faer) with the bias + activation epilogue, for a plan whose
 /// operands are contiguous row-major arrays.
-pub fn fast(plan: &MatmulPlan, a: &[f32], b: &[f32], bias: Option<&[f32]>, act: Activation) -> Vec<f32> {
+pub fn fast(
+    plan: &MatmulPlan,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
     let batches = plan.batches();
     let mut out = vec![0.0f32; batches * m * n];
@@ -133,7 +146,13 @@ pub struct Reference {
 
 /// Plain f64-accumulating matmul: the reference every GPU and fast-CPU result is checked
 /// against.
-pub fn reference(plan: &MatmulPlan, a: &[f32], b: &[f32], bias: Option<&[f32]>, act: Activation) -> Reference {
+pub fn reference(
+    plan: &MatmulPlan,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Reference {
     let (m, k, n) = (plan.m, plan.k, plan.n);
     let total = plan.batches() * m * n;
     let mut values = Vec::with_capacity(total);
@@ -172,7 +191,13 @@ pub fn reference_for(a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Ref
     let plan = MatmulPlan::new(a.shape(), b.shape(), opts.transpose_a, opts.transpose_b)?;
     plan.check_bias(opts.bias)?;
     let bias = opts.bias.map(host_values).transpose()?;
-    Ok(reference(&plan, &host_values(a)?, &host_values(b)?, bias.as_deref(), opts.activation))
+    Ok(reference(
+        &plan,
+        &host_values(a)?,
+        &host_values(b)?,
+        bias.as_deref(),
+        opts.activation,
+    ))
 }
 
 impl Reference {
@@ -212,7 +237,11 @@ impl Reference {
                 (g - e).abs() > bound
             };
             if bad {
-                let ratio = if bound > 0.0 { (g - e).abs() / bound } else { f64::INFINITY };
+                let ratio = if bound > 0.0 {
+                    (g - e).abs() / bound
+                } else {
+                    f64::INFINITY
+                };
                 if worst.is_none_or(|(_, r)| ratio > r || ratio.is_nan()) {
                     worst = Some((i, ratio));
                 }

@@ -195,8 +195,16 @@ impl MatmulPlan {
         let a_vec = a.len() == 1;
         let b_vec = b.len() == 1;
         // Stored 2-D shapes (rows, cols) of each operand's matrices.
-        let (ar, ac) = if a_vec { (1, a[0]) } else { (a[a.len() - 2], a[a.len() - 1]) };
-        let (br, bc) = if b_vec { (b[0], 1) } else { (b[b.len() - 2], b[b.len() - 1]) };
+        let (ar, ac) = if a_vec {
+            (1, a[0])
+        } else {
+            (a[a.len() - 2], a[a.len() - 1])
+        };
+        let (br, bc) = if b_vec {
+            (b[0], 1)
+        } else {
+            (b[b.len() - 2], b[b.len() - 1])
+        };
         let (m, ka, a_rs, a_cs) = if transpose_a && !a_vec {
             (ac, ar, 1, ac)
         } else {
@@ -316,7 +324,9 @@ impl MatmulPlan {
 
 fn as_u32(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| {
-        Error::InvalidArgument(format!("{what} = {v} exceeds the GPU kernels' 32-bit index range"))
+        Error::InvalidArgument(format!(
+            "{what} = {v} exceeds the GPU kernels' 32-bit index range"
+        ))
     })
 }
 
@@ -373,8 +383,22 @@ fn params(
 ) -> Result<Vec<u32>> {
     let (b_rs, b_cs, b_bs) = b_strides;
     let w = [
-        plan.m, plan.n, plan.k, plan.batch[1], plan.a_rs, plan.a_cs, b_rs, b_cs, plan.a_bs[0],
-        plan.a_bs[1], b_bs[0], b_bs[1], n4, row_off, 0, 0,
+        plan.m,
+        plan.n,
+        plan.k,
+        plan.batch[1],
+        plan.a_rs,
+        plan.a_cs,
+        b_rs,
+        b_cs,
+        plan.a_bs[0],
+        plan.a_bs[1],
+        b_bs[0],
+        b_bs[1],
+        n4,
+        row_off,
+        0,
+        0,
     ];
     w.iter()
         .map(|&v| as_u32(v, "matmul size or stride"))
@@ -403,7 +427,11 @@ impl GpuMatmul<'_> {
             ("ACT", f64::from(self.activation.shader_id())),
         ];
         let dummy;
-        let bias_bytes = if self.bias.is_some() { (plan.n * 4) as u64 } else { 4 };
+        let bias_bytes = if self.bias.is_some() {
+            (plan.n * 4) as u64
+        } else {
+            4
+        };
         let bias_buf = match &self.bias {
             Some(b) => b,
             None => {
@@ -413,7 +441,9 @@ impl GpuMatmul<'_> {
         };
         let mut enc = gpu
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("matmul"),
+            });
         let mut keep: Vec<Arc<GpuBuffer>> = Vec::new();
         let a_bytes = ((plan.a_base(batches - 1) + plan.m.max(1) * plan.k).max(1) * 4) as u64;
         match self.config.kernel {
@@ -484,7 +514,7 @@ impl GpuMatmul<'_> {
                 } else {
                     let packed = self.pack_b(&mut enc, n4 * 4, &mut keep)?;
                     let per = plan.k * n4;
-                    let scale = |s: usize| if plan.k * plan.n == 0 { 0 } else { s / (plan.k * plan.n) * per };
+                    let scale = |s: usize| s.checked_div(plan.k * plan.n).map_or(0, |q| q * per);
                     (packed, [scale(plan.b_bs[0]), scale(plan.b_bs[1])])
                 };
                 let b_bytes = (plan.b_count * plan.k * n4 * 16).max(16) as u64;
@@ -547,7 +577,12 @@ impl GpuMatmul<'_> {
         }
         let kernel = pipeline(gpu, "pack_b", &[])?;
         // Stored matrices of B are contiguous, K*N apart: pass that as the batch stride.
-        let u = gpu.uniform(&params(plan, (plan.b_rs, plan.b_cs, [0, plan.k * plan.n]), width, 0)?)?;
+        let u = gpu.uniform(&params(
+            plan,
+            (plan.b_rs, plan.b_cs, [0, plan.k * plan.n]),
+            width,
+            0,
+        )?)?;
         let b_bytes = (plan.b_count * plan.k * plan.n * 4).max(4) as u64;
         let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -561,7 +596,11 @@ impl GpuMatmul<'_> {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(width.div_ceil(64) as u32, plan.k as u32, plan.b_count as u32);
+        pass.dispatch_workgroups(
+            width.div_ceil(64) as u32,
+            plan.k as u32,
+            plan.b_count as u32,
+        );
         drop(pass);
         keep.push(u);
         Ok(packed)
@@ -586,8 +625,12 @@ fn cache_file() -> Option<std::path::PathBuf> {
     }
     let dir = std::env::var_os("GPU_LINALG_CACHE_DIR")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| std::path::Path::new(&d).join("gpu-linalg")))
-        .or_else(|| std::env::var_os("HOME").map(|d| std::path::Path::new(&d).join(".cache/gpu-linalg")))?;
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| std::path::Path::new(&d).join("gpu-linalg"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|d| std::path::Path::new(&d).join(".cache/gpu-linalg"))
+        })?;
     Some(dir.join("matmul-tuning.txt"))
 }
 
@@ -704,7 +747,13 @@ impl Context {
         self.matmul_cpu(&plan, a, b, opts)
     }
 
-    fn matmul_cpu(&self, plan: &MatmulPlan, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
+    fn matmul_cpu(
+        &self,
+        plan: &MatmulPlan,
+        a: &Tensor,
+        b: &Tensor,
+        opts: &MatmulOptions,
+    ) -> Result<Tensor> {
         let av = host_values(a)?;
         let bv = host_values(b)?;
         let bias = opts.bias.map(host_values).transpose()?;
@@ -742,7 +791,9 @@ impl Context {
     /// `None` on the CPU backend.
     pub fn matmul_config(&self) -> Result<MatmulConfig> {
         let Some(gpu) = self.gpu() else {
-            return Err(Error::InvalidArgument("the CPU backend has no GPU matmul kernel".into()));
+            return Err(Error::InvalidArgument(
+                "the CPU backend has no GPU matmul kernel".into(),
+            ));
         };
         if let Some(c) = *crate::context::lock(&gpu.matmul_choice) {
             return Ok(c);
@@ -784,7 +835,11 @@ impl Context {
         let Some(gpu) = self.gpu() else {
             return Ok(Vec::new());
         };
-        let n = if gpu.info.device_type == wgpu::DeviceType::Cpu { 512 } else { 1024 };
+        let n = if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            512
+        } else {
+            1024
+        };
         let data: Vec<f32> = (0..n * n).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
         let a = self.tensor(&[n, n], &data)?;
         let b = self.tensor(&[n, n], &data)?;
@@ -849,7 +904,10 @@ mod tests {
 
     #[test]
     fn configs_round_trip() {
-        for c in MatmulConfig::candidates().into_iter().chain([MatmulConfig::NAIVE]) {
+        for c in MatmulConfig::candidates()
+            .into_iter()
+            .chain([MatmulConfig::NAIVE])
+        {
             assert_eq!(c.to_string().parse::<MatmulConfig>().unwrap(), c);
         }
         assert!("vec4:9x1@64".parse::<MatmulConfig>().is_err());

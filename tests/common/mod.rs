@@ -35,7 +35,9 @@ pub fn cpu() -> Context {
 /// Deterministic pseudo-random values, multiples of 1/8 in [-2, 2): products and short sums are
 /// exact, long sums test the bound.
 pub fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             s = s

@@ -1,0 +1,245 @@
+//! The `gpu-linalg` binary: ops on .npy files, one-line errors, no output left on failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gpu_linalg::npy::{encode_npy_f32, read_npy, write_npy_f32};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gpu-linalg"));
+    c.env("GPU_LINALG_NO_TUNING_CACHE", "1")
+        .env("GPU_LINALG_MATMUL_KERNEL", "vec4:4x2@64");
+    c
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gpu-linalg-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The error contract: non-zero exit, exactly one line on stderr (Mesa's own warnings aside),
+/// containing `needle`.
+fn assert_error(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("gpu-linalg:"))
+        .collect();
+    assert_eq!(ours.len(), 1, "stderr: {stderr}");
+    assert!(ours[0].contains(needle), "'{}' lacks '{needle}'", ours[0]);
+}
+
+fn backends() -> Vec<&'static str> {
+    let mut b = vec!["cpu"];
+    if common::gpu().is_some() {
+        b.push("gpu");
+    }
+    b
+}
+
+#[test]
+fn matmul_on_npy_files_matches_numpy_semantics() {
+    let d = tmpdir("ok");
+    let (a, b, bias) = (d.join("a.npy"), d.join("b.npy"), d.join("bias.npy"));
+    write_npy_f32(&a, &[2, 3], &[1., 2., 3., 4., 5., 6.]).unwrap();
+    write_npy_f32(&b, &[3, 2], &[1., 0., 0., 1., 1., 1.]).unwrap();
+    write_npy_f32(&bias, &[2], &[0.5, -10.0]).unwrap();
+    for backend in backends() {
+        let c = d.join(format!("c-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "matmul",
+            s(&a),
+            s(&b),
+            "-o",
+            s(&c),
+            "--bias",
+            s(&bias),
+            "--activation",
+            "relu",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = read_npy(&c).unwrap();
+        assert_eq!(r.shape, vec![2, 2]);
+        assert_eq!(r.data, vec![4.5, 0.0, 10.5, 1.0]);
+        // Transposes: Aᵀ (3×2)ᵀ·B … use A as 3×2 stored transposed.
+        let c2 = d.join(format!("c2-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "matmul",
+            s(&b),
+            s(&a),
+            "-o",
+            s(&c2),
+            "--transpose-a",
+            "--transpose-b",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = read_npy(&c2).unwrap();
+        // Bᵀ (2×3) · Aᵀ (3×2) = (A·B)ᵀ
+        assert_eq!(r.shape, vec![2, 2]);
+        assert_eq!(r.data, vec![4.0, 10.0, 5.0, 11.0]);
+    }
+}
+
+/// A float64, Fortran-order, big-endian file, as numpy can write them.
+fn f64_fortran_be(shape: (usize, usize), c_order_values: &[f64]) -> Vec<u8> {
+    let header = format!(
+        "{{'descr': '>f8', 'fortran_order': True, 'shape': ({}, {}), }}",
+        shape.0, shape.1
+    );
+    let mut h = header.into_bytes();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((h.len() as u16).to_le_bytes());
+    out.extend(h);
+    for j in 0..shape.1 {
+        for i in 0..shape.0 {
+            out.extend(c_order_values[i * shape.1 + j].to_be_bytes());
+        }
+    }
+    out
+}
+
+#[test]
+fn float64_fortran_big_endian_inputs_are_read() {
+    let d = tmpdir("f64");
+    let (a, b, c) = (d.join("a.npy"), d.join("b.npy"), d.join("c.npy"));
+    std::fs::write(&a, f64_fortran_be((2, 3), &[1., 2., 3., 4., 5., 6.])).unwrap();
+    std::fs::write(&b, encode_npy_f32(&[3], &[1., 1., 1.]).unwrap()).unwrap();
+    let out = run(&["--backend", "cpu", "matmul", s(&a), s(&b), "-o", s(&c)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_npy(&c).unwrap();
+    assert_eq!(r.shape, vec![2]);
+    assert_eq!(r.data, vec![6.0, 15.0]);
+}
+
+#[test]
+fn errors_are_one_line_and_leave_no_output() {
+    let d = tmpdir("err");
+    let (a, b, c) = (d.join("a.npy"), d.join("b.npy"), d.join("c.npy"));
+    write_npy_f32(&a, &[2, 3], &[0.0; 6]).unwrap();
+    write_npy_f32(&b, &[4, 2], &[0.0; 8]).unwrap();
+    for backend in backends() {
+        let out = run(&["--backend", backend, "matmul", s(&a), s(&b), "-o", s(&c)]);
+        assert_error(&out, "[2, 3]");
+        assert!(!c.exists());
+    }
+    let out = run(&["matmul", s(&d.join("missing.npy")), s(&b), "-o", s(&c)]);
+    assert_error(&out, "missing.npy");
+    let int8 = d.join("int8.npy");
+    let mut bytes = encode_npy_f32(&[2], &[0.0, 0.0]).unwrap();
+    let pos = bytes.windows(3).position(|w| w == b"<f4").unwrap();
+    bytes[pos..pos + 3].copy_from_slice(b"|i1");
+    bytes.truncate(bytes.len() - 6);
+    std::fs::write(&int8, &bytes).unwrap();
+    let out = run(&["matmul", s(&int8), s(&b), "-o", s(&c)]);
+    assert_error(&out, "astype");
+    let out = run(&["matmul", s(&a), s(&a), "-o", s(&c), "--activation", "swish"]);
+    assert_error(&out, "swish");
+    let out = run(&["--backend", "tpu", "matmul", s(&a), s(&a), "-o", s(&c)]);
+    assert_error(&out, "tpu");
+    let sq = d.join("sq.npy");
+    write_npy_f32(&sq, &[3, 3], &[1.0; 9]).unwrap();
+    let out = run(&[
+        "matmul",
+        s(&sq),
+        s(&sq),
+        "-o",
+        s(&d.join("no/such/dir/c.npy")),
+    ]);
+    assert_error(&out, "no/such/dir");
+    assert!(!c.exists());
+    let left: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 4, "unexpected files left: {left:?}");
+}
+
+#[test]
+fn info_names_each_backend_choice() {
+    let out = run(&["info"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--backend auto",
+        "--backend gpu",
+        "--backend cpu",
+        "CPU backend",
+    ] {
+        assert!(text.contains(needle), "{text}");
+    }
+    // With only a software adapter, auto must pick the CPU and say so.
+    if gpu_linalg::list_adapters().iter().all(|a| !a.is_real_gpu) {
+        assert!(
+            text.contains("--backend auto would use the fast CPU backend"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn bench_runs_and_writes_json() {
+    let d = tmpdir("bench");
+    let j = d.join("out.json");
+    let out = run(&[
+        "bench",
+        "--sizes",
+        "16,33",
+        "--repeat",
+        "1",
+        "--json",
+        s(&j),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&j).unwrap();
+    for needle in [
+        "\"machine\"",
+        "\"results\"",
+        "\"op\": \"matmul\"",
+        "\"shape\": \"33x33x33\"",
+        "\"backend\": \"cpu\"",
+    ] {
+        assert!(text.contains(needle), "{text}");
+    }
+}

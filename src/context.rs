@@ -909,6 +909,18 @@ mod tests {
     }
 
     #[test]
+    fn only_auto_falls_back_and_only_on_kernel_build_failures() {
+        let auto = Context::with_backend(Backend::Auto).unwrap();
+        let kernel_err = || -> Result<u32> { Err(Error::Kernel("no".into())) };
+        assert!(matches!(auto.fallback_or(kernel_err()), Ok(None)));
+        assert!(matches!(auto.fallback_or(Ok(3)), Ok(Some(3))));
+        let other: Result<u32> = Err(Error::Validation("bad".into()));
+        assert!(auto.fallback_or(other).is_err());
+        let cpu = Context::with_backend(Backend::Cpu).unwrap();
+        assert!(cpu.fallback_or(kernel_err()).is_err());
+    }
+
+    #[test]
     fn context_is_send_sync() {
         fn check<T: Send + Sync>() {}
         check::<Context>();

@@ -31,7 +31,8 @@ struct Params {
     n4: u32,
     // First output row handled by this dispatch (large M is split across dispatches).
     row_off: u32,
-    _pad0: u32,
+    // pack_b: threads per step of workgroup_id.y in the folded 1-D index.
+    fold: u32,
     _pad1: u32,
 }
 
@@ -253,13 +254,15 @@ fn vec4_kernel(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // ---------------------------------------------------------------- pack_b
 // packed[zb][k][j] = op(B)(k, j) for j < n, 0 for n <= j < n4 (n4 = padded row length in
-// floats here). One thread per packed element; z indexes B's own batches (b_b1 = K*N per batch).
+// floats here). One thread per packed element of one matrix, the 1-D index folded over x and
+// y (fold = threads per y step); z indexes B's own matrices (b_b1 = K*N apart).
 @compute @workgroup_size(64, 1, 1)
 fn pack_b(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
-    let kk = gid.y;
+    let e = gid.x + gid.y * p.fold;
+    let kk = e / p.n4;
+    let j = e % p.n4;
     let zb = gid.z;
-    if j >= p.n4 || kk >= p.k {
+    if kk >= p.k {
         return;
     }
     var v = 0.0;

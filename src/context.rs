@@ -877,7 +877,8 @@ impl Context {
 
 fn open_device(adapter: &wgpu::Adapter) -> Result<Arc<Gpu>> {
     let info = adapter.get_info();
-    let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
+    let wanted =
+        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
     let features = adapter.features() & wanted;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("gpu-linalg"),

@@ -337,3 +337,47 @@ fn host_tensors_are_accepted_by_gpu_ops() {
     let v = pollster::block_on(c.to_vec_async()).unwrap();
     assert_eq!(v, vec![7.0, 10.0, 15.0, 22.0]);
 }
+
+#[test]
+fn grids_beyond_the_dispatch_limit_are_split() {
+    let Some(ctx) = common::gpu() else { return };
+    let limit = ctx
+        .device_summary()
+        .unwrap()
+        .max_compute_workgroups_per_dimension as usize;
+    // A dot product longer than the limit (the vec4 kernel packs B over k · width threads).
+    let k = limit * 2 + 3;
+    let x = common::data(k, 1);
+    let y = common::data(k, 2);
+    let tx = ctx.tensor(&[k], &x).unwrap();
+    let ty = ctx.tensor(&[k], &y).unwrap();
+    let ref_dot = reference_for(&tx, &ty, &MatmulOptions::default()).unwrap();
+    for kernel in [
+        MatmulConfig::NAIVE,
+        MatmulConfig::tiled(4, 4),
+        MatmulConfig::vec4(8, 2, 16),
+    ] {
+        let opts = MatmulOptions {
+            kernel: Some(kernel),
+            ..Default::default()
+        };
+        let got = ctx.matmul_with(&tx, &ty, &opts).unwrap();
+        assert_eq!(got.shape(), &[] as &[usize]);
+        ref_dot
+            .check(&got.to_vec().unwrap())
+            .unwrap_or_else(|e| panic!("{kernel}: {e}"));
+    }
+    // More rows than one dispatch covers at 8 rows per workgroup.
+    let m = limit * 8 + 5;
+    let a = ctx.tensor(&[m, 1], &common::data(m, 3)).unwrap();
+    let b = ctx.tensor(&[1, 3], &[1.0, -2.0, 0.5]).unwrap();
+    let r = reference_for(&a, &b, &MatmulOptions::default()).unwrap();
+    for kernel in [MatmulConfig::NAIVE, MatmulConfig::vec4(8, 1, 64)] {
+        let opts = MatmulOptions {
+            kernel: Some(kernel),
+            ..Default::default()
+        };
+        let got = ctx.matmul_with(&a, &b, &opts).unwrap().to_vec().unwrap();
+        r.check(&got).unwrap_or_else(|e| panic!("{kernel}: {e}"));
+    }
+}

@@ -569,20 +569,21 @@ impl GpuMatmul<'_> {
             return Ok(packed);
         }
         let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
-        if plan.k > limit || plan.b_count > limit {
+        if plan.b_count > limit {
             return Err(Error::InvalidArgument(format!(
-                "packing B with inner dim {} over {} matrices exceeds this adapter's {limit} workgroups per dispatch dimension",
-                plan.k, plan.b_count
+                "packing B over {} matrices exceeds this adapter's {limit} workgroups per dispatch dimension",
+                plan.b_count
             )));
         }
+        // Fold the per-matrix 1-D grid of k * width threads into x and y.
+        let groups = (plan.k * width).div_ceil(64);
+        let gx = groups.min(limit);
+        let gy = groups.div_ceil(gx);
         let kernel = pipeline(gpu, "pack_b", &[])?;
         // Stored matrices of B are contiguous, K*N apart: pass that as the batch stride.
-        let u = gpu.uniform(&params(
-            plan,
-            (plan.b_rs, plan.b_cs, [0, plan.k * plan.n]),
-            width,
-            0,
-        )?)?;
+        let mut words = params(plan, (plan.b_rs, plan.b_cs, [0, plan.k * plan.n]), width, 0)?;
+        words[14] = as_u32(gx * 64, "pack fold")?;
+        let u = gpu.uniform(&words)?;
         let b_bytes = (plan.b_count * plan.k * plan.n * 4).max(4) as u64;
         let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -596,11 +597,7 @@ impl GpuMatmul<'_> {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(
-            width.div_ceil(64) as u32,
-            plan.k as u32,
-            plan.b_count as u32,
-        );
+        pass.dispatch_workgroups(gx as u32, gy as u32, plan.b_count as u32);
         drop(pass);
         keep.push(u);
         Ok(packed)

@@ -205,14 +205,19 @@ override RM: u32 = 4u;
 override RN4: u32 = 2u;
 override WG: u32 = 64u;
 
+// Workgroups walk down the rows first (workgroup_id.x = row block, .y = column group), so
+// consecutive workgroups reuse the same K x (WG * RN4) slice of B from cache.
 @compute @workgroup_size(WG, 1, 1)
-fn vec4_kernel(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let cb = gid.x * RN4;
-    let z = gid.z;
+fn vec4_kernel(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let cb = (wid.y * WG + lid.x) * RN4;
+    let z = wid.z;
     if cb >= p.n4 {
         return;
     }
-    let row0 = gid.y * RM + p.row_off;
+    let row0 = wid.x * RM + p.row_off;
     let ao = a_base(z);
     let bo = b_base(z) + cb;
     var arow: array<u32, 8>;

@@ -234,6 +234,15 @@ pub(crate) struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// The matmul kernel configuration chosen for this device (tuned once, then cached).
     pub matmul_choice: Mutex<Option<crate::ops::matmul::MatmulConfig>>,
+    /// Active kernel timer of [`Context::time_gpu`], if any.
+    timer: Mutex<Option<Timer>>,
+}
+
+/// Timestamp queries around every compute pass encoded while a [`Context::time_gpu`] runs:
+/// query 0 at the start of the first pass, query 1 at the end of each (the last one wins).
+struct Timer {
+    set: wgpu::QuerySet,
+    started: bool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -268,7 +277,28 @@ impl Gpu {
             lost,
             uncaptured,
             matmul_choice: Mutex::new(None),
+            timer: Mutex::new(None),
         })
+    }
+
+    /// Begins a compute pass, with timestamp writes while a kernel timer is active.
+    pub fn begin_pass<'e>(&self, enc: &'e mut wgpu::CommandEncoder) -> wgpu::ComputePass<'e> {
+        let writes = lock(&self.timer).as_mut().map(|t| {
+            let begin = (!t.started).then_some(0);
+            t.started = true;
+            (t.set.clone(), begin)
+        });
+        match writes {
+            Some((set, begin)) => enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &set,
+                    beginning_of_pass_write_index: begin,
+                    end_of_pass_write_index: Some(1),
+                }),
+            }),
+            None => enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default()),
+        }
     }
 
     /// `Err(DeviceLost)` once the device is gone.
@@ -773,6 +803,56 @@ impl Context {
             Some(g) => g.wait_idle(),
             None => Ok(()),
         }
+    }
+
+    /// Runs `f` and measures, with GPU timestamp queries, the time from the start of the first
+    /// compute pass it encodes to the end of the last one: kernel time without submission,
+    /// upload or readback overhead. The time is `None` on the CPU backend, on adapters without
+    /// `TIMESTAMP_QUERY`, or when `f` encoded no pass. Passes other threads encode meanwhile
+    /// are counted too.
+    pub fn time_gpu<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Option<f64>)> {
+        let Some(gpu) = self
+            .gpu()
+            .filter(|g| g.features.contains(wgpu::Features::TIMESTAMP_QUERY))
+        else {
+            return Ok((f()?, None));
+        };
+        let set = gpu.scoped("creating a timestamp query set", || {
+            gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("gpu-linalg timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            })
+        })?;
+        *lock(&gpu.timer) = Some(Timer {
+            set,
+            started: false,
+        });
+        let out = f();
+        let timer = lock(&gpu.timer).take();
+        let out = out?;
+        let Some(Timer { set, started: true }) = timer else {
+            return Ok((out, None));
+        };
+        let resolved = gpu.alloc_with(
+            16,
+            wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            "timestamps",
+        )?;
+        gpu.scoped("resolving timestamps", || {
+            let mut enc = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            enc.resolve_query_set(&set, 0..2, resolved.buffer(), 0);
+            gpu.submit(enc);
+        })?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&resolved.read(16)?);
+        let period_ns = f64::from(gpu.queue.get_timestamp_period());
+        let secs = match ticks.as_slice() {
+            [t0, t1] => t1.saturating_sub(*t0) as f64 * period_ns * 1e-9,
+            _ => return Err(Error::Readback("timestamp readback was short".into())),
+        };
+        Ok((out, Some(secs)))
     }
 
     /// Under [`Backend::Auto`], turns a kernel-build failure into a one-time warning and

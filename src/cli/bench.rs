@@ -1,15 +1,22 @@
-//! `gpu-linalg bench`: the fast CPU backend against the GPU, on resident data and end to end,
-//! every result checked against the CPU's.
+//! `gpu-linalg bench`: the fast CPU backend against the GPU — kernel time (timestamp queries),
+//! time on resident data, and end to end — every GPU result checked against the CPU's first.
+//! Output: a table, and optionally JSON, CSV and a plot.
 
-use std::path::PathBuf;
+mod plot;
+
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalOpts;
 use crate::cpu::matmul::{fast, gamma};
 use crate::error::{Error, Result};
 use crate::{Backend, Context, ContextOptions, MatmulConfig, MatmulOptions, MatmulPlan};
+
+/// The ops `bench` knows, with their default sizes.
+const OPS: &[(&str, &[usize])] = &[("matmul", &[256, 512, 1024])];
 
 /// Arguments of `gpu-linalg bench`.
 #[derive(Args, Debug)]
@@ -17,29 +24,63 @@ pub struct BenchArgs {
     /// Comma-separated ops to run (available: matmul).
     #[arg(long, default_value = "matmul")]
     ops: String,
-    /// Comma-separated sizes (n for square matmul); each op has its own default.
+    /// Comma-separated sizes: n for square matmul (default 256,512,1024).
     #[arg(long)]
     sizes: Option<String>,
     /// Timed repeats per measurement, after one warm-up.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
-    /// Also write the results as JSON.
+    /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the results as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Plot throughput against size (.svg or .png).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 /// One measured row.
 #[derive(Clone, Debug)]
-struct Row {
-    op: String,
-    shape: String,
-    backend: &'static str,
-    label: String,
-    median_s: f64,
-    spread_s: f64,
-    e2e_s: Option<f64>,
-    flops: f64,
-    repeats: usize,
+pub(crate) struct Row {
+    /// Op name, as in `--ops`.
+    pub op: String,
+    /// Shape string (`MxKxN` for matmul).
+    pub shape: String,
+    /// The size on the plot's x axis.
+    pub size: f64,
+    /// "gpu" or "cpu".
+    pub backend: &'static str,
+    /// Backend and kernel, for people.
+    pub label: String,
+    /// Median time on resident data, seconds.
+    pub median_s: f64,
+    /// Max − min of the resident times, seconds.
+    pub spread_s: f64,
+    /// Median kernel time from timestamp queries, seconds.
+    pub kernel_s: Option<f64>,
+    /// Median end-to-end time (upload + op + readback), seconds.
+    pub e2e_s: Option<f64>,
+    /// Floating-point operations of one run.
+    pub flops: f64,
+    /// Timed repeats.
+    pub repeats: usize,
+}
+
+impl Row {
+    fn gflops(&self, secs: f64) -> f64 {
+        self.flops / secs / 1e9
+    }
+}
+
+/// What the machine is, for the reports.
+pub(crate) struct Machine {
+    pub adapter: Option<String>,
+    pub api: Option<String>,
+    pub driver: Option<String>,
+    pub cpu: String,
+    pub threads: usize,
 }
 
 /// The CPU's model name, from /proc/cpuinfo where it exists.
@@ -55,21 +96,13 @@ pub fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// Median and spread (max − min).
 fn stats(mut t: Vec<f64>) -> (f64, f64) {
     t.sort_by(f64::total_cmp);
-    let median = t[t.len() / 2];
-    (median, t[t.len() - 1] - t[0])
-}
-
-fn time(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
-    f()?; // warm-up: pipelines compiled, buffers pooled
-    let mut ts = Vec::with_capacity(repeat);
-    for _ in 0..repeat.max(1) {
-        let t = Instant::now();
-        f()?;
-        ts.push(t.elapsed().as_secs_f64());
+    match (t.first(), t.get(t.len() / 2), t.last()) {
+        (Some(lo), Some(mid), Some(hi)) => (*mid, hi - lo),
+        _ => (f64::NAN, f64::NAN),
     }
-    Ok(stats(ts))
 }
 
 /// A GPU context to bench, with how to label it.
@@ -80,6 +113,28 @@ struct Target {
 
 /// Runs the benchmark.
 pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
+    for path in [&args.json, &args.csv, &args.plot].into_iter().flatten() {
+        check_output_dir(path)?;
+    }
+    if let Some(p) = &args.plot {
+        plot::check_format(p)?;
+    }
+    let ops: Vec<(&str, Vec<usize>)> = args
+        .ops
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|op| {
+            let (name, defaults) = OPS.iter().find(|(n, _)| *n == op).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown op '{op}' for bench; available: {}",
+                    OPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            Ok((*name, parse_sizes(&args.sizes, defaults)?))
+        })
+        .collect::<Result<_>>()?;
+
     let backend: Backend = g.backend.parse()?;
     let main = Context::with_options(ContextOptions {
         backend,
@@ -87,14 +142,14 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     })?;
     let mut gpus = Vec::new();
     if main.is_gpu() {
-        gpus.push(Target {
-            label: "gpu".into(),
-            ctx: main.clone(),
-        });
         println!(
             "Benchmarking {} against the fast CPU backend.",
             main.description()
         );
+        gpus.push(Target {
+            label: "gpu".into(),
+            ctx: main.clone(),
+        });
     } else if backend == Backend::Auto {
         println!("No real GPU found: benchmarking {}.", main.description());
         if let Ok(sw) = Context::with_options(ContextOptions {
@@ -113,26 +168,68 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     } else {
         println!("Benchmarking the fast CPU backend only (--backend cpu).");
     }
+    let summary = gpus.first().and_then(|t| t.ctx.device_summary());
+    let machine = Machine {
+        adapter: summary.as_ref().map(|s| s.adapter.name.clone()),
+        api: summary.as_ref().map(|s| s.adapter.api.clone()),
+        driver: summary.as_ref().map(|s| s.adapter.driver.clone()),
+        cpu: cpu_name(),
+        threads: rayon::current_num_threads(),
+    };
+    println!("CPU: {} ({} threads)", machine.cpu, machine.threads);
     let cpu = Context::with_backend(Backend::Cpu)?;
-    println!(
-        "CPU: {} ({} threads)",
-        cpu_name(),
-        rayon::current_num_threads()
+
+    // Kernels are chosen (tuned, if the cache is cold) before the clock starts.
+    let mut plans = Vec::new();
+    for t in &gpus {
+        plans.push(t.ctx.matmul_config()?);
+    }
+    let steps: usize = ops
+        .iter()
+        .map(|(_, sizes)| {
+            sizes
+                .iter()
+                .map(|&n| 1 + gpus.len() * (1 + usize::from(n <= 1024)))
+                .sum::<usize>()
+        })
+        .sum();
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    bar.suspend(print_header);
     let mut rows = Vec::new();
-    for op in args.ops.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match op {
-            "matmul" => bench_matmul(args, &gpus, &cpu, &mut rows)?,
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown op '{other}' for bench; available: matmul"
-                )))
-            }
+    for (op, sizes) in &ops {
+        if *op == "matmul" {
+            bench_matmul(args, sizes, &gpus, &cpu, &bar, &mut rows)?;
         }
     }
+    bar.finish_and_clear();
     if let Some(path) = &args.json {
-        write_json(path, gpus.first().map(|t| &t.ctx), &rows)?;
+        write_atomic(path, &to_json(&machine, &rows))?;
         println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.csv {
+        write_atomic(path, &to_csv(&rows))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(path, &machine, &rows)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn check_output_dir(path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = dir {
+        if !d.is_dir() {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                message: format!("directory '{}' does not exist", d.display()),
+            });
+        }
     }
     Ok(())
 }
@@ -142,12 +239,11 @@ fn parse_sizes(s: &Option<String>, default: &[usize]) -> Result<Vec<usize>> {
         None => Ok(default.to_vec()),
         Some(s) => s
             .split(',')
-            .map(|x| {
-                x.trim().parse::<usize>().map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "bad size '{x}' in --sizes; expected numbers like 256,512"
-                    ))
-                })
+            .map(|x| match x.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(Error::InvalidArgument(format!(
+                    "bad size '{x}' in --sizes; expected positive numbers like 256,512"
+                ))),
             })
             .collect(),
     }
@@ -155,26 +251,38 @@ fn parse_sizes(s: &Option<String>, default: &[usize]) -> Result<Vec<usize>> {
 
 fn print_header() {
     println!(
-        "{:<8} {:<16} {:<28} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "op", "shape", "backend", "median ms", "spread ms", "GFLOP/s", "e2e GF/s", "vs CPU"
+        "{:<7} {:<15} {:<27} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "op",
+        "shape",
+        "backend",
+        "median ms",
+        "spread",
+        "kernel ms",
+        "e2e ms",
+        "GFLOP/s",
+        "kern GF/s",
+        "e2e GF/s",
+        "vs CPU"
     );
 }
 
+fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
 fn print_row(r: &Row, cpu_s: f64) {
-    let gf = r.flops / r.median_s / 1e9;
-    let e2e = r
-        .e2e_s
-        .map(|s| format!("{:.2}", r.flops / s / 1e9))
-        .unwrap_or_else(|| "-".into());
     println!(
-        "{:<8} {:<16} {:<28} {:>10.3} {:>10.3} {:>10.2} {:>10} {:>8.2}×",
+        "{:<7} {:<15} {:<27} {:>10.3} {:>9.3} {:>10} {:>10} {:>9.2} {:>9} {:>9} {:>7.2}×",
         r.op,
         r.shape,
         r.label,
         r.median_s * 1e3,
         r.spread_s * 1e3,
-        gf,
-        e2e,
+        fmt_opt(r.kernel_s, |s| format!("{:.3}", s * 1e3)),
+        fmt_opt(r.e2e_s, |s| format!("{:.3}", s * 1e3)),
+        r.gflops(r.median_s),
+        fmt_opt(r.kernel_s, |s| format!("{:.2}", r.gflops(s))),
+        fmt_opt(r.e2e_s, |s| format!("{:.2}", r.gflops(s))),
         cpu_s / r.median_s
     );
 }
@@ -202,15 +310,52 @@ fn check_against_cpu(
     Ok(())
 }
 
+/// Times `f` `repeat` times after a warm-up, returning (median, spread) of its wall time and the
+/// median of the kernel time it reports.
+fn time_gpu_op(
+    ctx: &Context,
+    repeat: usize,
+    f: &dyn Fn() -> Result<()>,
+) -> Result<(f64, f64, Option<f64>)> {
+    f()?;
+    ctx.synchronize()?; // the warm-up must not run inside the first timed repeat
+    let mut wall = Vec::new();
+    let mut kernel = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let (w, k) = ctx.time_gpu(|| {
+            let t = Instant::now();
+            f()?;
+            ctx.synchronize()?;
+            Ok(t.elapsed().as_secs_f64())
+        })?;
+        wall.push(w);
+        kernel.extend(k);
+    }
+    let (med, spread) = stats(wall);
+    let k = (!kernel.is_empty()).then(|| stats(kernel).0);
+    Ok((med, spread, k))
+}
+
+fn time_plain(repeat: usize, f: &dyn Fn() -> Result<()>) -> Result<(f64, f64)> {
+    f()?;
+    let mut ts = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        f()?;
+        ts.push(t.elapsed().as_secs_f64());
+    }
+    Ok(stats(ts))
+}
+
 fn bench_matmul(
     args: &BenchArgs,
+    sizes: &[usize],
     gpus: &[Target],
     cpu: &Context,
+    bar: &ProgressBar,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
-    let sizes = parse_sizes(&args.sizes, &[256, 512, 1024])?;
-    print_header();
-    for n in sizes {
+    for &n in sizes {
         let plan = MatmulPlan::new(&[n, n], &[n, n], false, false)?;
         let ha: Vec<f32> = (0..n * n)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
@@ -219,74 +364,65 @@ fn bench_matmul(
             .map(|i| ((i * 104_729) % 997) as f32 / 498.5 - 1.0)
             .collect();
         let shape = format!("{n}x{n}x{n}");
-        // CPU first: its result checks every GPU result.
-        let (ca, cb) = (cpu.tensor(&[n, n], &ha)?, cpu.tensor(&[n, n], &hb)?);
-        let cpu_out = cpu.matmul(&ca, &cb)?.to_vec()?;
-        let (cpu_s, cpu_spread) = time(args.repeat, || cpu.matmul(&ca, &cb).map(drop))?;
-        let cpu_row = Row {
+        let row = |backend, label: String, t: (f64, f64, Option<f64>, Option<f64>), reps| Row {
             op: "matmul".into(),
             shape: shape.clone(),
-            backend: "cpu",
-            label: "cpu (faer)".into(),
-            median_s: cpu_s,
-            spread_s: cpu_spread,
-            e2e_s: None,
+            size: n as f64,
+            backend,
+            label,
+            median_s: t.0,
+            spread_s: t.1,
+            kernel_s: t.2,
+            e2e_s: t.3,
             flops: plan.flops(),
-            repeats: args.repeat,
+            repeats: reps,
         };
-        print_row(&cpu_row, cpu_s);
-        rows.push(cpu_row);
+        // CPU first: its result checks every GPU result.
+        bar.set_message(format!("matmul {shape} on the CPU"));
+        let (ca, cb) = (cpu.tensor(&[n, n], &ha)?, cpu.tensor(&[n, n], &hb)?);
+        let cpu_out = cpu.matmul(&ca, &cb)?.to_vec()?;
+        let (cpu_s, cpu_spread) = time_plain(args.repeat, &|| cpu.matmul(&ca, &cb).map(drop))?;
+        let r = row(
+            "cpu",
+            "cpu (faer)".into(),
+            (cpu_s, cpu_spread, None, None),
+            args.repeat,
+        );
+        bar.suspend(|| print_row(&r, cpu_s));
+        rows.push(r);
+        bar.inc(1);
         for t in gpus {
             let ctx = &t.ctx;
-            let mut kernels: Vec<(Option<MatmulConfig>, String)> =
-                vec![(None, format!("{} {}", t.label, ctx.matmul_config()?))];
+            let mut kernels = vec![(None, format!("{} {}", t.label, ctx.matmul_config()?))];
             if n <= 1024 {
                 kernels.push((Some(MatmulConfig::NAIVE), format!("{} naive", t.label)));
             }
             let (ga, gb) = (ctx.tensor(&[n, n], &ha)?, ctx.tensor(&[n, n], &hb)?);
             for (kernel, label) in kernels {
+                bar.set_message(format!("matmul {shape} on {label}"));
                 let opts = MatmulOptions {
                     kernel,
                     ..Default::default()
                 };
                 let got = ctx.matmul_with(&ga, &gb, &opts)?.to_vec()?;
                 check_against_cpu(&plan, &ha, &hb, &got, &cpu_out)?;
+                // The naive kernel is a slow baseline: fewer repeats.
                 let reps = if kernel.is_some() {
                     args.repeat.min(3)
                 } else {
                     args.repeat
                 };
-                let (med, spread) = time(reps, || {
-                    let c = ctx.matmul_with(&ga, &gb, &opts)?;
-                    ctx.synchronize()?;
-                    drop(c);
-                    Ok(())
+                let (med, spread, kern) =
+                    time_gpu_op(ctx, reps, &|| ctx.matmul_with(&ga, &gb, &opts).map(drop))?;
+                let (e2e, _) = time_plain(reps, &|| {
+                    let a = ctx.tensor(&[n, n], &ha)?;
+                    let b = ctx.tensor(&[n, n], &hb)?;
+                    ctx.matmul_with(&a, &b, &opts)?.to_vec().map(drop)
                 })?;
-                let e2e = if kernel.is_none() {
-                    Some(
-                        time(reps, || {
-                            let a = ctx.tensor(&[n, n], &ha)?;
-                            let b = ctx.tensor(&[n, n], &hb)?;
-                            ctx.matmul_with(&a, &b, &opts)?.to_vec().map(drop)
-                        })?
-                        .0,
-                    )
-                } else {
-                    None
-                };
-                let row = Row {
-                    op: "matmul".into(),
-                    shape: shape.clone(),
-                    backend: "gpu",
-                    label,
-                    median_s: med,
-                    spread_s: spread,
-                    e2e_s: e2e,
-                    flops: plan.flops(),
-                    repeats: reps,
-                };
-                print_row(&row, cpu_s);
-                rows.push(row);
+                let r = row("gpu", label, (med, spread, kern, Some(e2e)), reps);
+                bar.suspend(|| print_row(&r, cpu_s));
+                rows.push(r);
+                bar.inc(1);
             }
         }
     }
@@ -314,44 +450,135 @@ fn json_num(v: Option<f64>) -> String {
     }
 }
 
-fn write_json(path: &PathBuf, gpu: Option<&Context>, rows: &[Row]) -> Result<()> {
-    let summary = gpu.and_then(|c| c.device_summary());
-    let (adapter, api, driver) = match &summary {
-        Some(s) => (
-            json_str(&s.adapter.name),
-            json_str(&s.adapter.api),
-            json_str(&s.adapter.driver),
-        ),
-        None => ("null".into(), "null".into(), "null".into()),
-    };
+fn json_opt_str(v: &Option<String>) -> String {
+    v.as_deref().map(json_str).unwrap_or_else(|| "null".into())
+}
+
+/// The JSON report: `{"machine": {...}, "results": [...]}` (field names are a contract).
+fn to_json(m: &Machine, rows: &[Row]) -> String {
     let results: Vec<String> = rows
         .iter()
         .map(|r| {
             format!(
-                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": null, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": null, \"repeats\": {}}}",
+                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": null, \"repeats\": {}}}",
                 json_str(&r.op),
                 json_str(&r.shape),
                 json_str(r.backend),
                 json_str(&r.label),
                 json_num(Some(r.median_s)),
                 json_num(Some(r.spread_s)),
+                json_num(r.kernel_s),
                 json_num(r.e2e_s),
-                json_num(Some(r.flops / r.median_s / 1e9)),
+                json_num(Some(r.gflops(r.median_s))),
                 r.repeats
             )
         })
         .collect();
-    let text = format!(
-        "{{\"machine\": {{\"adapter\": {adapter}, \"api\": {api}, \"driver\": {driver}, \"cpu\": {}, \"threads\": {}}},\n \"results\": [\n  {}\n]}}\n",
-        json_str(&cpu_name()),
-        rayon::current_num_threads(),
+    format!(
+        "{{\"machine\": {{\"adapter\": {}, \"api\": {}, \"driver\": {}, \"cpu\": {}, \"threads\": {}}},\n \"results\": [\n  {}\n]}}\n",
+        json_opt_str(&m.adapter),
+        json_opt_str(&m.api),
+        json_opt_str(&m.driver),
+        json_str(&m.cpu),
+        m.threads,
         results.join(",\n  ")
+    )
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn to_csv(rows: &[Row]) -> String {
+    let opt = |v: Option<f64>| v.map(|x| format!("{x:e}")).unwrap_or_default();
+    let mut out = String::from(
+        "op,shape,backend,kernel,median_s,spread_s,kernel_s,e2e_s,gflops,gbs,repeats\n",
     );
-    let tmp = path.with_extension("json.tmp");
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{:e},{:e},{},{},{:e},,{}\n",
+            csv_field(&r.op),
+            csv_field(&r.shape),
+            r.backend,
+            csv_field(&r.label),
+            r.median_s,
+            r.spread_s,
+            opt(r.kernel_s),
+            opt(r.e2e_s),
+            r.gflops(r.median_s),
+            r.repeats
+        ));
+    }
+    out
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it into place.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Io {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> Row {
+        Row {
+            op: "matmul".into(),
+            shape: "2x2x2".into(),
+            size: 2.0,
+            backend: "gpu",
+            label: "gpu \"x\", y".into(),
+            median_s: 1e-3,
+            spread_s: 1e-4,
+            kernel_s: Some(5e-4),
+            e2e_s: None,
+            flops: 16.0,
+            repeats: 3,
+        }
+    }
+
+    #[test]
+    fn csv_quotes_and_leaves_missing_values_empty() {
+        let csv = to_csv(&[row()]);
+        let line = csv.lines().nth(1).unwrap();
+        assert!(
+            line.starts_with("matmul,2x2x2,gpu,\"gpu \"\"x\"\", y\",1e-3,1e-4,5e-4,,"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_has_the_contract_fields() {
+        let m = Machine {
+            adapter: None,
+            api: Some("Vulkan".into()),
+            driver: None,
+            cpu: "c".into(),
+            threads: 2,
+        };
+        let j = to_json(&m, &[row()]);
+        for f in [
+            "\"adapter\": null",
+            "\"api\": \"Vulkan\"",
+            "\"kernel_s\": 5e-4",
+            "\"e2e_s\": null",
+            "\"gbs\": null",
+            "\"repeats\": 3",
+        ] {
+            assert!(j.contains(f), "{f} missing in {j}");
+        }
+    }
 }

@@ -464,7 +464,7 @@ impl GpuMatmul<'_> {
                 let gx = plan.n.div_ceil(cols_per_group);
                 if gx > limit {
                     return Err(Error::InvalidArgument(format!(
-                        "matmul with {} columns needs {gx} workgroups along x, above this adapter's limit of {limit}",
+                        "matmul with {} columns needs {gx} workgroups along one dimension, above this adapter's limit of {limit}",
                         plan.n
                     )));
                 }
@@ -487,7 +487,7 @@ impl GpuMatmul<'_> {
                             entry_buf(4, out.binding((out_len * 4) as u64)),
                         ],
                     });
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                    let mut pass = gpu.begin_pass(&mut enc);
                     pass.set_pipeline(&kernel.pipeline);
                     pass.set_bind_group(0, &bg, &[]);
                     pass.dispatch_workgroups(
@@ -522,7 +522,7 @@ impl GpuMatmul<'_> {
                 let gx = (n4 / rn4).div_ceil(self.config.workgroup as usize);
                 if gx > limit {
                     return Err(Error::InvalidArgument(format!(
-                        "matmul with {} columns needs {gx} workgroups along x, above this adapter's limit of {limit}",
+                        "matmul with {} columns needs {gx} workgroups along one dimension, above this adapter's limit of {limit}",
                         plan.n
                     )));
                 }
@@ -539,10 +539,10 @@ impl GpuMatmul<'_> {
                             entry_buf(5, bsrc.binding(b_bytes)),
                         ],
                     });
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                    let mut pass = gpu.begin_pass(&mut enc);
                     pass.set_pipeline(&kernel.pipeline);
                     pass.set_bind_group(0, &bg, &[]);
-                    pass.dispatch_workgroups(gx as u32, rows.div_ceil(rm) as u32, batches as u32);
+                    pass.dispatch_workgroups(rows.div_ceil(rm) as u32, gx as u32, batches as u32);
                     drop(pass);
                     keep.push(u);
                 }
@@ -594,7 +594,7 @@ impl GpuMatmul<'_> {
                 entry_buf(6, packed.binding((packed_len * 4) as u64)),
             ],
         });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        let mut pass = gpu.begin_pass(enc);
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(gx as u32, gy as u32, plan.b_count as u32);

@@ -215,9 +215,9 @@ fn info_names_each_backend_choice() {
 }
 
 #[test]
-fn bench_runs_and_writes_json() {
+fn bench_writes_json_csv_and_plot() {
     let d = tmpdir("bench");
-    let j = d.join("out.json");
+    let (j, c, p) = (d.join("out.json"), d.join("out.csv"), d.join("out.svg"));
     let out = run(&[
         "bench",
         "--sizes",
@@ -226,20 +226,70 @@ fn bench_runs_and_writes_json() {
         "1",
         "--json",
         s(&j),
+        "--csv",
+        s(&c),
+        "--plot",
+        s(&p),
     ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("kernel ms") && stdout.contains("33x33x33"),
+        "{stdout}"
+    );
     let text = std::fs::read_to_string(&j).unwrap();
     for needle in [
         "\"machine\"",
+        "\"adapter\"",
+        "\"api\"",
+        "\"driver\"",
+        "\"cpu\"",
+        "\"threads\"",
         "\"results\"",
         "\"op\": \"matmul\"",
         "\"shape\": \"33x33x33\"",
         "\"backend\": \"cpu\"",
+        "\"median_s\"",
+        "\"spread_s\"",
+        "\"kernel_s\"",
+        "\"e2e_s\"",
+        "\"gflops\"",
+        "\"gbs\"",
+        "\"repeats\"",
     ] {
-        assert!(text.contains(needle), "{text}");
+        assert!(text.contains(needle), "{needle} missing: {text}");
     }
+    if common::gpu().is_some() {
+        // lavapipe offers timestamps: GPU rows carry kernel and end-to-end times.
+        let gpu_rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"backend\": \"gpu\""))
+            .collect();
+        assert!(!gpu_rows.is_empty(), "{text}");
+        for r in gpu_rows {
+            assert!(
+                !r.contains("\"kernel_s\": null") && !r.contains("\"e2e_s\": null"),
+                "{r}"
+            );
+        }
+    }
+    let csv = std::fs::read_to_string(&c).unwrap();
+    assert!(csv.starts_with("op,shape,backend,kernel,median_s"), "{csv}");
+    assert!(csv.lines().count() >= 3, "{csv}");
+    let svg = std::fs::read_to_string(&p).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("<polyline"),
+        "no lines in the plot"
+    );
+    // A bad plot format or output folder fails before any benchmark runs, leaving nothing.
+    let out = run(&["bench", "--sizes", "8", "--plot", s(&d.join("x.gif"))]);
+    assert_error(&out, "x.gif");
+    let out = run(&["bench", "--sizes", "8", "--json", s(&d.join("nope/x.json"))]);
+    assert_error(&out, "nope");
+    let out = run(&["bench", "--ops", "fft"]);
+    assert_error(&out, "fft");
 }

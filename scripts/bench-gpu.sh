@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Benchmark gpu-linalg on a machine with a real GPU and compare with PyTorch where it is installed.
+#
+#   scripts/bench-gpu.sh [OUT_DIR] [SIZES]
+#
+# Writes OUT_DIR/bench.json, bench.csv, bench.svg (gpu-linalg bench --backend gpu) and, when
+# `python3 -c 'import torch'` works, OUT_DIR/torch.txt with PyTorch's fp32 matmul (TF32 off)
+# at the same sizes. Paste the tables into BENCHMARKS.md with this command line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-bench-out}"
+sizes="${2:-1024,2048,4096}"
+mkdir -p "$out"
+
+cargo build --release
+bin=target/release/gpu-linalg
+"$bin" --backend gpu info | tee "$out/info.txt"
+"$bin" --backend gpu bench --sizes "$sizes" --repeat 10 \
+  --json "$out/bench.json" --csv "$out/bench.csv" --plot "$out/bench.svg" | tee "$out/bench.txt"
+
+if python3 -c 'import torch' 2>/dev/null; then
+  SIZES="$sizes" python3 - <<'PY' | tee "$out/torch.txt"
+import os, time, torch
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+dev = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+name = torch.cuda.get_device_name(0) if dev == "cuda" else dev
+print(f"PyTorch {torch.__version__} on {name}, float32, TF32 off")
+for n in map(int, os.environ["SIZES"].split(",")):
+    a = torch.rand(n, n, device=dev); b = torch.rand(n, n, device=dev)
+    for _ in range(3): a @ b
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    sync(); ts = []
+    for _ in range(10):
+        t = time.perf_counter(); a @ b; sync(); ts.append(time.perf_counter() - t)
+    ts.sort(); m = ts[len(ts) // 2]
+    print(f"matmul {n}x{n}x{n}: median {m*1e3:.3f} ms = {2*n**3/m/1e9:.1f} GFLOP/s")
+PY
+else
+  echo "PyTorch not installed: no side-by-side (pip install torch to add one)" | tee "$out/torch.txt"
+fi
+echo "results in $out/"

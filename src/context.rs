@@ -234,6 +234,8 @@ pub(crate) struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// The matmul kernel configuration chosen for this device (tuned once, then cached).
     pub matmul_choice: Mutex<Option<crate::ops::matmul::MatmulConfig>>,
+    /// The conv kernel configuration chosen for this device.
+    pub conv_choice: Mutex<Option<crate::ops::conv::ConvConfig>>,
     /// Active kernel timer of [`Context::time_gpu`], if any.
     timer: Mutex<Option<Timer>>,
 }
@@ -277,6 +279,7 @@ impl Gpu {
             lost,
             uncaptured,
             matmul_choice: Mutex::new(None),
+            conv_choice: Mutex::new(None),
             timer: Mutex::new(None),
         })
     }
@@ -482,6 +485,74 @@ impl Gpu {
             shader_f16: self.features.contains(wgpu::Features::SHADER_F16),
             subgroups: self.features.contains(wgpu::Features::SUBGROUP),
             timestamps: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}
+
+/// Where the tuning cache lives: `GPU_LINALG_CACHE_DIR`, else `$XDG_CACHE_HOME/gpu-linalg`,
+/// else `$HOME/.cache/gpu-linalg`; `None` when `GPU_LINALG_NO_TUNING_CACHE` is set.
+fn tuning_cache_file() -> Option<std::path::PathBuf> {
+    if std::env::var("GPU_LINALG_NO_TUNING_CACHE").is_ok_and(|v| v != "0" && !v.is_empty()) {
+        return None;
+    }
+    let dir = std::env::var_os("GPU_LINALG_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| std::path::Path::new(&d).join("gpu-linalg"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|d| std::path::Path::new(&d).join(".cache/gpu-linalg"))
+        })?;
+    Some(dir.join("tuning.txt"))
+}
+
+impl Gpu {
+    /// The cache key of a kernel family on this adapter: adapter, API, driver, crate version.
+    fn tuning_key(&self, family: &str) -> String {
+        let i = &self.info;
+        format!(
+            "{family}|{}|{:?}|{}|{}|{:?}|gpu-linalg {}",
+            i.name,
+            i.backend,
+            i.driver,
+            i.driver_info,
+            i.device_type,
+            env!("CARGO_PKG_VERSION")
+        )
+        .replace(['\n', '\t'], " ")
+    }
+
+    /// The kernel choice cached on disk for `family` on this adapter, if any.
+    pub fn tuned(&self, family: &str) -> Option<String> {
+        let key = self.tuning_key(family);
+        let text = std::fs::read_to_string(tuning_cache_file()?).ok()?;
+        text.lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .next_back()
+    }
+
+    /// Caches the kernel choice for `family` on this adapter (best effort: a cache that cannot
+    /// be written only costs a re-tune next time).
+    pub fn store_tuned(&self, family: &str, value: &str) {
+        let Some(path) = tuning_cache_file() else {
+            return;
+        };
+        let key = self.tuning_key(family);
+        let mut lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split_once('\t').is_some_and(|(k, _)| k != key))
+            .map(str::to_string)
+            .collect();
+        lines.push(format!("{key}\t{value}"));
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, lines.join("\n") + "\n").is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod tensor;
 
 pub use context::{list_adapters, AdapterSummary, Backend, Context, ContextOptions, DeviceSummary};
 pub use error::{Error, Result};
+pub use ops::conv::{ConvConfig, ConvKind, ConvOptions, ConvPlan, Padding};
 pub use ops::matmul::{MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan};
 pub use ops::Activation;
 pub use tensor::{DType, Location, Tensor};

@@ -11,7 +11,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalOpts;
-use crate::cpu::matmul::{fast, gamma};
+use crate::cpu::gamma;
+use crate::cpu::matmul::fast;
 use crate::error::{Error, Result};
 use crate::{Backend, Context, ContextOptions, MatmulConfig, MatmulOptions, MatmulPlan};
 

@@ -4,45 +4,11 @@
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
-use crate::error::{Error, Result};
+use super::{activate_f32, activate_f64, Reference};
+use crate::error::Result;
 use crate::ops::matmul::{host_values, MatmulOptions, MatmulPlan};
 use crate::ops::Activation;
 use crate::tensor::Tensor;
-
-/// Unit roundoff of f32, 2⁻²⁴.
-pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
-
-/// γ_k = k·u / (1 − k·u) with u = 2⁻²⁴: the classical bound on the relative error of a
-/// length-k dot product in f32, whatever the summation order.
-pub fn gamma(k: usize) -> f64 {
-    let ku = k as f64 * F32_UNIT_ROUNDOFF;
-    if ku >= 1.0 {
-        f64::INFINITY
-    } else {
-        ku / (1.0 - ku)
-    }
-}
-
-/// f64 activation, the reference for the shaders' f32 versions.
-pub fn activate_f64(act: Activation, x: f64) -> f64 {
-    match act {
-        Activation::None => x,
-        Activation::Relu => {
-            if x < 0.0 {
-                0.0
-            } else {
-                x
-            }
-        }
-        Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
-        Activation::GeluTanh => {
-            let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
-            0.5 * x * (1.0 + u.tanh())
-        }
-        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        Activation::Tanh => x.tanh(),
-    }
-}
 
 /// The matrix of batch `z` of op(A) (`m × k`) as a faer view.
 fn view<'a>(
@@ -111,37 +77,9 @@ fn epilogue(dst: &mut [f32], n: usize, bias: Option<&[f32]>, act: Activation) {
     }
     for row in dst.chunks_mut(n) {
         for (j, v) in row.iter_mut().enumerate() {
-            let x = *v + bias.map_or(0.0, |b| b[j]);
-            *v = match act {
-                Activation::None => x,
-                Activation::Relu => {
-                    if x < 0.0 {
-                        0.0
-                    } else {
-                        x
-                    }
-                }
-                Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-                Activation::Tanh => x.tanh(),
-                _ => activate_f64(act, f64::from(x)) as f32,
-            };
+            *v = activate_f32(act, *v + bias.map_or(0.0, |b| b[j]));
         }
     }
-}
-
-/// The exact (f64) result of a matmul on f32 inputs, with what the error bound needs.
-#[derive(Clone, Debug)]
-pub struct Reference {
-    /// Result shape.
-    pub shape: Vec<usize>,
-    /// f64 values, after bias and activation.
-    pub values: Vec<f64>,
-    /// Σ|a||b| (+ |bias|) per element, before the activation.
-    pub magnitudes: Vec<f64>,
-    /// Terms per element: k (+1 with a bias).
-    pub terms: usize,
-    /// The activation applied.
-    pub activation: Activation,
 }
 
 /// Plain f64-accumulating matmul: the reference every GPU and fast-CPU result is checked
@@ -198,65 +136,4 @@ pub fn reference_for(a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Ref
         bias.as_deref(),
         opts.activation,
     ))
-}
-
-impl Reference {
-    /// The largest error DESIGN.md allows at element `i`:
-    /// L·γ_terms·magnitude (+ a few ulp and 1e-6 after a transcendental activation).
-    pub fn bound(&self, i: usize) -> f64 {
-        let lin = self.activation.lipschitz() * gamma(self.terms) * self.magnitudes[i]
-            + self.terms as f64 * f64::from(f32::MIN_POSITIVE);
-        let u = F32_UNIT_ROUNDOFF;
-        match self.activation {
-            Activation::None | Activation::Relu => lin + u * self.values[i].abs(),
-            _ => lin + 4.0 * u * self.values[i].abs() + 1e-6,
-        }
-    }
-
-    /// Checks `got` element by element: NaN where the reference is NaN, equal infinities,
-    /// and |got − exact| within [`Reference::bound`] elsewhere. The error names the worst
-    /// element.
-    pub fn check(&self, got: &[f32]) -> Result<()> {
-        if got.len() != self.values.len() {
-            return Err(Error::Verification(format!(
-                "result has {} elements, reference {}",
-                got.len(),
-                self.values.len()
-            )));
-        }
-        let mut worst: Option<(usize, f64)> = None;
-        for (i, (&g, &e)) in got.iter().zip(&self.values).enumerate() {
-            let g = f64::from(g);
-            let bound = self.bound(i);
-            let bad = if e.is_nan() || g.is_nan() {
-                e.is_nan() != g.is_nan()
-            } else if e.is_infinite() || g.is_infinite() {
-                // f32 may overflow where f64 did not.
-                !(e == g || (g.is_infinite() && e.abs() + bound >= f64::from(f32::MAX)))
-            } else {
-                (g - e).abs() > bound
-            };
-            if bad {
-                let ratio = if bound > 0.0 {
-                    (g - e).abs() / bound
-                } else {
-                    f64::INFINITY
-                };
-                if worst.is_none_or(|(_, r)| ratio > r || ratio.is_nan()) {
-                    worst = Some((i, ratio));
-                }
-            }
-        }
-        match worst {
-            None => Ok(()),
-            Some((i, ratio)) => Err(Error::Verification(format!(
-                "element {i} (flat index, result shape {:?}) is {} but the f64 reference is {} \
-                 (allowed error {:.3e}, {ratio:.1}× over)",
-                self.shape,
-                got[i],
-                self.values[i],
-                self.bound(i)
-            ))),
-        }
-    }
 }

@@ -345,7 +345,7 @@ fn pipeline(
             device.create_shader_module_trusted(
                 wgpu::ShaderModuleDescriptor {
                     label: Some("matmul.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(source::MATMUL.into()),
+                    source: wgpu::ShaderSource::Wgsl(source::with_epilogue(source::MATMUL).into()),
                 },
                 wgpu::ShaderRuntimeChecks::unchecked(),
             )
@@ -614,64 +614,6 @@ fn entry_buf(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGro
     wgpu::BindGroupEntry { binding, resource }
 }
 
-/// Where the tuning cache lives: `GPU_LINALG_CACHE_DIR`, else `$XDG_CACHE_HOME/gpu-linalg`,
-/// else `$HOME/.cache/gpu-linalg`.
-fn cache_file() -> Option<std::path::PathBuf> {
-    if std::env::var("GPU_LINALG_NO_TUNING_CACHE").is_ok_and(|v| v != "0" && !v.is_empty()) {
-        return None;
-    }
-    let dir = std::env::var_os("GPU_LINALG_CACHE_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME").map(|d| std::path::Path::new(&d).join("gpu-linalg"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME").map(|d| std::path::Path::new(&d).join(".cache/gpu-linalg"))
-        })?;
-    Some(dir.join("matmul-tuning.txt"))
-}
-
-fn cache_key(gpu: &Gpu) -> String {
-    let i = &gpu.info;
-    format!(
-        "{}|{:?}|{}|{}|{:?}|gpu-linalg {}",
-        i.name,
-        i.backend,
-        i.driver,
-        i.driver_info,
-        i.device_type,
-        env!("CARGO_PKG_VERSION")
-    )
-    .replace(['\n', '\t'], " ")
-}
-
-fn cached_choice(key: &str) -> Option<MatmulConfig> {
-    let text = std::fs::read_to_string(cache_file()?).ok()?;
-    text.lines()
-        .filter_map(|l| l.split_once('\t'))
-        .filter(|(k, _)| *k == key)
-        .filter_map(|(_, v)| v.parse().ok())
-        .next_back()
-}
-
-fn store_choice(key: &str, cfg: MatmulConfig) {
-    let Some(path) = cache_file() else { return };
-    let mut lines: Vec<String> = std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.split_once('\t').is_some_and(|(k, _)| k != key))
-        .map(str::to_string)
-        .collect();
-    lines.push(format!("{key}\t{cfg}"));
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, lines.join("\n") + "\n").is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
-}
-
 /// Result of timing one candidate.
 #[derive(Clone, Debug)]
 pub struct TuningResult {
@@ -798,8 +740,7 @@ impl Context {
         let choice = if let Ok(s) = std::env::var("GPU_LINALG_MATMUL_KERNEL") {
             s.parse()?
         } else {
-            let key = cache_key(gpu);
-            match cached_choice(&key) {
+            match gpu.tuned("matmul").and_then(|v| v.parse().ok()) {
                 Some(c) => c,
                 None => {
                     let results = self.tune_matmul()?;
@@ -814,7 +755,7 @@ impl Context {
                                 results.iter().map(|r| r.gflops.clone()).collect::<Vec<_>>()
                             ))
                         })?;
-                    store_choice(&key, best);
+                    gpu.store_tuned("matmul", &best.to_string());
                     best
                 }
             }

@@ -1,5 +1,6 @@
 //! Host side of each kernel family: shape checks, planning, dispatch.
 
+pub mod conv;
 pub mod matmul;
 
 use std::str::FromStr;
@@ -8,8 +9,17 @@ use crate::error::{Error, Result};
 
 /// The WGSL sources, embedded at compile time.
 pub(crate) mod source {
+    /// `shaders/epilogue.wgsl`: bias + activation, shared by matmul and conv.
+    pub const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
     /// `shaders/matmul.wgsl`.
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+    /// `shaders/conv.wgsl`.
+    pub const CONV: &str = include_str!("../../shaders/conv.wgsl");
+
+    /// A kernel source with the shared epilogue prepended.
+    pub fn with_epilogue(src: &str) -> String {
+        format!("{EPILOGUE}\n{src}")
+    }
 }
 
 /// Activation applied in a fused epilogue (after the bias).

@@ -293,3 +293,96 @@ fn bench_writes_json_csv_and_plot() {
     let out = run(&["bench", "--ops", "fft"]);
     assert_error(&out, "fft");
 }
+
+#[test]
+fn convolutions_on_npy_files() {
+    let d = tmpdir("conv");
+    let (x, w, b) = (d.join("x.npy"), d.join("w.npy"), d.join("b.npy"));
+    write_npy_f32(&x, &[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]).unwrap();
+    write_npy_f32(&w, &[1, 1, 2, 2], &[1., 0., 0., 1.]).unwrap();
+    write_npy_f32(&b, &[1], &[-10.0]).unwrap();
+    for backend in backends() {
+        let y = d.join(format!("y-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "conv2d",
+            s(&x),
+            s(&w),
+            "-o",
+            s(&y),
+            "--bias",
+            s(&b),
+            "--activation",
+            "relu",
+            "--padding",
+            "valid",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = read_npy(&y).unwrap();
+        assert_eq!(r.shape, vec![1, 1, 2, 2]);
+        assert_eq!(r.data, vec![0., 0., 2., 4.]);
+        let t = d.join(format!("t-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "conv-transpose2d",
+            s(&x),
+            s(&w),
+            "-o",
+            s(&t),
+            "--stride",
+            "2",
+            "--output-padding",
+            "1",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(read_npy(&t).unwrap().shape, vec![1, 1, 7, 7]);
+        let x1 = d.join("x1.npy");
+        let w1 = d.join("w1.npy");
+        write_npy_f32(&x1, &[2, 5], &[1., 2., 3., 4., 5., 1., 1., 1., 1., 1.]).unwrap();
+        write_npy_f32(&w1, &[2, 1, 3], &[1., 1., 1., 0., 1., 0.]).unwrap();
+        let y1 = d.join(format!("y1-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "conv1d",
+            s(&x1),
+            s(&w1),
+            "-o",
+            s(&y1),
+            "--groups",
+            "2",
+            "--padding",
+            "same",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = read_npy(&y1).unwrap();
+        assert_eq!(r.shape, vec![2, 5]);
+        assert_eq!(r.data, vec![3., 6., 9., 12., 9., 1., 1., 1., 1., 1.]);
+    }
+    let x3 = d.join("x3.npy");
+    write_npy_f32(&x3, &[1, 3, 4, 4], &[0.0; 48]).unwrap();
+    let w3 = d.join("w3.npy");
+    write_npy_f32(&w3, &[2, 1, 3, 3], &[0.0; 18]).unwrap();
+    let y3 = d.join("y3.npy");
+    let out = run(&["conv2d", s(&x3), s(&w3), "-o", s(&y3), "--groups", "2"]);
+    assert_error(&out, "channels 3 not divisible by groups 2");
+    let out = run(&["conv2d", s(&x3), s(&w3), "-o", s(&y3), "--stride", "2,x"]);
+    assert_error(&out, "stride");
+    assert!(!y3.exists());
+}

@@ -12,20 +12,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalOpts;
 use crate::cpu::gamma;
-use crate::cpu::matmul::fast;
 use crate::error::{Error, Result};
-use crate::{Backend, Context, ContextOptions, MatmulConfig, MatmulOptions, MatmulPlan};
+use crate::{
+    Backend, Context, ContextOptions, ConvKind, ConvOptions, ConvPlan, MatmulOptions, MatmulPlan,
+    Padding, Tensor,
+};
 
-/// The ops `bench` knows, with their default sizes.
-const OPS: &[(&str, &[usize])] = &[("matmul", &[256, 512, 1024])];
+/// The ops `bench` knows, with their default sizes (conv2d runs fixed ResNet-like layers).
+const OPS: &[(&str, &[usize])] = &[("matmul", &[256, 512, 1024]), ("conv2d", &[])];
 
 /// Arguments of `gpu-linalg bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Comma-separated ops to run (available: matmul).
-    #[arg(long, default_value = "matmul")]
+    /// Comma-separated ops to run (available: matmul, conv2d).
+    #[arg(long, default_value = "matmul,conv2d")]
     ops: String,
-    /// Comma-separated sizes: n for square matmul (default 256,512,1024).
+    /// Comma-separated sizes: n for square matmul (default 256,512,1024); conv2d always runs
+    /// its fixed ResNet-like layers.
     #[arg(long)]
     sizes: Option<String>,
     /// Timed repeats per measurement, after one warm-up.
@@ -181,18 +184,22 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     let cpu = Context::with_backend(Backend::Cpu)?;
 
     // Kernels are chosen (tuned, if the cache is cold) before the clock starts.
-    let mut plans = Vec::new();
     for t in &gpus {
-        plans.push(t.ctx.matmul_config()?);
+        t.ctx.matmul_config()?;
+        if ops.iter().any(|(op, _)| *op == "conv2d") {
+            t.ctx.conv_config()?;
+        }
     }
-    let steps: usize = ops
+    let cases: Vec<BenchCase> = ops
         .iter()
-        .map(|(_, sizes)| {
-            sizes
-                .iter()
-                .map(|&n| 1 + gpus.len() * (1 + usize::from(n <= 1024)))
-                .sum::<usize>()
-        })
+        .map(|(op, sizes)| cases_for(op, sizes))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let steps: usize = cases
+        .iter()
+        .map(|c| 1 + gpus.len() * (1 + c.baselines.len()))
         .sum();
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
@@ -201,10 +208,8 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     );
     bar.suspend(print_header);
     let mut rows = Vec::new();
-    for (op, sizes) in &ops {
-        if *op == "matmul" {
-            bench_matmul(args, sizes, &gpus, &cpu, &bar, &mut rows)?;
-        }
+    for case in &cases {
+        bench_case(args, case, &gpus, &cpu, &bar, &mut rows)?;
     }
     bar.finish_and_clear();
     if let Some(path) = &args.json {
@@ -252,7 +257,7 @@ fn parse_sizes(s: &Option<String>, default: &[usize]) -> Result<Vec<usize>> {
 
 fn print_header() {
     println!(
-        "{:<7} {:<15} {:<27} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "{:<7} {:<24} {:<27} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
         "op",
         "shape",
         "backend",
@@ -273,7 +278,7 @@ fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 
 fn print_row(r: &Row, cpu_s: f64) {
     println!(
-        "{:<7} {:<15} {:<27} {:>10.3} {:>9.3} {:>10} {:>10} {:>9.2} {:>9} {:>9} {:>7.2}×",
+        "{:<7} {:<24} {:<27} {:>10.3} {:>9.3} {:>10} {:>10} {:>9.2} {:>9} {:>9} {:>7.2}×",
         r.op,
         r.shape,
         r.label,
@@ -288,23 +293,21 @@ fn print_row(r: &Row, cpu_s: f64) {
     );
 }
 
-/// Checks `got` against the CPU result: both lie within γ_k·(|A||B|) of the exact product, so
-/// they may differ by twice that.
+/// Checks `got` against the CPU result: both lie within γ_k·mag of the exact result (mag is
+/// the op on absolute values), so they may differ by twice that.
 fn check_against_cpu(
-    plan: &MatmulPlan,
-    a: &[f32],
-    b: &[f32],
+    what: &str,
+    terms: usize,
     got: &[f32],
     cpu: &[f32],
+    mag: &[f32],
 ) -> Result<()> {
-    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-    let mag = fast(plan, &abs(a), &abs(b), None, crate::Activation::None);
-    let g = 2.0 * gamma(plan.k) * (1.0 + gamma(plan.k));
-    for (i, ((&x, &y), &m)) in got.iter().zip(cpu).zip(&mag).enumerate() {
+    let g = 2.0 * gamma(terms) * (1.0 + gamma(terms));
+    for (i, ((&x, &y), &m)) in got.iter().zip(cpu).zip(mag).enumerate() {
         let bound = g * f64::from(m) + 1e-30;
         if (f64::from(x) - f64::from(y)).abs() > bound || x.is_nan() != y.is_nan() {
             return Err(Error::Verification(format!(
-                "benchmark result element {i} is {x} on the GPU but {y} on the CPU (allowed difference {bound:.3e})"
+                "{what}: element {i} is {x} on the GPU but {y} on the CPU (allowed difference {bound:.3e})"
             )));
         }
     }
@@ -348,83 +351,218 @@ fn time_plain(repeat: usize, f: &dyn Fn() -> Result<()>) -> Result<(f64, f64)> {
     Ok(stats(ts))
 }
 
-fn bench_matmul(
+/// Runs one op on a context with an optional forced kernel (parsed by the op itself).
+type RunFn = dyn Fn(&Context, &[Tensor], Option<&str>) -> Result<Tensor>;
+
+/// One benchmark: an op at one shape, its inputs, and how to run it.
+struct BenchCase {
+    op: &'static str,
+    shape: String,
+    size: f64,
+    flops: f64,
+    /// Terms summed per output element (the error bound's k).
+    terms: usize,
+    inputs: Vec<(Vec<usize>, Vec<f32>)>,
+    /// Extra GPU kernels to time beside the chosen one: (forced kernel, label suffix).
+    baselines: Vec<(&'static str, &'static str)>,
+    /// The GPU kernel a context chose for this op.
+    chosen: fn(&Context) -> Result<String>,
+    run: Box<RunFn>,
+}
+
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+fn matmul_case(m: usize, k: usize, n: usize, baseline: bool) -> Result<BenchCase> {
+    let plan = MatmulPlan::new(&[m, k], &[k, n], false, false)?;
+    Ok(BenchCase {
+        op: "matmul",
+        shape: format!("{m}x{k}x{n}"),
+        size: if m == k && k == n {
+            n as f64
+        } else {
+            (m * k * n) as f64
+        },
+        flops: plan.flops(),
+        terms: k,
+        inputs: vec![
+            (vec![m, k], values(m * k, 1)),
+            (vec![k, n], values(k * n, 2)),
+        ],
+        baselines: if baseline {
+            vec![("naive", "naive")]
+        } else {
+            vec![]
+        },
+        chosen: |c| Ok(c.matmul_config()?.to_string()),
+        run: Box::new(|ctx: &Context, t: &[Tensor], kernel: Option<&str>| {
+            let kernel = kernel.map(str::parse).transpose()?;
+            ctx.matmul_with(
+                &t[0],
+                &t[1],
+                &MatmulOptions {
+                    kernel,
+                    ..Default::default()
+                },
+            )
+        }),
+    })
+}
+
+/// ResNet-like layers: (input NCHW, weight OIHW, padding, groups).
+const CONV_LAYERS: &[([usize; 4], [usize; 4], usize, usize)] = &[
+    ([1, 64, 56, 56], [64, 64, 3, 3], 1, 1),
+    ([1, 256, 14, 14], [256, 256, 3, 3], 1, 1),
+    ([1, 256, 56, 56], [256, 1, 3, 3], 1, 256),
+    ([1, 256, 28, 28], [128, 256, 1, 1], 0, 1),
+];
+
+fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<BenchCase> {
+    let opts = ConvOptions {
+        padding: Padding::from(pad),
+        groups,
+        ..Default::default()
+    };
+    let plan = ConvPlan::new(ConvKind::Conv2d, &x, &w, &opts)?;
+    let dims = |d: [usize; 4]| d.map(|v| v.to_string()).join("x");
+    Ok(BenchCase {
+        op: "conv2d",
+        shape: format!("{}*{}", dims(x), dims(w)),
+        size: plan.flops() / 1e6,
+        flops: plan.flops(),
+        terms: plan.k(),
+        inputs: vec![
+            (x.to_vec(), values(x.iter().product(), 3)),
+            (w.to_vec(), values(w.iter().product(), 4)),
+        ],
+        baselines: vec![],
+        chosen: |c| Ok(c.conv_config()?.to_string()),
+        run: Box::new(move |ctx: &Context, t: &[Tensor], kernel: Option<&str>| {
+            let kernel = kernel.map(str::parse).transpose()?;
+            let o = ConvOptions {
+                padding: Padding::from(pad),
+                groups,
+                kernel,
+                ..Default::default()
+            };
+            ctx.conv2d(&t[0], &t[1], &o)
+        }),
+    })
+}
+
+/// The cases of `op` (matmul: square sizes; conv2d: the fixed layers, each followed by a
+/// matmul of its equivalent GEMM shape M = OH·OW, K = C_in·KH·KW, N = C_out when ungrouped).
+fn cases_for(op: &str, sizes: &[usize]) -> Result<Vec<BenchCase>> {
+    match op {
+        "matmul" => sizes
+            .iter()
+            .map(|&n| matmul_case(n, n, n, n <= 1024))
+            .collect(),
+        "conv2d" => {
+            let mut out = Vec::new();
+            for &(x, w, pad, groups) in CONV_LAYERS {
+                let c = conv_case(x, w, pad, groups)?;
+                out.push(c);
+                if groups == 1 {
+                    let opts = ConvOptions {
+                        padding: Padding::from(pad),
+                        ..Default::default()
+                    };
+                    let p = ConvPlan::new(ConvKind::Conv2d, &x, &w, &opts)?;
+                    out.push(matmul_case(p.m(), p.k(), p.cout, false)?);
+                }
+            }
+            Ok(out)
+        }
+        other => Err(Error::InvalidArgument(format!(
+            "no benchmark for op '{other}'"
+        ))),
+    }
+}
+
+fn bench_case(
     args: &BenchArgs,
-    sizes: &[usize],
+    case: &BenchCase,
     gpus: &[Target],
     cpu: &Context,
     bar: &ProgressBar,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
-    for &n in sizes {
-        let plan = MatmulPlan::new(&[n, n], &[n, n], false, false)?;
-        let ha: Vec<f32> = (0..n * n)
-            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let hb: Vec<f32> = (0..n * n)
-            .map(|i| ((i * 104_729) % 997) as f32 / 498.5 - 1.0)
-            .collect();
-        let shape = format!("{n}x{n}x{n}");
-        let row = |backend, label: String, t: (f64, f64, Option<f64>, Option<f64>), reps| Row {
-            op: "matmul".into(),
-            shape: shape.clone(),
-            size: n as f64,
-            backend,
-            label,
-            median_s: t.0,
-            spread_s: t.1,
-            kernel_s: t.2,
-            e2e_s: t.3,
-            flops: plan.flops(),
-            repeats: reps,
-        };
-        // CPU first: its result checks every GPU result.
-        bar.set_message(format!("matmul {shape} on the CPU"));
-        let (ca, cb) = (cpu.tensor(&[n, n], &ha)?, cpu.tensor(&[n, n], &hb)?);
-        let cpu_out = cpu.matmul(&ca, &cb)?.to_vec()?;
-        let (cpu_s, cpu_spread) = time_plain(args.repeat, &|| cpu.matmul(&ca, &cb).map(drop))?;
-        let r = row(
-            "cpu",
-            "cpu (faer)".into(),
-            (cpu_s, cpu_spread, None, None),
-            args.repeat,
-        );
-        bar.suspend(|| print_row(&r, cpu_s));
-        rows.push(r);
-        bar.inc(1);
-        for t in gpus {
-            let ctx = &t.ctx;
-            let mut kernels = vec![(None, format!("{} {}", t.label, ctx.matmul_config()?))];
-            if n <= 1024 {
-                kernels.push((Some(MatmulConfig::NAIVE), format!("{} naive", t.label)));
-            }
-            let (ga, gb) = (ctx.tensor(&[n, n], &ha)?, ctx.tensor(&[n, n], &hb)?);
-            for (kernel, label) in kernels {
-                bar.set_message(format!("matmul {shape} on {label}"));
-                let opts = MatmulOptions {
-                    kernel,
-                    ..Default::default()
-                };
-                let got = ctx.matmul_with(&ga, &gb, &opts)?.to_vec()?;
-                check_against_cpu(&plan, &ha, &hb, &got, &cpu_out)?;
-                // The naive kernel is a slow baseline: fewer repeats.
-                let reps = if kernel.is_some() {
-                    args.repeat.min(3)
+    let what = format!("{} {}", case.op, case.shape);
+    let row = |backend, label: String, t: (f64, f64, Option<f64>, Option<f64>), reps| Row {
+        op: case.op.into(),
+        shape: case.shape.clone(),
+        size: case.size,
+        backend,
+        label,
+        median_s: t.0,
+        spread_s: t.1,
+        kernel_s: t.2,
+        e2e_s: t.3,
+        flops: case.flops,
+        repeats: reps,
+    };
+    let upload = |ctx: &Context, abs: bool| -> Result<Vec<Tensor>> {
+        case.inputs
+            .iter()
+            .map(|(shape, v)| {
+                let v: Vec<f32> = if abs {
+                    v.iter().map(|x| x.abs()).collect()
                 } else {
-                    args.repeat
+                    v.clone()
                 };
-                let (med, spread, kern) =
-                    time_gpu_op(ctx, reps, &|| ctx.matmul_with(&ga, &gb, &opts).map(drop))?;
-                let (e2e, _) = time_plain(reps, &|| {
-                    let a = ctx.tensor(&[n, n], &ha)?;
-                    let b = ctx.tensor(&[n, n], &hb)?;
-                    ctx.matmul_with(&a, &b, &opts)?.to_vec().map(drop)
-                })?;
-                let r = row("gpu", label, (med, spread, kern, Some(e2e)), reps);
-                bar.suspend(|| print_row(&r, cpu_s));
-                rows.push(r);
-                bar.inc(1);
-            }
+                ctx.tensor(shape, &v)
+            })
+            .collect()
+    };
+    // CPU first: its result checks every GPU result.
+    bar.set_message(format!("{what} on the CPU"));
+    let ct = upload(cpu, false)?;
+    let cpu_out = (case.run)(cpu, &ct, None)?.to_vec()?;
+    let mag = (case.run)(cpu, &upload(cpu, true)?, None)?.to_vec()?;
+    let (cpu_s, cpu_spread) = time_plain(args.repeat, &|| (case.run)(cpu, &ct, None).map(drop))?;
+    let r = row(
+        "cpu",
+        "cpu (faer)".into(),
+        (cpu_s, cpu_spread, None, None),
+        args.repeat,
+    );
+    bar.suspend(|| print_row(&r, cpu_s));
+    rows.push(r);
+    bar.inc(1);
+    for t in gpus {
+        let ctx = &t.ctx;
+        let gt = upload(ctx, false)?;
+        let mut kernels = vec![(None, format!("{} {}", t.label, (case.chosen)(ctx)?))];
+        kernels.extend(
+            case.baselines
+                .iter()
+                .map(|(k, l)| (Some(*k), format!("{} {l}", t.label))),
+        );
+        for (kernel, label) in kernels {
+            bar.set_message(format!("{what} on {label}"));
+            let got = (case.run)(ctx, &gt, kernel)?.to_vec()?;
+            check_against_cpu(&what, case.terms, &got, &cpu_out, &mag)?;
+            // Baseline kernels are slow: fewer repeats.
+            let reps = if kernel.is_some() {
+                args.repeat.min(3)
+            } else {
+                args.repeat
+            };
+            let (med, spread, kern) =
+                time_gpu_op(ctx, reps, &|| (case.run)(ctx, &gt, kernel).map(drop))?;
+            let (e2e, _) = time_plain(reps, &|| {
+                (case.run)(ctx, &upload(ctx, false)?, kernel)?
+                    .to_vec()
+                    .map(drop)
+            })?;
+            let r = row("gpu", label, (med, spread, kern, Some(e2e)), reps);
+            bar.suspend(|| print_row(&r, cpu_s));
+            rows.push(r);
+            bar.inc(1);
         }
     }
     Ok(())

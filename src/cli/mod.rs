@@ -3,14 +3,18 @@
 
 mod bench;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::cpu::matmul::reference_for;
 use crate::error::{Error, Result};
 use crate::npy::{read_npy, write_npy_f32};
-use crate::{Activation, Backend, Context, ContextOptions, MatmulConfig, MatmulOptions, Tensor};
+use crate::ops::conv::parse_pair;
+use crate::{
+    Activation, Backend, Context, ContextOptions, ConvConfig, ConvKind, ConvOptions, MatmulConfig,
+    MatmulOptions, Padding, Tensor,
+};
 
 /// GPU compute-shader linear algebra: run ops on .npy files, compare CPU and GPU.
 #[derive(Parser, Debug)]
@@ -71,8 +75,53 @@ enum Command {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// 2-D convolution (torch.nn.functional.conv2d): X is NCHW or CHW, W is [C_out, C_in/groups, KH, KW].
+    Conv2d(ConvArgs),
+    /// 1-D convolution (torch.nn.functional.conv1d): X is NCL or CL, W is [C_out, C_in/groups, K].
+    Conv1d(ConvArgs),
+    /// Transposed 2-D convolution (torch.nn.functional.conv_transpose2d): W is [C_in, C_out/groups, KH, KW].
+    ConvTranspose2d {
+        #[command(flatten)]
+        conv: ConvArgs,
+        /// Extra output rows/columns, P or PH,PW (each smaller than the stride or the dilation).
+        #[arg(long, default_value = "0")]
+        output_padding: String,
+    },
     /// Benchmark the CPU against the GPU (the main job).
     Bench(bench::BenchArgs),
+}
+
+/// Arguments shared by the convolutions.
+#[derive(Args, Debug)]
+struct ConvArgs {
+    /// Input (.npy).
+    x: PathBuf,
+    /// Weight (.npy).
+    w: PathBuf,
+    /// Output file (.npy, float32).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Bias of shape [C_out] (.npy).
+    #[arg(long)]
+    bias: Option<PathBuf>,
+    /// Stride: S or SH,SW.
+    #[arg(long, default_value = "1")]
+    stride: String,
+    /// Zero padding: P, PH,PW, same or valid.
+    #[arg(long, default_value = "0")]
+    padding: String,
+    /// Dilation: D or DH,DW.
+    #[arg(long, default_value = "1")]
+    dilation: String,
+    /// Groups.
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
+    /// none, relu, gelu, gelu-tanh, sigmoid or tanh.
+    #[arg(long, default_value = "none")]
+    activation: String,
+    /// Force a GPU kernel: naive or gemm:RMxRN4@WG.
+    #[arg(long)]
+    kernel: Option<String>,
 }
 
 /// Parses the arguments and runs the command.
@@ -92,12 +141,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let activation: Activation = activation.parse()?;
             let kernel: Option<MatmulConfig> = kernel.as_deref().map(str::parse).transpose()?;
             let ctx = context(&cli.global)?;
-            let load = |p: &PathBuf| -> Result<Tensor> {
-                let arr = read_npy(p)?;
-                Tensor::from_vec(&arr.shape, arr.data)
-            };
             let (ha, hb) = (load(a)?, load(b)?);
-            let hbias = bias.as_ref().map(load).transpose()?;
+            let hbias = bias.as_deref().map(load).transpose()?;
             let opts = MatmulOptions {
                 transpose_a: *transpose_a,
                 transpose_b: *transpose_b,
@@ -116,8 +161,51 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             write_npy_f32(output, c.shape(), &values)
         }
+        Command::Conv2d(a) => conv(&cli.global, ConvKind::Conv2d, a, "0"),
+        Command::Conv1d(a) => conv(&cli.global, ConvKind::Conv1d, a, "0"),
+        Command::ConvTranspose2d {
+            conv: a,
+            output_padding,
+        } => conv(&cli.global, ConvKind::ConvTranspose2d, a, output_padding),
         Command::Bench(args) => bench::run(&cli.global, args),
     }
+}
+
+fn load(p: &Path) -> Result<Tensor> {
+    let arr = read_npy(p)?;
+    Tensor::from_vec(&arr.shape, arr.data)
+}
+
+fn conv(g: &GlobalOpts, kind: ConvKind, a: &ConvArgs, output_padding: &str) -> Result<()> {
+    let activation: Activation = a.activation.parse()?;
+    let kernel: Option<ConvConfig> = a.kernel.as_deref().map(str::parse).transpose()?;
+    let padding: Padding = a.padding.parse()?;
+    let stride = parse_pair(&a.stride, "stride")?;
+    let dilation = parse_pair(&a.dilation, "dilation")?;
+    let output_padding = parse_pair(output_padding, "output padding")?;
+    let ctx = context(g)?;
+    let (x, w) = (load(&a.x)?, load(&a.w)?);
+    let bias = a.bias.as_deref().map(load).transpose()?;
+    let opts = ConvOptions {
+        stride,
+        padding,
+        dilation,
+        groups: a.groups,
+        output_padding,
+        bias: bias.as_ref(),
+        activation,
+        kernel,
+    };
+    let y = ctx.conv(kind, &x, &w, &opts)?;
+    let values = y.to_vec()?;
+    if g.verify {
+        crate::cpu::conv::reference_for(kind, &x, &w, &opts)?.check(&values)?;
+        eprintln!(
+            "verified against the f64 CPU reference ({})",
+            ctx.description()
+        );
+    }
+    write_npy_f32(&a.output, y.shape(), &values)
 }
 
 fn context(g: &GlobalOpts) -> Result<Context> {

@@ -99,9 +99,11 @@ impl ConvConfig {
         vec![
             ConvConfig::gemm(4, 2, 64),
             ConvConfig::gemm(4, 4, 64),
+            ConvConfig::gemm(8, 1, 64),
             ConvConfig::gemm(8, 2, 64),
             ConvConfig::gemm(8, 2, 16),
-            ConvConfig::gemm(8, 1, 64),
+            ConvConfig::gemm(8, 4, 64),
+            ConvConfig::gemm(8, 4, 32),
         ]
     }
 
@@ -322,7 +324,7 @@ impl ConvPlan {
         if kh == 0 || kw == 0 {
             return Err(err(format!("weight {wt:?} has an empty kernel")));
         }
-        if cin % g != 0 {
+        if !cin.is_multiple_of(g) {
             return Err(err(format!("channels {cin} not divisible by groups {g}")));
         }
         let cig = cin / g;
@@ -343,7 +345,7 @@ impl ConvPlan {
                     wt[1]
                 )));
             }
-            if wt[0] % g != 0 {
+            if !wt[0].is_multiple_of(g) {
                 return Err(err(format!(
                     "output channels {} (weight {wt:?}) not divisible by groups {g}",
                     wt[0]
@@ -618,8 +620,16 @@ fn run_gpu(
             cols,
             workgroup,
         } => {
-            // Never more rows per thread than a group has channels (depthwise: 1).
+            // Never more rows per thread than a group has channels (depthwise: 1), and no
+            // wider a workgroup than the output positions need (a 14×14 layer fills 25 threads
+            // of 8 positions: 32, not 64), keeping at least 8 lanes.
             let rows = rows.min(plan.cog.max(1) as u32);
+            let needed = plan
+                .m()
+                .div_ceil(4 * cols as usize)
+                .next_power_of_two()
+                .max(8);
+            let workgroup = workgroup.min(u32::try_from(needed).unwrap_or(u32::MAX));
             constants.push(("RM", f64::from(rows)));
             constants.push(("RN4", f64::from(cols)));
             constants.push(("WG", f64::from(workgroup)));

@@ -139,7 +139,11 @@ where
             .map_err(&err)?;
         chart
             .configure_mesh()
-            .x_desc("size (n)")
+            .x_desc(match *op {
+                "conv2d" => "layer work (MFLOP)",
+                "matmul" => "size (n; m·k·n for non-square shapes)",
+                _ => "size",
+            })
             .y_desc("GFLOP/s (resident data)")
             .draw()
             .map_err(&err)?;

@@ -257,7 +257,7 @@ fn parse_sizes(s: &Option<String>, default: &[usize]) -> Result<Vec<usize>> {
 
 fn print_header() {
     println!(
-        "{:<7} {:<24} {:<27} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "{:<7} {:<24} {:<39} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
         "op",
         "shape",
         "backend",
@@ -278,7 +278,7 @@ fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 
 fn print_row(r: &Row, cpu_s: f64) {
     println!(
-        "{:<7} {:<24} {:<27} {:>10.3} {:>9.3} {:>10} {:>10} {:>9.2} {:>9} {:>9} {:>7.2}×",
+        "{:<7} {:<24} {:<39} {:>10.3} {:>9.3} {:>10} {:>10} {:>9.2} {:>9} {:>9} {:>7.2}×",
         r.op,
         r.shape,
         r.label,
@@ -363,6 +363,8 @@ struct BenchCase {
     /// Terms summed per output element (the error bound's k).
     terms: usize,
     inputs: Vec<(Vec<usize>, Vec<f32>)>,
+    /// Appended to every row label (e.g. marks the equivalent-GEMM rows of conv layers).
+    note: &'static str,
     /// Extra GPU kernels to time beside the chosen one: (forced kernel, label suffix).
     baselines: Vec<(&'static str, &'static str)>,
     /// The GPU kernel a context chose for this op.
@@ -376,23 +378,22 @@ fn values(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-fn matmul_case(m: usize, k: usize, n: usize, baseline: bool) -> Result<BenchCase> {
+/// A matmul case; `note` is empty for the square sizes and marks the others. Every shape is
+/// placed on the plot at the side of the square matmul of the same work, (m·k·n)^(1/3).
+fn matmul_case(m: usize, k: usize, n: usize, note: &'static str) -> Result<BenchCase> {
     let plan = MatmulPlan::new(&[m, k], &[k, n], false, false)?;
     Ok(BenchCase {
         op: "matmul",
         shape: format!("{m}x{k}x{n}"),
-        size: if m == k && k == n {
-            n as f64
-        } else {
-            (m * k * n) as f64
-        },
+        size: ((m * k * n) as f64).cbrt(),
+        note,
         flops: plan.flops(),
         terms: k,
         inputs: vec![
             (vec![m, k], values(m * k, 1)),
             (vec![k, n], values(k * n, 2)),
         ],
-        baselines: if baseline {
+        baselines: if note.is_empty() && n <= 1024 {
             vec![("naive", "naive")]
         } else {
             vec![]
@@ -438,6 +439,7 @@ fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<
             (x.to_vec(), values(x.iter().product(), 3)),
             (w.to_vec(), values(w.iter().product(), 4)),
         ],
+        note: "",
         baselines: vec![],
         chosen: |c| Ok(c.conv_config()?.to_string()),
         run: Box::new(move |ctx: &Context, t: &[Tensor], kernel: Option<&str>| {
@@ -457,10 +459,7 @@ fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<
 /// matmul of its equivalent GEMM shape M = OH·OW, K = C_in·KH·KW, N = C_out when ungrouped).
 fn cases_for(op: &str, sizes: &[usize]) -> Result<Vec<BenchCase>> {
     match op {
-        "matmul" => sizes
-            .iter()
-            .map(|&n| matmul_case(n, n, n, n <= 1024))
-            .collect(),
+        "matmul" => sizes.iter().map(|&n| matmul_case(n, n, n, "")).collect(),
         "conv2d" => {
             let mut out = Vec::new();
             for &(x, w, pad, groups) in CONV_LAYERS {
@@ -472,7 +471,7 @@ fn cases_for(op: &str, sizes: &[usize]) -> Result<Vec<BenchCase>> {
                         ..Default::default()
                     };
                     let p = ConvPlan::new(ConvKind::Conv2d, &x, &w, &opts)?;
-                    out.push(matmul_case(p.m(), p.k(), p.cout, false)?);
+                    out.push(matmul_case(p.m(), p.k(), p.cout, " [conv GEMM]")?);
                 }
             }
             Ok(out)
@@ -526,7 +525,7 @@ fn bench_case(
     let (cpu_s, cpu_spread) = time_plain(args.repeat, &|| (case.run)(cpu, &ct, None).map(drop))?;
     let r = row(
         "cpu",
-        "cpu (faer)".into(),
+        format!("cpu (faer){}", case.note),
         (cpu_s, cpu_spread, None, None),
         args.repeat,
     );
@@ -536,7 +535,8 @@ fn bench_case(
     for t in gpus {
         let ctx = &t.ctx;
         let gt = upload(ctx, false)?;
-        let mut kernels = vec![(None, format!("{} {}", t.label, (case.chosen)(ctx)?))];
+        let chosen = (case.chosen)(ctx)?;
+        let mut kernels = vec![(None, format!("{} {chosen}{}", t.label, case.note))];
         kernels.extend(
             case.baselines
                 .iter()

@@ -155,11 +155,12 @@ where
         }
         for (i, label) in labels.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
-            let pts: Vec<(f64, f64)> = op_rows
+            let mut pts: Vec<(f64, f64)> = op_rows
                 .iter()
                 .filter(|r| r.label == *label)
                 .map(|r| (r.size, gf(r)))
                 .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                 .map_err(&err)?

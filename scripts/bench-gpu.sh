@@ -5,7 +5,8 @@
 #
 # Writes OUT_DIR/bench.json, bench.csv, bench.svg (gpu-linalg bench --backend gpu) and, when
 # `python3 -c 'import torch'` works, OUT_DIR/torch.txt with PyTorch's fp32 matmul (TF32 off)
-# at the same sizes. Paste the tables into BENCHMARKS.md with this command line.
+# at the same sizes, and cuDNN's conv2d on the same layers. Paste the tables into
+# BENCHMARKS.md with this command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-out}"
@@ -35,6 +36,20 @@ for n in map(int, os.environ["SIZES"].split(",")):
         t = time.perf_counter(); a @ b; sync(); ts.append(time.perf_counter() - t)
     ts.sort(); m = ts[len(ts) // 2]
     print(f"matmul {n}x{n}x{n}: median {m*1e3:.3f} ms = {2*n**3/m/1e9:.1f} GFLOP/s")
+# The conv2d layers of `gpu-linalg bench` (cuDNN, fp32, TF32 off).
+layers = [((1, 64, 56, 56), (64, 64, 3, 3), 1, 1), ((1, 256, 14, 14), (256, 256, 3, 3), 1, 1),
+          ((1, 256, 56, 56), (256, 1, 3, 3), 1, 256), ((1, 256, 28, 28), (128, 256, 1, 1), 0, 1)]
+F = torch.nn.functional
+for xs, ws, pad, groups in layers:
+    x = torch.rand(*xs, device=dev); w = torch.rand(*ws, device=dev)
+    for _ in range(3): F.conv2d(x, w, padding=pad, groups=groups)
+    sync(); ts = []
+    for _ in range(10):
+        t = time.perf_counter(); y = F.conv2d(x, w, padding=pad, groups=groups); sync(); ts.append(time.perf_counter() - t)
+    ts.sort(); m = ts[len(ts) // 2]
+    flops = 2 * y.numel() * (ws[1] * ws[2] * ws[3])
+    shape = "x".join(map(str, xs)) + "*" + "x".join(map(str, ws))
+    print(f"conv2d {shape}: median {m*1e3:.3f} ms = {flops/m/1e9:.1f} GFLOP/s")
 PY
 else
   echo "PyTorch not installed: no side-by-side (pip install torch to add one)" | tee "$out/torch.txt"

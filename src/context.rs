@@ -234,8 +234,8 @@ pub(crate) struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// The matmul kernel configuration chosen for this device (tuned once, then cached).
     pub matmul_choice: Mutex<Option<crate::ops::matmul::MatmulConfig>>,
-    /// The conv kernel configuration chosen for this device.
-    pub conv_choice: Mutex<Option<crate::ops::conv::ConvConfig>>,
+    /// The conv kernel configurations chosen for this device: [ordinary, depthwise].
+    pub conv_choice: Mutex<[Option<crate::ops::conv::ConvConfig>; 2]>,
     /// Active kernel timer of [`Context::time_gpu`], if any.
     timer: Mutex<Option<Timer>>,
 }
@@ -279,7 +279,7 @@ impl Gpu {
             lost,
             uncaptured,
             matmul_choice: Mutex::new(None),
-            conv_choice: Mutex::new(None),
+            conv_choice: Mutex::new([None, None]),
             timer: Mutex::new(None),
         })
     }

@@ -188,6 +188,15 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
         t.ctx.matmul_config()?;
         if ops.iter().any(|(op, _)| *op == "conv2d") {
             t.ctx.conv_config()?;
+            for &(x, w, pad, groups) in CONV_LAYERS {
+                let o = ConvOptions {
+                    padding: Padding::from(pad),
+                    groups,
+                    ..Default::default()
+                };
+                t.ctx
+                    .conv_config_for(&ConvPlan::new(ConvKind::Conv2d, &x, &w, &o)?)?;
+            }
         }
     }
     let cases: Vec<BenchCase> = ops
@@ -354,6 +363,9 @@ fn time_plain(repeat: usize, f: &dyn Fn() -> Result<()>) -> Result<(f64, f64)> {
 /// Runs one op on a context with an optional forced kernel (parsed by the op itself).
 type RunFn = dyn Fn(&Context, &[Tensor], Option<&str>) -> Result<Tensor>;
 
+/// Names the GPU kernel a context chose for a case.
+type ChosenFn = dyn Fn(&Context) -> Result<String>;
+
 /// One benchmark: an op at one shape, its inputs, and how to run it.
 struct BenchCase {
     op: &'static str,
@@ -367,8 +379,8 @@ struct BenchCase {
     note: &'static str,
     /// Extra GPU kernels to time beside the chosen one: (forced kernel, label suffix).
     baselines: Vec<(&'static str, &'static str)>,
-    /// The GPU kernel a context chose for this op.
-    chosen: fn(&Context) -> Result<String>,
+    /// The GPU kernel a context chose for this case.
+    chosen: Box<ChosenFn>,
     run: Box<RunFn>,
 }
 
@@ -398,7 +410,7 @@ fn matmul_case(m: usize, k: usize, n: usize, note: &'static str) -> Result<Bench
         } else {
             vec![]
         },
-        chosen: |c| Ok(c.matmul_config()?.to_string()),
+        chosen: Box::new(|c| Ok(c.matmul_config()?.to_string())),
         run: Box::new(|ctx: &Context, t: &[Tensor], kernel: Option<&str>| {
             let kernel = kernel.map(str::parse).transpose()?;
             ctx.matmul_with(
@@ -441,7 +453,10 @@ fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<
         ],
         note: "",
         baselines: vec![],
-        chosen: |c| Ok(c.conv_config()?.to_string()),
+        chosen: {
+            let plan = plan.clone();
+            Box::new(move |c| Ok(c.conv_config_for(&plan)?.to_string()))
+        },
         run: Box::new(move |ctx: &Context, t: &[Tensor], kernel: Option<&str>| {
             let kernel = kernel.map(str::parse).transpose()?;
             let o = ConvOptions {

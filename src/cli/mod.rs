@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::npy::{read_npy, write_npy_f32};
 use crate::ops::conv::parse_pair;
 use crate::{
-    Activation, Backend, Context, ContextOptions, ConvConfig, ConvKind, ConvOptions, MatmulConfig,
-    MatmulOptions, Padding, Tensor,
+    Activation, Backend, Context, ContextOptions, ConvConfig, ConvKind, ConvOptions, ConvPlan,
+    MatmulConfig, MatmulOptions, Padding, Tensor,
 };
 
 /// GPU compute-shader linear algebra: run ops on .npy files, compare CPU and GPU.
@@ -280,7 +280,38 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
                 }
             }
         }
+        if tune {
+            for depthwise in [false, true] {
+                let family = if depthwise {
+                    "conv (depthwise)"
+                } else {
+                    "conv"
+                };
+                for (c, r) in ctx.tune_conv(depthwise)? {
+                    match r {
+                        Ok(g) => {
+                            println!("  {family} kernel {:<14} {g:8.2} GFLOP/s", c.to_string())
+                        }
+                        Err(e) => println!("  {family} kernel {:<14} failed: {e}", c.to_string()),
+                    }
+                }
+            }
+        }
         println!("  matmul kernel in use: {}", ctx.matmul_config()?);
+        let dw = ConvPlan::new(
+            ConvKind::Conv2d,
+            &[1, 2, 3, 3],
+            &[2, 1, 3, 3],
+            &ConvOptions {
+                groups: 2,
+                ..Default::default()
+            },
+        )?;
+        println!(
+            "  conv kernel in use: {} (depthwise: {})",
+            ctx.conv_config()?,
+            ctx.conv_config_for(&dw)?
+        );
     }
     println!(
         "CPU backend: {} ({} threads)",

@@ -474,6 +474,11 @@ impl ConvPlan {
         Ok(plan)
     }
 
+    /// One input channel per group, several groups: a depthwise convolution.
+    pub fn is_depthwise(&self) -> bool {
+        self.cig == 1 && self.groups > 1
+    }
+
     /// Output positions per channel (oh · ow).
     pub fn m(&self) -> usize {
         self.oh * self.ow
@@ -763,7 +768,7 @@ impl Context {
             let r = (|| {
                 let config = match opts.kernel {
                     Some(c) => c,
-                    None => self.conv_config()?,
+                    None => self.conv_config_for(&plan)?,
                 };
                 let (xb, wb) = (self.resident(x)?, self.resident(w)?);
                 let bb = opts.bias.map(|b| self.resident(b)).transpose()?;
@@ -799,57 +804,91 @@ impl Context {
         Tensor::from_vec(&plan.out_shape, out)
     }
 
-    /// The conv kernel this context uses: forced by `GPU_LINALG_CONV_KERNEL`, else cached on
-    /// disk, else tuned now on a ResNet-like layer.
+    /// The conv kernel this context uses for ordinary (not depthwise) convolutions: forced by
+    /// `GPU_LINALG_CONV_KERNEL`, else cached on disk, else tuned now on a ResNet-like layer.
     pub fn conv_config(&self) -> Result<ConvConfig> {
+        self.conv_family_config(false)
+    }
+
+    /// The conv kernel for `plan`: depthwise convolutions (one input channel per group) are
+    /// tuned apart from the others, since they are bound by input gathers, not arithmetic.
+    pub fn conv_config_for(&self, plan: &ConvPlan) -> Result<ConvConfig> {
+        self.conv_family_config(plan.is_depthwise())
+    }
+
+    fn conv_family_config(&self, depthwise: bool) -> Result<ConvConfig> {
         let Some(gpu) = self.gpu() else {
             return Err(Error::InvalidArgument(
                 "the CPU backend has no GPU conv kernel".into(),
             ));
         };
-        if let Some(c) = *crate::context::lock(&gpu.conv_choice) {
+        let slot = usize::from(depthwise);
+        if let Some(c) = crate::context::lock(&gpu.conv_choice)[slot] {
             return Ok(c);
         }
+        let family = if depthwise { "conv-depthwise" } else { "conv" };
         let choice = if let Ok(s) = std::env::var("GPU_LINALG_CONV_KERNEL") {
             s.parse()?
-        } else if let Some(c) = gpu.tuned("conv").and_then(|v| v.parse().ok()) {
+        } else if let Some(c) = gpu.tuned(family).and_then(|v| v.parse().ok()) {
             c
         } else {
-            let results = self.tune_conv()?;
+            let results = self.tune_conv(depthwise)?;
             let best = results
                 .iter()
                 .filter_map(|(c, r)| r.as_ref().ok().map(|g| (*c, *g)))
                 .max_by(|x, y| x.1.total_cmp(&y.1))
                 .map(|(c, _)| c)
                 .ok_or_else(|| {
-                    Error::Kernel(format!("no conv kernel runs on this adapter: {results:?}"))
+                    Error::Kernel(format!(
+                        "no {family} kernel runs on this adapter: {results:?}"
+                    ))
                 })?;
-            gpu.store_tuned("conv", &best.to_string());
+            gpu.store_tuned(family, &best.to_string());
             best
         };
-        *crate::context::lock(&gpu.conv_choice) = Some(choice);
+        crate::context::lock(&gpu.conv_choice)[slot] = Some(choice);
         Ok(choice)
     }
 
-    /// Times every conv candidate on 1×64×28×28 ⊛ 64×64×3×3 (padding 1) and returns
-    /// (configuration, GFLOP/s or the error that ruled it out).
-    pub fn tune_conv(&self) -> Result<Vec<(ConvConfig, std::result::Result<f64, String>)>> {
+    /// Times every conv candidate and returns (configuration, GFLOP/s or the error that ruled
+    /// it out): on 1×64×28×28 ⊛ 64×64×3×3, or for `depthwise` on 1×64×56×56 ⊛ 64×1×3×3 with
+    /// 64 groups (padding 1 both).
+    pub fn tune_conv(
+        &self,
+        depthwise: bool,
+    ) -> Result<Vec<(ConvConfig, std::result::Result<f64, String>)>> {
         if self.gpu().is_none() {
             return Ok(Vec::new());
         }
-        let (c, hw) = (64, 28);
+        let (c, hw, cig, groups) = if depthwise {
+            (64, 56, 1, 64)
+        } else {
+            (64, 28, 64, 1)
+        };
         let xd: Vec<f32> = (0..c * hw * hw)
             .map(|i| ((i % 7) as f32 - 3.0) * 0.25)
             .collect();
-        let wd: Vec<f32> = (0..c * c * 9)
+        let wd: Vec<f32> = (0..c * cig * 9)
             .map(|i| ((i % 5) as f32 - 2.0) * 0.25)
             .collect();
         let x = self.tensor(&[1, c, hw, hw], &xd)?;
-        let w = self.tensor(&[c, c, 3, 3], &wd)?;
+        let w = self.tensor(&[c, cig, 3, 3], &wd)?;
+        let candidates = if depthwise {
+            vec![
+                ConvConfig::Naive,
+                ConvConfig::gemm(1, 1, 64),
+                ConvConfig::gemm(1, 2, 64),
+                ConvConfig::gemm(1, 4, 64),
+                ConvConfig::gemm(1, 4, 32),
+            ]
+        } else {
+            ConvConfig::candidates()
+        };
         let mut out = Vec::new();
-        for config in ConvConfig::candidates() {
+        for config in candidates {
             let opts = ConvOptions {
                 padding: Padding::from(1),
+                groups,
                 kernel: Some(config),
                 ..Default::default()
             };

@@ -227,6 +227,14 @@ impl Tensor {
         }
     }
 
+    /// Host indices when the tensor lives in host memory (no copy); `None` otherwise.
+    pub(crate) fn host_u32(&self) -> Option<&[u32]> {
+        match &self.storage {
+            Storage::Host(HostData::U32(v)) => Some(v.as_slice()),
+            _ => None,
+        }
+    }
+
     /// Host values when the tensor lives in host memory (no copy); `None` for GPU tensors.
     pub(crate) fn host_f32(&self) -> Option<&[f32]> {
         match &self.storage {

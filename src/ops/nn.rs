@@ -254,7 +254,7 @@ impl Context {
     pub fn sum_rows(&self, x: &Tensor) -> Result<Tensor> {
         check_f32("sum_rows", &[("input", x)])?;
         let cols = x.shape().last().copied().unwrap_or(1);
-        let rows = if cols == 0 { 0 } else { x.len() / cols };
+        let rows = x.len().checked_div(cols).unwrap_or(0);
         let Some(gpu) = self.gpu() else {
             return Tensor::from_vec(&[cols], cpu::col_sum(&host_values(x)?, rows, cols, 1.0));
         };

@@ -25,6 +25,16 @@ pub(crate) mod source {
     }
 }
 
+/// Every WGSL module the library compiles, by family, exactly as it is handed to wgpu (for the
+/// cross-compilation tests that carry each kernel to MSL, HLSL, SPIR-V and GLSL).
+pub fn kernel_sources() -> Vec<(&'static str, String)> {
+    vec![
+        ("matmul", source::with_epilogue(source::MATMUL)),
+        ("conv", source::with_epilogue(source::CONV)),
+        ("nn", source::with_epilogue(source::NN)),
+    ]
+}
+
 /// Activation applied in a fused epilogue (after the bias).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Activation {

@@ -1,0 +1,237 @@
+//! Every WGSL kernel, in every tile configuration and epilogue the host can ask for, with its
+//! override constants resolved, validated by naga and translated to SPIR-V (Vulkan), MSL
+//! (Metal), HLSL (DX12) and GLSL ES 3.1 (GL): a kernel that naga cannot carry to a back-end
+//! this machine cannot run breaks here first.
+
+use std::collections::BTreeMap;
+
+use gpu_linalg::ops::kernel_sources;
+use gpu_linalg::{ConvConfig, MatmulConfig, MatmulKernel};
+use naga::back::{glsl, hlsl, msl, spv};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use naga::ShaderStage;
+
+type Constants = BTreeMap<&'static str, f64>;
+
+fn epilogues() -> Vec<Constants> {
+    let mut v = Vec::new();
+    for bias in [0.0, 1.0] {
+        for act in 0..6 {
+            v.push(Constants::from([
+                ("HAS_BIAS", bias),
+                ("ACT", f64::from(act)),
+            ]));
+        }
+    }
+    v
+}
+
+/// (entry point, constant sets) per family, mirroring what src/ops/*.rs request.
+fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
+    let with = |base: &[Constants], extra: &[(&'static str, f64)]| -> Vec<Constants> {
+        base.iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.extend(extra.iter().copied());
+                c
+            })
+            .collect()
+    };
+    match family {
+        "matmul" => {
+            let mut tiled = Vec::new();
+            let mut vec4 = Vec::new();
+            for cfg in MatmulConfig::candidates() {
+                let (r, c, w) = (
+                    f64::from(cfg.rows),
+                    f64::from(cfg.cols),
+                    f64::from(cfg.workgroup),
+                );
+                match cfg.kernel {
+                    MatmulKernel::Tiled => {
+                        tiled.extend(with(&epilogues(), &[("TM", r), ("TN", c)]))
+                    }
+                    MatmulKernel::Vec4 => {
+                        vec4.extend(with(&epilogues(), &[("RM", r), ("RN4", c), ("WG", w)]))
+                    }
+                    MatmulKernel::Naive => {}
+                }
+            }
+            vec![
+                ("naive", epilogues()),
+                ("tiled", tiled),
+                ("vec4_kernel", vec4),
+                ("pack_b", vec![Constants::new()]),
+            ]
+        }
+        "conv" => {
+            let mut gemm = Vec::new();
+            let depthwise = [
+                ConvConfig::gemm(1, 1, 64),
+                ConvConfig::gemm(1, 2, 64),
+                ConvConfig::gemm(1, 4, 64),
+                ConvConfig::gemm(1, 4, 32),
+            ];
+            for cfg in ConvConfig::candidates().into_iter().chain(depthwise) {
+                if let ConvConfig::Gemm {
+                    rows,
+                    cols,
+                    workgroup,
+                } = cfg
+                {
+                    for t in [0.0, 1.0] {
+                        gemm.extend(with(
+                            &epilogues(),
+                            &[
+                                ("RM", f64::from(rows)),
+                                ("RN4", f64::from(cols)),
+                                ("WG", f64::from(workgroup)),
+                                ("TRANSPOSED", t),
+                            ],
+                        ));
+                    }
+                }
+            }
+            let naive = [0.0, 1.0]
+                .iter()
+                .flat_map(|&t| with(&epilogues(), &[("TRANSPOSED", t)]))
+                .collect();
+            vec![("conv_gemm", gemm), ("conv_naive", naive)]
+        }
+        "nn" => {
+            let acts: Vec<Constants> = (0..6)
+                .map(|a| Constants::from([("ACT", f64::from(a))]))
+                .collect();
+            let plain = vec![Constants::from([("ACT", 0.0)])];
+            vec![
+                ("act_forward", acts.clone()),
+                ("act_backward", acts),
+                ("col_sum", plain.clone()),
+                ("mse_partial", plain.clone()),
+                ("cross_entropy_rows", plain.clone()),
+                ("sgd_step", plain.clone()),
+                ("adam_step", plain),
+            ]
+        }
+        other => {
+            panic!("no variants listed for shader family '{other}': add them to tests/shaders.rs")
+        }
+    }
+}
+
+/// Resolves `constants` for `entry` and writes the four back-ends; the error names the step.
+fn translate(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+    constants: &Constants,
+    uses_subgroups: bool,
+) -> Result<(), String> {
+    let pc: naga::back::PipelineConstants =
+        constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let (m, i) = naga::back::pipeline_constants::process_overrides(
+        module,
+        info,
+        Some((ShaderStage::Compute, entry)),
+        &pc,
+    )
+    .map_err(|e| format!("resolving overrides: {e}"))?;
+    spv::write_vec(
+        &m,
+        &i,
+        &spv::Options::default(),
+        Some(&spv::PipelineOptions {
+            shader_stage: ShaderStage::Compute,
+            entry_point: entry.to_string(),
+        }),
+    )
+    .map_err(|e| format!("SPIR-V: {e}"))?;
+    msl::write_string(
+        &m,
+        &i,
+        &msl::Options {
+            lang_version: (2, 4),
+            ..Default::default()
+        },
+        &msl::PipelineOptions {
+            entry_point: Some((ShaderStage::Compute, entry.to_string())),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("MSL: {e}"))?;
+    let hlsl_opts = hlsl::Options {
+        shader_model: if uses_subgroups {
+            hlsl::ShaderModel::V6_0
+        } else {
+            hlsl::ShaderModel::V5_1
+        },
+        ..Default::default()
+    };
+    let hlsl_pipe = hlsl::PipelineOptions {
+        entry_point: Some((ShaderStage::Compute, entry.to_string())),
+    };
+    let mut out = String::new();
+    hlsl::Writer::new(&mut out, &hlsl_opts, &hlsl_pipe)
+        .write(&m, &i, None)
+        .map_err(|e| format!("HLSL: {e}"))?;
+    let mut out = String::new();
+    let glsl_pipe = glsl::PipelineOptions {
+        shader_stage: ShaderStage::Compute,
+        entry_point: entry.to_string(),
+        multiview: None,
+    };
+    let glsl_opts = glsl::Options::default();
+    glsl::Writer::new(
+        &mut out,
+        &m,
+        &i,
+        &glsl_opts,
+        &glsl_pipe,
+        naga::proc::BoundsCheckPolicies::default(),
+    )
+    .and_then(|mut w| w.write())
+    .map_err(|e| format!("GLSL ES 3.1: {e}"))?;
+    Ok(())
+}
+
+#[test]
+fn every_kernel_translates_to_every_backend() {
+    let mut count = 0;
+    let mut failures = Vec::new();
+    for (family, src) in kernel_sources() {
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{family}: {}", e.emit_to_string(&src)));
+        let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{family}: {}", e.emit_to_string(&src)));
+        let listed = variants(family);
+        for ep in &module.entry_points {
+            assert!(
+                listed.iter().any(|(name, _)| *name == ep.name),
+                "{family}: entry point {} has no variants in tests/shaders.rs",
+                ep.name
+            );
+        }
+        for (entry, sets) in listed {
+            assert!(
+                module.entry_points.iter().any(|e| e.name == entry),
+                "{family}: no entry point {entry}"
+            );
+            for constants in sets {
+                count += 1;
+                if let Err(e) =
+                    translate(&module, &info, entry, &constants, src.contains("subgroup"))
+                {
+                    failures.push(format!("{family}/{entry} {constants:?}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} variants failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{count} kernel variants translated to SPIR-V, MSL, HLSL and GLSL");
+}

@@ -33,7 +33,13 @@ struct Params {
     row_off: u32,
     // pack_b: threads per step of workgroup_id.y in the folded 1-D index.
     fold: u32,
+    // Element offsets of A and C inside their bound windows (large operands are bound a chunk
+    // of rows at a time, from an aligned byte offset).
+    a_off: u32,
+    c_off: u32,
+    _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -48,7 +54,7 @@ struct Params {
 // it reads `bias`, declared above.
 
 fn a_base(z: u32) -> u32 {
-    return (z / p.batch1) * p.a_b0 + (z % p.batch1) * p.a_b1;
+    return p.a_off + (z / p.batch1) * p.a_b0 + (z % p.batch1) * p.a_b1;
 }
 
 fn b_base(z: u32) -> u32 {
@@ -70,7 +76,7 @@ fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var kk = 0u; kk < p.k; kk++) {
         s = fma(a[ao + kk * p.a_cs], b[bo + kk * p.b_rs], s);
     }
-    c[(z * p.m + i) * p.n + j] = epilogue(s, j);
+    c[p.c_off + (z * p.m + i) * p.n + j] = epilogue(s, j);
 }
 
 // ---------------------------------------------------------------- tiled (workgroup memory)
@@ -140,7 +146,7 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
             for (var q = 0u; q < TN; q++) {
                 let j = col0 + q * 16u + lid.x;
                 if j < p.n {
-                    c[(z * p.m + i) * p.n + j] = epilogue(acc[r * 4u + q], j);
+                    c[p.c_off + (z * p.m + i) * p.n + j] = epilogue(acc[r * 4u + q], j);
                 }
             }
         }
@@ -191,7 +197,7 @@ fn vec4_kernel(
     for (var r = 0u; r < RM; r++) {
         let i = row0 + r;
         if i < p.m {
-            let crow = (z * p.m + i) * p.n;
+            let crow = p.c_off + (z * p.m + i) * p.n;
             for (var q = 0u; q < RN4; q++) {
                 let v = acc[r * 4u + q];
                 let j = (cb + q) * 4u;

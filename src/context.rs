@@ -362,7 +362,7 @@ impl Gpu {
         Ok(k)
     }
 
-    /// Checks `bytes` against the device's buffer and binding limits.
+    /// Checks `bytes` against the device's largest buffer.
     pub fn check_size(&self, bytes: u64, what: &str) -> Result<()> {
         if bytes > self.limits.max_buffer_size {
             return Err(Error::OutOfMemory(format!(
@@ -370,6 +370,12 @@ impl Gpu {
                 self.limits.max_buffer_size
             )));
         }
+        Ok(())
+    }
+
+    /// Checks that `bytes` fit one storage binding: ops that bind a whole tensor call this
+    /// (matmul splits larger operands into row chunks instead).
+    pub fn check_binding(&self, bytes: u64, what: &str) -> Result<()> {
         if bytes > self.limits.max_storage_buffer_binding_size {
             return Err(Error::OutOfMemory(format!(
                 "{what} needs a storage binding of {bytes} bytes, above this adapter's \
@@ -603,9 +609,15 @@ impl GpuBuffer {
 
     /// A binding of the first `bytes` bytes (at least 4).
     pub fn binding(&self, bytes: u64) -> wgpu::BindingResource<'_> {
+        self.binding_range(0, bytes)
+    }
+
+    /// A binding of `bytes` bytes (at least 4) from byte `offset` (a multiple of the device's
+    /// `min_storage_buffer_offset_alignment`).
+    pub fn binding_range(&self, offset: u64, bytes: u64) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: self.buffer(),
-            offset: 0,
+            offset,
             size: wgpu::BufferSize::new(bytes.max(4)),
         })
     }

@@ -72,19 +72,19 @@ fn one_context_serves_many_threads() {
 }
 
 #[test]
-fn tensors_beyond_the_binding_limit_are_errors_naming_it() {
+fn tensors_beyond_the_buffer_limit_are_errors_naming_it() {
     let Some(ctx) = common::gpu() else { return };
-    let s = ctx.device_summary().unwrap();
-    let limit = s.max_storage_buffer_binding_size.min(s.max_buffer_size);
-    if limit > 1 << 30 {
-        return; // too big to allocate in a test on this adapter
+    let limit = ctx.device_summary().unwrap().max_buffer_size;
+    if limit > 4 << 30 {
+        return; // the host allocation would be too big for a test
     }
     let n = (limit / 4) as usize + 1024;
+    // vec![0.0; n] is lazily zeroed memory: nothing is touched before the limit check.
     let e = ctx.zeros(&[n]).unwrap_err();
     assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
     let msg = e.to_string();
     assert!(
-        msg.contains(&limit.to_string()) && msg.contains("bytes"),
+        msg.contains(&limit.to_string()) && msg.contains("max_buffer_size"),
         "{msg}"
     );
 }

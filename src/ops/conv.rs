@@ -668,6 +668,9 @@ fn run_gpu(
     let bias_bytes = if bias.is_some() { plan.cout * 4 } else { 4 } as u64;
     let x_bytes = (plan.n * plan.cin * plan.h * plan.w * 4).max(4) as u64;
     let w_bytes = (plan.groups * plan.w_g * 4).max(4) as u64;
+    gpu.check_binding(x_bytes, "conv input")?;
+    gpu.check_binding(w_bytes, "conv weight")?;
+    gpu.check_binding((out_len * 4) as u64, "conv output")?;
     let u = gpu.uniform(&plan.params(0)?)?;
     let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,

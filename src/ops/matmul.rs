@@ -364,6 +364,49 @@ fn pipeline(
     })
 }
 
+/// Bytes of the kernels' uniform block (`Params` in shaders/matmul.wgsl).
+const PARAMS_BYTES: u64 = 80;
+
+/// A window of a buffer bound as one operand: byte offset and size, and the element offset of
+/// the operand's first element inside the window.
+#[derive(Clone, Copy, Debug)]
+struct View {
+    offset: u64,
+    size: u64,
+    elem_off: usize,
+}
+
+impl View {
+    /// The whole buffer from byte 0.
+    fn whole(bytes: u64) -> View {
+        View {
+            offset: 0,
+            size: bytes.max(4),
+            elem_off: 0,
+        }
+    }
+
+    /// The smallest window starting at a multiple of `align` that covers elements
+    /// `start..end`.
+    fn window(start: usize, end: usize, align: u64) -> View {
+        let s = (start * 4) as u64;
+        let offset = s / align * align;
+        View {
+            offset,
+            size: ((end * 4) as u64 - offset).max(4),
+            elem_off: ((s - offset) / 4) as usize,
+        }
+    }
+}
+
+/// The B operand as the kernel reads it.
+struct OperandB {
+    buf: Arc<GpuBuffer>,
+    bytes: u64,
+    strides: (usize, usize, [usize; 2]),
+    n4: usize,
+}
+
 /// Everything a GPU matmul dispatch needs, resolved.
 struct GpuMatmul<'a> {
     gpu: &'a Arc<Gpu>,
@@ -397,6 +440,10 @@ fn params(
         b_bs[1],
         n4,
         row_off,
+        0, // fold (pack_b)
+        0, // a_off
+        0, // c_off
+        0,
         0,
         0,
     ];
@@ -407,6 +454,11 @@ fn params(
 
 impl GpuMatmul<'_> {
     /// Encodes and submits the matmul; returns the output buffer.
+    ///
+    /// When A or C is larger than one storage binding may be (128 MiB on lavapipe and in
+    /// WebGPU), the rows are split into chunks whose A and C windows each fit one binding; a
+    /// window starts at an offset aligned to `min_storage_buffer_offset_alignment` and the
+    /// kernel skips the few elements before the chunk's first row (`a_off`, `c_off`).
     fn run(&self) -> Result<Arc<GpuBuffer>> {
         let plan = self.plan;
         let gpu = self.gpu;
@@ -422,6 +474,110 @@ impl GpuMatmul<'_> {
                 "matmul over {batches} batches exceeds this adapter's {limit} workgroups per dispatch dimension"
             )));
         }
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("matmul"),
+            });
+        let mut keep: Vec<Arc<GpuBuffer>> = Vec::new();
+        // B: as given (naive, tiled, vec4 on a suitable B) or packed once for the vec4 kernel.
+        let b = match self.config.kernel {
+            MatmulKernel::Vec4 => {
+                let rn4 = self.config.cols as usize;
+                let n4 = plan.n.div_ceil(4 * rn4) * rn4;
+                let (buf, bs) = if plan.b_cs == 1 && plan.n == n4 * 4 {
+                    (self.b.clone(), [plan.b_bs[0] / 4, plan.b_bs[1] / 4])
+                } else {
+                    let packed = self.pack_b(&mut enc, n4 * 4, &mut keep)?;
+                    let per = plan.k * n4;
+                    let scale = |s: usize| s.checked_div(plan.k * plan.n).map_or(0, |q| q * per);
+                    (packed, [scale(plan.b_bs[0]), scale(plan.b_bs[1])])
+                };
+                let bytes = (plan.b_count * plan.k * n4 * 16).max(16) as u64;
+                OperandB {
+                    buf,
+                    bytes,
+                    strides: (0, 0, bs),
+                    n4,
+                }
+            }
+            _ => OperandB {
+                buf: self.b.clone(),
+                bytes: (plan.b_count * plan.k * plan.n * 4).max(4) as u64,
+                strides: (plan.b_rs, plan.b_cs, plan.b_bs),
+                n4: 0,
+            },
+        };
+        let bind_limit = gpu.limits.max_storage_buffer_binding_size;
+        if b.bytes > bind_limit {
+            return Err(Error::OutOfMemory(format!(
+                "matmul operand B needs a binding of {} bytes, above this adapter's max_storage_buffer_binding_size of {bind_limit} bytes",
+                b.bytes
+            )));
+        }
+        let a_bytes = ((plan.a_base(batches - 1) + plan.m * plan.k).max(1) * 4) as u64;
+        let c_bytes = (out_len * 4) as u64;
+        if a_bytes <= bind_limit && c_bytes <= bind_limit {
+            self.encode(
+                &mut enc,
+                &mut keep,
+                plan,
+                &b,
+                View::whole(a_bytes),
+                View::whole(c_bytes),
+                &out,
+            )?;
+        } else {
+            let too_big = |what: &str| {
+                Error::OutOfMemory(format!(
+                    "matmul {what}: A needs {a_bytes} and C {c_bytes} bytes, above this adapter's max_storage_buffer_binding_size of {bind_limit} bytes"
+                ))
+            };
+            if batches > 1 || plan.a_cs != 1 {
+                return Err(too_big(
+                    "of a batched or transposed A is not split into row chunks",
+                ));
+            }
+            let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment).max(4);
+            let row_bytes = (4 * plan.k.max(plan.n)) as u64;
+            let rows_per = (bind_limit.saturating_sub(align) / row_bytes.max(1)) as usize;
+            if rows_per == 0 {
+                return Err(too_big("has rows longer than one binding"));
+            }
+            let mut r0 = 0;
+            while r0 < plan.m {
+                let r1 = (r0 + rows_per).min(plan.m);
+                let chunk = MatmulPlan {
+                    m: r1 - r0,
+                    ..plan.clone()
+                };
+                let a = View::window(r0 * plan.k, r1 * plan.k, align);
+                let c = View::window(r0 * plan.n, r1 * plan.n, align);
+                self.encode(&mut enc, &mut keep, &chunk, &b, a, c, &out)?;
+                r0 = r1;
+            }
+        }
+        gpu.submit(enc);
+        drop(keep);
+        Ok(out)
+    }
+
+    /// Encodes the dispatches of `plan` (the whole matmul, or a chunk of its rows) with A and C
+    /// bound through the given windows.
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        keep: &mut Vec<Arc<GpuBuffer>>,
+        plan: &MatmulPlan,
+        b: &OperandB,
+        a_view: View,
+        c_view: View,
+        out: &GpuBuffer,
+    ) -> Result<()> {
+        let gpu = self.gpu;
+        let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let batches = plan.batches();
         let mut constants: Vec<(&str, f64)> = vec![
             ("HAS_BIAS", if self.bias.is_some() { 1.0 } else { 0.0 }),
             ("ACT", f64::from(self.activation.shader_id())),
@@ -439,119 +595,67 @@ impl GpuMatmul<'_> {
                 &dummy
             }
         };
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("matmul"),
-            });
-        let mut keep: Vec<Arc<GpuBuffer>> = Vec::new();
-        let a_bytes = ((plan.a_base(batches - 1) + plan.m.max(1) * plan.k).max(1) * 4) as u64;
-        match self.config.kernel {
-            MatmulKernel::Naive | MatmulKernel::Tiled => {
-                let (entry, rows_per_group, cols_per_group) = match self.config.kernel {
-                    MatmulKernel::Naive => ("naive", 8, 8),
-                    _ => {
-                        constants.push(("TM", f64::from(self.config.rows)));
-                        constants.push(("TN", f64::from(self.config.cols)));
-                        (
-                            "tiled",
-                            16 * self.config.rows as usize,
-                            16 * self.config.cols as usize,
-                        )
-                    }
-                };
-                let kernel = pipeline(gpu, entry, &constants)?;
-                let gx = plan.n.div_ceil(cols_per_group);
-                if gx > limit {
-                    return Err(Error::InvalidArgument(format!(
-                        "matmul with {} columns needs {gx} workgroups along one dimension, above this adapter's limit of {limit}",
-                        plan.n
-                    )));
-                }
-                let b_bytes = (plan.b_count * plan.k * plan.n * 4).max(4) as u64;
-                for (row_off, rows) in row_chunks(plan.m, rows_per_group, limit) {
-                    let u = gpu.uniform(&params(
-                        plan,
-                        (plan.b_rs, plan.b_cs, plan.b_bs),
-                        0,
-                        row_off,
-                    )?)?;
-                    let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout: &kernel.layout,
-                        entries: &[
-                            entry_buf(0, u.binding(64)),
-                            entry_buf(1, self.a.binding(a_bytes)),
-                            entry_buf(2, self.b.binding(b_bytes)),
-                            entry_buf(3, bias_buf.binding(bias_bytes)),
-                            entry_buf(4, out.binding((out_len * 4) as u64)),
-                        ],
-                    });
-                    let mut pass = gpu.begin_pass(&mut enc);
-                    pass.set_pipeline(&kernel.pipeline);
-                    pass.set_bind_group(0, &bg, &[]);
-                    pass.dispatch_workgroups(
-                        gx as u32,
-                        rows.div_ceil(rows_per_group) as u32,
-                        batches as u32,
-                    );
-                    drop(pass);
-                    keep.push(u);
-                }
+        // (entry point, rows per workgroup, grid x, x is the row dimension)
+        let (entry, rows_per_group, gx, rows_on_x) = match self.config.kernel {
+            MatmulKernel::Naive => ("naive", 8, plan.n.div_ceil(8), false),
+            MatmulKernel::Tiled => {
+                constants.push(("TM", f64::from(self.config.rows)));
+                constants.push(("TN", f64::from(self.config.cols)));
+                let tn = 16 * self.config.cols as usize;
+                (
+                    "tiled",
+                    16 * self.config.rows as usize,
+                    plan.n.div_ceil(tn),
+                    false,
+                )
             }
             MatmulKernel::Vec4 => {
-                let rm = self.config.rows as usize;
-                let rn4 = self.config.cols as usize;
                 constants.push(("RM", f64::from(self.config.rows)));
                 constants.push(("RN4", f64::from(self.config.cols)));
                 constants.push(("WG", f64::from(self.config.workgroup)));
-                let kernel = pipeline(gpu, "vec4_kernel", &constants)?;
-                // B as K x (n4 vec4) rows per stored matrix, n4 a multiple of rn4.
-                let n4 = plan.n.div_ceil(4 * rn4) * rn4;
-                let direct = plan.b_cs == 1 && plan.n == n4 * 4;
-                let (bsrc, b_bs) = if direct {
-                    (self.b.clone(), [plan.b_bs[0] / 4, plan.b_bs[1] / 4])
-                } else {
-                    let packed = self.pack_b(&mut enc, n4 * 4, &mut keep)?;
-                    let per = plan.k * n4;
-                    let scale = |s: usize| s.checked_div(plan.k * plan.n).map_or(0, |q| q * per);
-                    (packed, [scale(plan.b_bs[0]), scale(plan.b_bs[1])])
-                };
-                let b_bytes = (plan.b_count * plan.k * n4 * 16).max(16) as u64;
-                gpu.check_size(b_bytes, "packed B operand")?;
-                let gx = (n4 / rn4).div_ceil(self.config.workgroup as usize);
-                if gx > limit {
-                    return Err(Error::InvalidArgument(format!(
-                        "matmul with {} columns needs {gx} workgroups along one dimension, above this adapter's limit of {limit}",
-                        plan.n
-                    )));
-                }
-                for (row_off, rows) in row_chunks(plan.m, rm, limit) {
-                    let u = gpu.uniform(&params(plan, (0, 0, b_bs), n4, row_off)?)?;
-                    let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout: &kernel.layout,
-                        entries: &[
-                            entry_buf(0, u.binding(64)),
-                            entry_buf(1, self.a.binding(a_bytes)),
-                            entry_buf(3, bias_buf.binding(bias_bytes)),
-                            entry_buf(4, out.binding((out_len * 4) as u64)),
-                            entry_buf(5, bsrc.binding(b_bytes)),
-                        ],
-                    });
-                    let mut pass = gpu.begin_pass(&mut enc);
-                    pass.set_pipeline(&kernel.pipeline);
-                    pass.set_bind_group(0, &bg, &[]);
-                    pass.dispatch_workgroups(rows.div_ceil(rm) as u32, gx as u32, batches as u32);
-                    drop(pass);
-                    keep.push(u);
-                }
-                keep.push(bsrc);
+                let gx =
+                    (b.n4 / self.config.cols as usize).div_ceil(self.config.workgroup as usize);
+                ("vec4_kernel", self.config.rows as usize, gx, true)
             }
+        };
+        if gx > limit {
+            return Err(Error::InvalidArgument(format!(
+                "matmul with {} columns needs {gx} workgroups along one dimension, above this adapter's limit of {limit}",
+                plan.n
+            )));
         }
-        gpu.submit(enc);
-        drop(keep);
-        Ok(out)
+        let kernel = pipeline(gpu, entry, &constants)?;
+        let b_binding = if rows_on_x { 5 } else { 2 };
+        for (row_off, rows) in row_chunks(plan.m, rows_per_group, limit) {
+            let mut words = params(plan, b.strides, b.n4, row_off)?;
+            words[15] = as_u32(a_view.elem_off, "A offset")?;
+            words[16] = as_u32(c_view.elem_off, "C offset")?;
+            let u = gpu.uniform(&words)?;
+            let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &kernel.layout,
+                entries: &[
+                    entry_buf(0, u.binding(PARAMS_BYTES)),
+                    entry_buf(1, self.a.binding_range(a_view.offset, a_view.size)),
+                    entry_buf(b_binding, b.buf.binding(b.bytes)),
+                    entry_buf(3, bias_buf.binding(bias_bytes)),
+                    entry_buf(4, out.binding_range(c_view.offset, c_view.size)),
+                ],
+            });
+            let mut pass = gpu.begin_pass(enc);
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            let row_groups = rows.div_ceil(rows_per_group) as u32;
+            if rows_on_x {
+                pass.dispatch_workgroups(row_groups, gx as u32, batches as u32);
+            } else {
+                pass.dispatch_workgroups(gx as u32, row_groups, batches as u32);
+            }
+            drop(pass);
+            keep.push(u);
+        }
+        keep.push(b.buf.clone());
+        Ok(())
     }
 
     /// Encodes the pack of op(B) into a zero-padded K x `width` layout per stored matrix.
@@ -589,7 +693,7 @@ impl GpuMatmul<'_> {
             label: None,
             layout: &kernel.layout,
             entries: &[
-                entry_buf(0, u.binding(64)),
+                entry_buf(0, u.binding(PARAMS_BYTES)),
                 entry_buf(2, self.b.binding(b_bytes)),
                 entry_buf(6, packed.binding((packed_len * 4) as u64)),
             ],

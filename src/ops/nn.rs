@@ -126,6 +126,7 @@ impl Launch<'_> {
             resource: u.binding(48),
         }];
         for (b, buf, bytes) in &self.bindings {
+            gpu.check_binding(*bytes, self.entry)?;
             entries.push(wgpu::BindGroupEntry {
                 binding: *b,
                 resource: buf.binding(*bytes),

@@ -24,7 +24,9 @@ fn tanh_safe(x: f32) -> f32 {
 fn activate(x: f32) -> f32 {
     switch ACT {
         case 1u: {
-            return select(x, 0.0, x < 0.0);
+            // Compilers may turn the inner select into max(x, 0), which drops a NaN (Mesa's GL
+            // path does): keep NaN by its bits.
+            return select(select(x, 0.0, x < 0.0), x, is_nan(x));
         }
         case 2u: {
             // gelu(x) = x/2 * (1 + erf(x/sqrt 2)) = x/2 * erfc(-x/sqrt 2)

@@ -386,3 +386,195 @@ fn convolutions_on_npy_files() {
     assert_error(&out, "stride");
     assert!(!y3.exists());
 }
+
+/// 50 hostile .npy files: each gives one error line, a non-zero exit (not a panic) and no
+/// output file.
+#[test]
+fn hostile_npy_files_are_refused_cleanly() {
+    let d = tmpdir("hostile");
+    let good = encode_npy_f32(&[2, 3], &[1., 2., 3., 4., 5., 6.]).unwrap();
+    let header = |dict: &str| -> Vec<u8> {
+        let mut h = dict.as_bytes().to_vec();
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(b' ');
+        }
+        h.push(b'\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend((h.len() as u16).to_le_bytes());
+        out.extend(h);
+        out
+    };
+    let with_data = |dict: &str, data: usize| {
+        let mut v = header(dict);
+        v.extend(std::iter::repeat_n(0u8, data));
+        v
+    };
+    let mut files: Vec<Vec<u8>> = vec![
+        vec![],
+        b"\x93NUMPY".to_vec(),
+        b"not a numpy file at all".to_vec(),
+        good[..good.len() - 1].to_vec(),
+        good[..20].to_vec(),
+        good[..10].to_vec(),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 3), }",
+            24,
+        ),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+            28,
+        ),
+        with_data(
+            "{'descr': '|i1', 'fortran_order': False, 'shape': (6,), }",
+            6,
+        ),
+        with_data(
+            "{'descr': '<i4', 'fortran_order': False, 'shape': (6,), }",
+            24,
+        ),
+        with_data(
+            "{'descr': '>i8', 'fortran_order': False, 'shape': (6,), }",
+            48,
+        ),
+        with_data(
+            "{'descr': '<c8', 'fortran_order': False, 'shape': (6,), }",
+            48,
+        ),
+        with_data(
+            "{'descr': '<c16', 'fortran_order': False, 'shape': (6,), }",
+            96,
+        ),
+        with_data(
+            "{'descr': '|O', 'fortran_order': False, 'shape': (6,), }",
+            48,
+        ),
+        with_data(
+            "{'descr': '|b1', 'fortran_order': False, 'shape': (6,), }",
+            6,
+        ),
+        with_data(
+            "{'descr': '<U3', 'fortran_order': False, 'shape': (2,), }",
+            24,
+        ),
+        with_data(
+            "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }",
+            8,
+        ),
+        with_data(
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (6,), }",
+            12,
+        ),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 1000000000), }",
+            16,
+        ),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }",
+            16,
+        ),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 3), }",
+            16,
+        ),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4, 5, 6), }",
+            2880,
+        ),
+        with_data("{'descr': '<f4', 'fortran_order': False }", 24),
+        with_data("{'descr': '<f4', 'shape': (6,) }", 24),
+        with_data("{'fortran_order': False, 'shape': (6,) }", 24),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (6,), }",
+            24,
+        ),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': [6], }",
+            24,
+        ),
+        with_data("{'descr': '<f4', 'fortran_order': False, 'shape': (6,)", 24),
+        with_data("garbage", 24),
+        with_data("", 24),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), 'extra': 1}",
+            24,
+        ),
+        with_data("{'descr': 42, 'fortran_order': False, 'shape': (6,), }", 24),
+        with_data(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': ('a',), }",
+            24,
+        ),
+    ];
+    // A header length pointing past the end, a bad version, and random corruptions of a good file.
+    let mut long = good.clone();
+    long[8] = 0xff;
+    long[9] = 0xff;
+    files.push(long);
+    let mut version = good.clone();
+    version[6] = 9;
+    files.push(version);
+    let mut s: u64 = 7;
+    while files.len() < 48 {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut f = good.clone();
+        let pos = 6 + (s >> 33) as usize % 60;
+        f[pos] = f[pos].wrapping_add(1 + (s >> 20) as u8 % 200);
+        f.truncate(good.len() - 1 - (s >> 40) as usize % 8);
+        files.push(f);
+    }
+    let c = d.join("c.npy");
+    let ok = d.join("ok.npy");
+    std::fs::write(&ok, &good).unwrap();
+    let mut cases: Vec<Vec<String>> = Vec::new();
+    for (i, bytes) in files.iter().enumerate() {
+        let p = d.join(format!("h{i}.npy"));
+        std::fs::write(&p, bytes).unwrap();
+        cases.push(vec![
+            "matmul".into(),
+            p.display().to_string(),
+            ok.display().to_string(),
+            "-o".into(),
+            c.display().to_string(),
+        ]);
+    }
+    cases.push(vec![
+        "matmul".into(),
+        d.join("missing.npy").display().to_string(),
+        s_owned(&ok),
+        "-o".into(),
+        s_owned(&c),
+    ]);
+    cases.push(vec![
+        "matmul".into(),
+        s_owned(&ok),
+        s_owned(&ok),
+        "-o".into(),
+        d.join("none/c.npy").display().to_string(),
+    ]);
+    assert_eq!(cases.len(), 50);
+    for (i, args) in cases.iter().enumerate() {
+        let mut full = vec!["--backend", "cpu"];
+        full.extend(args.iter().map(String::as_str));
+        let out = run(&full);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "case {i} panicked: {stderr}");
+        assert_eq!(out.status.code(), Some(1), "case {i}: {stderr}");
+        let ours: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("gpu-linalg:"))
+            .collect();
+        assert_eq!(ours.len(), 1, "case {i}: {stderr}");
+        assert!(!c.exists(), "case {i} left an output");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+fn s_owned(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -69,3 +69,89 @@ fn matmul_with_a_larger_than_one_binding() {
         "{e}"
     );
 }
+
+#[test]
+fn eight_threads_share_one_context() {
+    let Some(ctx) = common::gpu() else { return };
+    let ctx = std::sync::Arc::new(ctx.clone());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || {
+                for j in 0..500u64 {
+                    let seed = t * 1000 + j;
+                    let n = 1 + ((t + j) % 13) as usize;
+                    match j % 4 {
+                        0 => {
+                            let a = common::data(n * (n + 1), seed);
+                            let b = common::data((n + 1) * n, seed + 1);
+                            let (ta, tb) = (
+                                ctx.tensor(&[n, n + 1], &a).unwrap(),
+                                ctx.tensor(&[n + 1, n], &b).unwrap(),
+                            );
+                            let c = ctx.matmul(&ta, &tb).unwrap().to_vec().unwrap();
+                            reference_for(&ta, &tb, &MatmulOptions::default())
+                                .unwrap()
+                                .check(&c)
+                                .unwrap();
+                        }
+                        1 => {
+                            let x = ctx
+                                .tensor(
+                                    &[1, 2, n + 2, n + 2],
+                                    &common::data(2 * (n + 2) * (n + 2), seed),
+                                )
+                                .unwrap();
+                            let w = ctx
+                                .tensor(&[3, 2, 3, 3], &common::data(54, seed + 1))
+                                .unwrap();
+                            let o = ConvOptions {
+                                padding: gpu_linalg::Padding::from(1),
+                                ..Default::default()
+                            };
+                            let y = ctx.conv2d(&x, &w, &o).unwrap().to_vec().unwrap();
+                            gpu_linalg::cpu::conv::reference_for(
+                                gpu_linalg::ConvKind::Conv2d,
+                                &x,
+                                &w,
+                                &o,
+                            )
+                            .unwrap()
+                            .check(&y)
+                            .unwrap();
+                        }
+                        2 => {
+                            let v = common::data(n * 7, seed);
+                            let z = ctx.tensor(&[n * 7], &v).unwrap();
+                            let y = ctx
+                                .activation_forward(&z, gpu_linalg::Activation::Relu)
+                                .unwrap()
+                                .to_vec()
+                                .unwrap();
+                            let want: Vec<f32> = v.iter().map(|x| x.max(0.0)).collect();
+                            assert_eq!(y, want);
+                        }
+                        _ => {
+                            let p = common::data(n * 5, seed);
+                            let q = common::data(n * 5, seed + 1);
+                            let l = ctx
+                                .mse_loss(
+                                    &ctx.tensor(&[n * 5], &p).unwrap(),
+                                    &ctx.tensor(&[n * 5], &q).unwrap(),
+                                    gpu_linalg::LossReduction::Sum,
+                                    false,
+                                )
+                                .unwrap();
+                            // Multiples of 1/8: the sum is exact.
+                            let want: f32 = p.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
+                            assert_eq!(l.loss.to_vec().unwrap()[0], want);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

@@ -41,7 +41,8 @@ struct ConvParams {
     w_co: u32,
     w_ci: u32,
     row_off: u32,
-    _pad0: u32,
+    // First workgroup along the output-position dimension (large outputs take several dispatches).
+    col_off: u32,
     _pad1: u32,
 }
 
@@ -88,7 +89,7 @@ override WG: u32 = 64u;
 // same input region; workgroup_id.y picks the positions, z = image * groups + group.
 @compute @workgroup_size(WG, 1, 1)
 fn conv_gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let col0 = (wid.y * WG + lid.x) * 4u * RN4;
+    let col0 = ((wid.y + c.col_off) * WG + lid.x) * 4u * RN4;
     if col0 >= c.m {
         return;
     }
@@ -162,11 +163,11 @@ fn conv_gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
 }
 
 // ---------------------------------------------------------------- conv_naive
-// gid.x = output position, gid.y = output channel (global, offset by row_off when the host splits
-// channels across dispatches), gid.z = image.
+// gid.x = output position (offset by col_off workgroups), gid.y = output channel (global),
+// gid.z = image.
 @compute @workgroup_size(64, 1, 1)
 fn conv_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let mm = gid.x;
+    let mm = gid.x + c.col_off * 64u;
     let cg = gid.y + c.row_off;
     let n = gid.z;
     if mm >= c.m || cg >= c.cout {

@@ -113,7 +113,7 @@ fn f64_fortran_be(shape: (usize, usize), c_order_values: &[f64]) -> Vec<u8> {
         shape.0, shape.1
     );
     let mut h = header.into_bytes();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(b' ');
     }
     h.push(b'\n');
@@ -395,7 +395,7 @@ fn hostile_npy_files_are_refused_cleanly() {
     let good = encode_npy_f32(&[2, 3], &[1., 2., 3., 4., 5., 6.]).unwrap();
     let header = |dict: &str| -> Vec<u8> {
         let mut h = dict.as_bytes().to_vec();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(b' ');
         }
         h.push(b'\n');

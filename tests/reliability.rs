@@ -155,3 +155,33 @@ fn eight_threads_share_one_context() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn conv_outputs_beyond_the_dispatch_limit_are_split() {
+    let Some(ctx) = common::gpu() else { return };
+    // 2100 × 2100 = 4.41 M output positions: 68,907 workgroups of 64 for the naive kernel and
+    // 137,813 of 32 positions for a 1×1@8 GEMM tile, both above 65,535.
+    let hw = 2100;
+    let x = ctx
+        .tensor(&[1, 1, hw, hw], &common::data(hw * hw, 5))
+        .unwrap();
+    let w = ctx.tensor(&[2, 1, 1, 1], &[0.5, -2.0]).unwrap();
+    let b = ctx.tensor(&[2], &[1.0, 0.25]).unwrap();
+    for kernel in [
+        gpu_linalg::ConvConfig::Naive,
+        gpu_linalg::ConvConfig::gemm(1, 1, 8),
+    ] {
+        let o = ConvOptions {
+            bias: Some(&b),
+            kernel: Some(kernel),
+            ..Default::default()
+        };
+        let y = ctx
+            .conv2d(&x, &w, &o)
+            .unwrap_or_else(|e| panic!("{kernel}: {e}"));
+        gpu_linalg::cpu::conv::reference_for(gpu_linalg::ConvKind::Conv2d, &x, &w, &o)
+            .unwrap()
+            .check(&y.to_vec().unwrap())
+            .unwrap_or_else(|e| panic!("{kernel}: {e}"));
+    }
+}

@@ -516,7 +516,9 @@ impl ConvPlan {
         Some(map(oh, kh, 0)? * self.w + map(ow, kw, 1)?)
     }
 
-    fn params(&self, row_off: usize) -> Result<Vec<u32>> {
+    /// The kernels' uniform block; `col_off` is the first workgroup along the output-position
+    /// dimension of this dispatch.
+    fn params(&self, col_off: usize) -> Result<Vec<u32>> {
         let u = |v: usize| {
             u32::try_from(v).map_err(|_| {
                 Error::InvalidArgument(format!(
@@ -551,8 +553,8 @@ impl ConvPlan {
             u(self.w_g)?,
             u(self.w_co)?,
             u(self.w_ci)?,
-            u(row_off)?,
             0,
+            u(col_off)?,
             0,
         ])
     }
@@ -649,7 +651,21 @@ fn run_gpu(
             )
         }
     };
-    if let Some(d) = grid.iter().find(|&&d| d > limit) {
+    let x_bytes = (plan.n * plan.cin * plan.h * plan.w * 4).max(4) as u64;
+    let w_bytes = (plan.groups * plan.w_g * 4).max(4) as u64;
+    gpu.check_binding(x_bytes, "conv input")?;
+    gpu.check_binding(w_bytes, "conv weight")?;
+    gpu.check_binding((out_len * 4) as u64, "conv output")?;
+    // The output-position dimension may exceed the grid limit: it is split across dispatches
+    // (`col_off`); the others may not.
+    let pos_dim = usize::from(entry == "conv_gemm");
+    if let Some(d) = grid
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != pos_dim)
+        .map(|(_, d)| *d)
+        .find(|&d| d > limit)
+    {
         return Err(Error::InvalidArgument(format!(
             "{} {:?}: needs {d} workgroups along one dimension, above this adapter's limit of {limit}",
             plan.kind.name(),
@@ -666,50 +682,55 @@ fn run_gpu(
         }
     };
     let bias_bytes = if bias.is_some() { plan.cout * 4 } else { 4 } as u64;
-    let x_bytes = (plan.n * plan.cin * plan.h * plan.w * 4).max(4) as u64;
-    let w_bytes = (plan.groups * plan.w_g * 4).max(4) as u64;
-    gpu.check_binding(x_bytes, "conv input")?;
-    gpu.check_binding(w_bytes, "conv weight")?;
-    gpu.check_binding((out_len * 4) as u64, "conv output")?;
-    let u = gpu.uniform(&plan.params(0)?)?;
-    let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &kernel.layout,
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: u.binding(96),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: x.binding(x_bytes),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: w.binding(w_bytes),
-            },
-            wgpu::BindGroupEntry {
-                binding: 3,
-                resource: bias_buf.binding(bias_bytes),
-            },
-            wgpu::BindGroupEntry {
-                binding: 4,
-                resource: out.binding((out_len * 4) as u64),
-            },
-        ],
-    });
     let mut enc = gpu
         .device
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("conv"),
         });
-    {
-        let mut pass = gpu.begin_pass(&mut enc);
-        pass.set_pipeline(&kernel.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(grid[0] as u32, grid[1] as u32, grid[2] as u32);
+    let mut keep = Vec::new();
+    let mut col_off = 0;
+    while col_off < grid[pos_dim] {
+        let count = (grid[pos_dim] - col_off).min(limit);
+        let u = gpu.uniform(&plan.params(col_off)?)?;
+        let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: u.binding(96),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: x.binding(x_bytes),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: w.binding(w_bytes),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: bias_buf.binding(bias_bytes),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: out.binding((out_len * 4) as u64),
+                },
+            ],
+        });
+        {
+            let mut g = grid;
+            g[pos_dim] = count;
+            let mut pass = gpu.begin_pass(&mut enc);
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(g[0] as u32, g[1] as u32, g[2] as u32);
+        }
+        keep.push(u);
+        col_off += count;
     }
     gpu.submit(enc);
+    drop(keep);
     Ok(out)
 }
 

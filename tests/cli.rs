@@ -578,3 +578,34 @@ fn hostile_npy_files_are_refused_cleanly() {
 fn s_owned(p: &Path) -> String {
     p.display().to_string()
 }
+
+#[test]
+fn without_any_adapter_auto_and_cpu_work_and_gpu_says_why() {
+    let d = tmpdir("noadapter");
+    let (a, c) = (d.join("a.npy"), d.join("c.npy"));
+    write_npy_f32(&a, &[2, 2], &[1., 2., 3., 4.]).unwrap();
+    // On this platform wgpu has no DX12 backend: WGPU_BACKEND=dx12 leaves no adapter at all.
+    let no_adapter = |args: &[&str]| {
+        bin()
+            .env("WGPU_BACKEND", "dx12")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for backend in ["auto", "cpu"] {
+        let out = no_adapter(&["--backend", backend, "matmul", s(&a), s(&a), "-o", s(&c)]);
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(read_npy(&c).unwrap().data, vec![7., 10., 15., 22.]);
+        std::fs::remove_file(&c).unwrap();
+    }
+    let out = no_adapter(&["--backend", "gpu", "matmul", s(&a), s(&a), "-o", s(&c)]);
+    assert_error(&out, "no GPU adapter");
+    assert!(!c.exists());
+    let out = no_adapter(&["info"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("adapters found: 0"));
+}

@@ -381,3 +381,27 @@ fn grids_beyond_the_dispatch_limit_are_split() {
         r.check(&got).unwrap_or_else(|e| panic!("{kernel}: {e}"));
     }
 }
+
+#[test]
+fn subnormal_inputs_do_not_crash_and_stay_within_the_bound() {
+    let tiny = f32::MIN_POSITIVE / 8.0; // subnormal
+    let mut ctxs = vec![common::cpu()];
+    if let Some(g) = common::gpu() {
+        ctxs.push(g.clone());
+    }
+    for ctx in &ctxs {
+        let a: Vec<f32> = (0..64).map(|i| tiny * (i % 5) as f32).collect();
+        let b: Vec<f32> = (0..64)
+            .map(|i| if i % 2 == 0 { 1.0 } else { tiny })
+            .collect();
+        let (ta, tb) = (
+            ctx.tensor(&[8, 8], &a).unwrap(),
+            ctx.tensor(&[8, 8], &b).unwrap(),
+        );
+        let c = ctx.matmul(&ta, &tb).unwrap().to_vec().unwrap();
+        reference_for(&ta, &tb, &MatmulOptions::default())
+            .unwrap()
+            .check(&c)
+            .unwrap();
+    }
+}

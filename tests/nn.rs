@@ -16,7 +16,7 @@ fn contexts() -> Vec<Context> {
 }
 
 fn close(got: f64, want: f64, tol: f64, what: &str) {
-    let ok = (got.is_nan() && want.is_nan()) || (got - want).abs() <= tol;
+    let ok = (got.is_nan() && want.is_nan()) || approx::abs_diff_eq!(got, want, epsilon = tol);
     assert!(ok, "{what}: got {got}, want {want} (tolerance {tol:e})");
 }
 

@@ -2,7 +2,10 @@
 //! results, and a fast multi-threaded backend used where no GPU is worth using.
 
 pub mod conv;
+pub mod elementwise;
+pub mod layout;
 pub mod matmul;
+pub mod random;
 
 use crate::error::{Error, Result};
 use crate::ops::Activation;

@@ -1,7 +1,10 @@
 //! Host side of each kernel family: shape checks, planning, dispatch.
 
 pub mod conv;
+pub mod elementwise;
+pub mod layout;
 pub mod matmul;
+pub mod random;
 
 use std::str::FromStr;
 
@@ -15,6 +18,12 @@ pub(crate) mod source {
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
     /// `shaders/conv.wgsl`.
     pub const CONV: &str = include_str!("../../shaders/conv.wgsl");
+    /// `shaders/elementwise.wgsl`.
+    pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+    /// `shaders/layout.wgsl`.
+    pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
+    /// `shaders/random.wgsl`.
+    pub const RANDOM: &str = include_str!("../../shaders/random.wgsl");
 
     /// A kernel source with the shared epilogue prepended.
     pub fn with_epilogue(src: &str) -> String {

@@ -1,0 +1,205 @@
+// Elementwise kernels with numpy broadcasting (up to 4 dims), and the two passes of slerp.
+//
+// The host prepends shaders/epilogue.wgsl (for `activate()` and `is_nan()`, ACT override) and
+// appends one generated function
+//     fn op(a: f32, b: f32) -> f32 { return <expression>; }
+// from the op table in src/ops/elementwise.rs, so one template serves every op.
+//
+// Kernels (each thread handles EPT elements, consecutive threads consecutive elements, so
+// loads are coalesced on GPUs and vectorise across lanes on lavapipe):
+//   ew_vec4      every operand has the output's shape and n % 4 == 0: vec4 loads and stores.
+//   ew_general   broadcasting: per-operand strides (0 along broadcast dims) in the uniform.
+//   slerp_coef   one thread per row of the last axis: the two slerp weights of that row.
+//   slerp_apply  out = ca[row] * a + cb[row] * b.
+// Big grids are folded into 2-D (workgroup index = y * num_workgroups.x + x). The host proves
+// every index in bounds (guards on `n`), so the module is built without runtime checks.
+
+struct EwParams {
+    n: u32,        // elements (vec4s for ew_vec4, rows for slerp_coef)
+    alpha: f32,
+    beta: f32,
+    d: u32,        // slerp: row length
+    shape: vec4<u32>, // output shape, padded with leading 1s
+    sa: vec4<u32>,    // strides of a (0 where broadcast)
+    sb: vec4<u32>,    // strides of b
+}
+
+@group(0) @binding(0) var<uniform> p: EwParams;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> coef: array<vec2<f32>>;
+@group(0) @binding(8) var<storage, read> coef_r: array<vec2<f32>>;
+// Declared for the prepended epilogue; no kernel here uses it, so it is not in any layout.
+@group(0) @binding(9) var<storage, read> bias: array<f32>;
+
+override WG: u32 = 64u;
+override EPT: u32 = 4u;
+
+fn from_bits(u: u32) -> f32 {
+    return bitcast<f32>(u);
+}
+
+// exp with Cody–Waite range reduction: the builtin's error grows with |x| (3 + 2|x| ulp in
+// the WGSL spec); exp of the reduced argument |r| <= ln2/2 is accurate to a few ulp.
+fn exp_np(x: f32) -> f32 {
+    if is_nan(x) {
+        return x;
+    }
+    if x > 88.72284 {
+        return from_bits(0x7f800000u);
+    }
+    if x < -103.97208 {
+        return 0.0;
+    }
+    let k = round(x * 1.4426950408889634);
+    let r = (x - k * 0.693145752) - k * 1.428606765330187e-6;
+    let ki = i32(k);
+    let k1 = ki / 2;
+    return ldexp(ldexp(exp(r), k1), ki - k1);
+}
+
+// numpy's log: NaN for x < 0, -inf at 0, inf at inf.
+fn log_np(x: f32) -> f32 {
+    if is_nan(x) {
+        return x;
+    }
+    if x < 0.0 {
+        return from_bits(0x7fc00000u);
+    }
+    if x == 0.0 {
+        return from_bits(0xff800000u);
+    }
+    if bitcast<u32>(x) == 0x7f800000u {
+        return x;
+    }
+    return log(x);
+}
+
+// numpy's sqrt: NaN for x < 0 (sqrt(-0) = -0).
+fn sqrt_np(x: f32) -> f32 {
+    if x < 0.0 {
+        return from_bits(0x7fc00000u);
+    }
+    return sqrt(x);
+}
+
+// numpy.clip: NaN in x or in a bound gives NaN; min > max gives max.
+fn clamp_np(x: f32, lo: f32, hi: f32) -> f32 {
+    if is_nan(x) {
+        return x;
+    }
+    if is_nan(lo) || is_nan(hi) {
+        return from_bits(0x7fc00000u);
+    }
+    return min(max(x, lo), hi);
+}
+
+// torch.lerp: exact at both ends.
+fn lerp_np(x: f32, y: f32, t: f32) -> f32 {
+    if abs(t) < 0.5 {
+        return x + t * (y - x);
+    }
+    return y - (y - x) * (1.0 - t);
+}
+
+fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn ew_vec4(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let base = wg_index(wid, nwg) * WG * EPT + lid.x;
+    for (var j = 0u; j < EPT; j++) {
+        let i = base + j * WG;
+        if i < p.n {
+            let x = a4[i];
+            let y = b4[i];
+            out4[i] = vec4<f32>(op(x.x, y.x), op(x.y, y.y), op(x.z, y.z), op(x.w, y.w));
+        }
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn ew_general(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let base = wg_index(wid, nwg) * WG * EPT + lid.x;
+    for (var j = 0u; j < EPT; j++) {
+        let i = base + j * WG;
+        if i < p.n {
+            var r = i;
+            let c3 = r % p.shape.w;
+            r = r / p.shape.w;
+            let c2 = r % p.shape.z;
+            r = r / p.shape.z;
+            let c1 = r % p.shape.y;
+            let c0 = r / p.shape.y;
+            let c = vec4<u32>(c0, c1, c2, c3);
+            let ia = dot(c, p.sa);
+            let ib = dot(c, p.sb);
+            out[i] = op(a[ia], b[ib]);
+        }
+    }
+}
+
+// slerp weights of one row: p.n rows of length p.d, t = p.alpha. Lerp weights (1 - t, t)
+// when either vector is zero or |cos| > 0.9995.
+@compute @workgroup_size(WG, 1, 1)
+fn slerp_coef(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = gid.y * nwg.x * WG + gid.x;
+    if row >= p.n {
+        return;
+    }
+    let t = p.alpha;
+    let o = row * p.d;
+    var aa = 0.0;
+    var bb = 0.0;
+    var ab = 0.0;
+    for (var k = 0u; k < p.d; k++) {
+        let x = a[o + k];
+        let y = b[o + k];
+        aa += x * x;
+        bb += y * y;
+        ab += x * y;
+    }
+    var w = vec2<f32>(1.0 - t, t);
+    let nn = sqrt(aa) * sqrt(bb);
+    if nn > 0.0 && !is_nan(nn) && bitcast<u32>(nn) != 0x7f800000u {
+        let cs = ab / nn;
+        if abs(cs) <= 0.9995 {
+            let th = acos(clamp(cs, -1.0, 1.0));
+            let s = sin(th);
+            w = vec2<f32>(sin((1.0 - t) * th) / s, sin(t * th) / s);
+        }
+    }
+    coef[row] = w;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn slerp_apply(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let base = wg_index(wid, nwg) * WG * EPT + lid.x;
+    for (var j = 0u; j < EPT; j++) {
+        let i = base + j * WG;
+        if i < p.n {
+            let w = coef_r[i / p.d];
+            out[i] = w.x * a[i] + w.y * b[i];
+        }
+    }
+}

@@ -43,8 +43,8 @@ fn from_bits(u: u32) -> f32 {
     return bitcast<f32>(u);
 }
 
-// exp with Cody–Waite range reduction: the builtin's error grows with |x| (3 + 2|x| ulp in
-// the WGSL spec); exp of the reduced argument |r| <= ln2/2 is accurate to a few ulp.
+// exp with Cody–Waite range reduction and a degree-8 Taylor polynomial on |r| <= ln2/2 (the
+// builtin's error grows with |x|: 3 + 2|x| ulp in the WGSL spec).
 fn exp_np(x: f32) -> f32 {
     if is_nan(x) {
         return x;
@@ -57,9 +57,63 @@ fn exp_np(x: f32) -> f32 {
     }
     let k = round(x * 1.4426950408889634);
     let r = (x - k * 0.693145752) - k * 1.428606765330187e-6;
+    let e = 1.0 + r * (1.0 + r * (0.5 + r * (0.16666667 + r * (0.041666668 + r * (0.008333334
+        + r * (0.0013888889 + r * (0.0001984127 + r * 2.4801588e-5)))))));
     let ki = i32(k);
     let k1 = ki / 2;
-    return ldexp(ldexp(exp(r), k1), ki - k1);
+    return ldexp(ldexp(e, k1), ki - k1);
+}
+
+// sin(x) for |x| up to a few pi: Cody–Waite reduction by pi/2, then polynomials on
+// |r| <= pi/4 (the builtin's accuracy is loose in the WGSL spec).
+fn sin_acc(x: f32) -> f32 {
+    let q = round(x * 0.63661977);
+    let r = (x - q * 1.5707963) - q * 4.3711388e-8;
+    let r2 = r * r;
+    let s = r + r * r2 * (-0.16666667 + r2 * (0.008333334 + r2 * (-0.0001984127 + r2 * 2.7557319e-6)));
+    let c = 1.0 + r2 * (-0.5 + r2 * (0.041666668 + r2 * (-0.0013888889 + r2 * 2.4801587e-5)));
+    switch u32(i32(q) & 3) {
+        case 0u: {
+            return s;
+        }
+        case 1u: {
+            return c;
+        }
+        case 2u: {
+            return -s;
+        }
+        default: {
+            return -c;
+        }
+    }
+}
+
+// asin on [0, 1] (Cephes asinf), and acos on [-1, 1] from it.
+fn asin_pos(a: f32) -> f32 {
+    var x = a;
+    var z = a * a;
+    let big = a > 0.5;
+    if big {
+        z = 0.5 * (1.0 - a);
+        x = sqrt(z);
+    }
+    var y = ((((0.042163199048 * z + 0.024181311049) * z + 0.045470025998) * z + 0.074953002686) * z
+        + 0.16666752422) * z * x + x;
+    if big {
+        y = 1.5707963267948966 - 2.0 * y;
+    }
+    return y;
+}
+
+fn acos_acc(c: f32) -> f32 {
+    let a = abs(c);
+    var th: f32;
+    if a > 0.5 {
+        th = 2.0 * asin_pos(sqrt(0.5 * (1.0 - a)));
+    } else {
+        th = 1.5707963267948966 - asin_pos(a);
+    }
+    return select(th, 3.1415926535897932 - th, c < 0.0);
 }
 
 // numpy's log: NaN for x < 0, -inf at 0, inf at inf.
@@ -180,9 +234,9 @@ fn slerp_coef(
     if nn > 0.0 && !is_nan(nn) && bitcast<u32>(nn) != 0x7f800000u {
         let cs = ab / nn;
         if abs(cs) <= 0.9995 {
-            let th = acos(clamp(cs, -1.0, 1.0));
-            let s = sin(th);
-            w = vec2<f32>(sin((1.0 - t) * th) / s, sin(t * th) / s);
+            let th = acos_acc(clamp(cs, -1.0, 1.0));
+            let s = sin_acc(th);
+            w = vec2<f32>(sin_acc((1.0 - t) * th) / s, sin_acc(t * th) / s);
         }
     }
     coef[row] = w;

@@ -82,7 +82,15 @@ pub fn binary_f64(op: BinaryOp, a: f64, b: f64) -> f64 {
         BinaryOp::Mul => a * b,
         BinaryOp::Div => a / b,
         BinaryOp::Axpy(s) => f64::from(s) * a + b,
-        BinaryOp::Lerp(t) => a + f64::from(t) * (b - a),
+        BinaryOp::Lerp(t) => {
+            // torch.lerp's two-sided form (it decides which infinities give NaN).
+            let t = f64::from(t);
+            if t.abs() < 0.5 {
+                a + t * (b - a)
+            } else {
+                b - (b - a) * (1.0 - t)
+            }
+        }
     }
 }
 

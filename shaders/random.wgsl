@@ -17,7 +17,7 @@ struct RandParams {
     key1: u32,
     normal: u32,
     mean: f32,
-    std: f32,
+    sdev: f32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -124,7 +124,7 @@ fn rand_block(
         let z01 = box_muller(w.x, w.y);
         let z23 = box_muller(w.z, w.w);
         v = vec4<f32>(p.mean, p.mean, p.mean, p.mean)
-            + vec4<f32>(p.std, p.std, p.std, p.std) * vec4<f32>(z01.x, z01.y, z23.x, z23.y);
+            + vec4<f32>(p.sdev, p.sdev, p.sdev, p.sdev) * vec4<f32>(z01.x, z01.y, z23.x, z23.y);
     } else {
         v = vec4<f32>(unit(w.x), unit(w.y), unit(w.z), unit(w.w));
     }

@@ -73,9 +73,7 @@ fn unary_bound(op: UnaryOp, e: f64) -> f64 {
     let tiny = f64::from(f32::MIN_POSITIVE);
     match op {
         UnaryOp::Abs | UnaryOp::Clamp(..) => 0.0,
-        UnaryOp::Scale(_) | UnaryOp::Act(Activation::Relu | Activation::None) => {
-            U * e.abs() + tiny
-        }
+        UnaryOp::Scale(_) | UnaryOp::Act(Activation::Relu | Activation::None) => U * e.abs() + tiny,
         _ => 4.0 * U * e.abs() + 1e-6,
     }
 }
@@ -99,12 +97,9 @@ fn check_unary(ctx: &Context, gpu: bool, op: UnaryOp, shape: &[usize], x: &[f32]
     }
     let got = y.to_vec().unwrap();
     let exp: Vec<f64> = x.iter().map(|&v| unary_f64(op, f64::from(v))).collect();
-    check(
-        &format!("{op:?} {shape:?} gpu={gpu}"),
-        &got,
-        &exp,
-        |i| unary_bound(op, exp[i]),
-    );
+    check(&format!("{op:?} {shape:?} gpu={gpu}"), &got, &exp, |i| {
+        unary_bound(op, exp[i])
+    });
 }
 
 fn check_binary(ctx: &Context, gpu: bool, op: BinaryOp, sa: &[usize], sb: &[usize], seed: u64) {
@@ -273,8 +268,10 @@ fn nan_and_infinities_follow_numpy() {
                 .iter()
                 .copied()
                 .filter(|v| {
-                    matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div)
-                        || v.abs() != f32::MAX
+                    matches!(
+                        op,
+                        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+                    ) || v.abs() != f32::MAX
                 })
                 .collect();
             let n = sp.len();
@@ -357,23 +354,37 @@ fn convenience_methods_match_the_generic_ones() {
     for (ctx, _) in backends() {
         let a = ctx.tensor(&[2, 3], &[1., -2., 3., -4., 5., -6.]).unwrap();
         let b = ctx.tensor(&[3], &[0.5, 2., -1.]).unwrap();
-        let v = |t: Tensor| -> Vec<u32> { t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect() };
+        let v =
+            |t: Tensor| -> Vec<u32> { t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect() };
         let f = |t: Tensor| t.to_vec().unwrap();
         assert_eq!(f(ctx.add(&a, &b).unwrap()), [1.5, 0., 2., -3.5, 7., -7.]);
         assert_eq!(f(ctx.sub(&a, &b).unwrap()), [0.5, -4., 4., -4.5, 3., -5.]);
         assert_eq!(f(ctx.mul(&a, &b).unwrap()), [0.5, -4., -3., -2., 10., 6.]);
         assert_eq!(f(ctx.div(&a, &b).unwrap()), [2., -1., -3., -8., 2.5, 6.]);
-        assert_eq!(f(ctx.scale(&a, 2.0).unwrap()), [2., -4., 6., -8., 10., -12.]);
-        assert_eq!(f(ctx.axpy(2.0, &a, &b).unwrap()), [2.5, -2., 5., -7.5, 12., -13.]
+        assert_eq!(
+            f(ctx.scale(&a, 2.0).unwrap()),
+            [2., -4., 6., -8., 10., -12.]
         );
-        assert_eq!(f(ctx.clamp(&a, -2., 3.).unwrap()), [1., -2., 3., -2., 3., -2.]);
+        assert_eq!(
+            f(ctx.axpy(2.0, &a, &b).unwrap()),
+            [2.5, -2., 5., -7.5, 12., -13.]
+        );
+        assert_eq!(
+            f(ctx.clamp(&a, -2., 3.).unwrap()),
+            [1., -2., 3., -2., 3., -2.]
+        );
         assert_eq!(f(ctx.abs(&a).unwrap()), [1., 2., 3., 4., 5., 6.]);
         assert_eq!(f(ctx.relu(&a).unwrap()), [1., 0., 3., 0., 5., 0.]);
-        assert_eq!(f(ctx.lerp(&a, &b, 1.0).unwrap()), [0.5, 2., -1., 0.5, 2., -1.]
+        assert_eq!(
+            f(ctx.lerp(&a, &b, 1.0).unwrap()),
+            [0.5, 2., -1., 0.5, 2., -1.]
         );
         assert_eq!(v(ctx.lerp(&a, &b, 0.0).unwrap()), v(a.clone()));
         for (act, f) in [
-            (Activation::Gelu, Context::gelu as fn(&Context, &Tensor) -> _),
+            (
+                Activation::Gelu,
+                Context::gelu as fn(&Context, &Tensor) -> _,
+            ),
             (Activation::GeluTanh, Context::gelu_tanh),
             (Activation::Sigmoid, Context::sigmoid),
             (Activation::Tanh, Context::tanh),
@@ -456,14 +467,19 @@ fn slerp_against_f64_reference() {
                 // Weights of magnitude ≤ ~1.6 with errors of a few ulp plus the f32 dot
                 // products (γ_d) amplified by 1/sin θ ≤ 32: scale with the row's size.
                 let g = d as f64 * U;
-                check(&format!("slerp {shape:?} t={t} gpu={gpu}"), &got, &exp, |i| {
-                    let row = i / d.max(1);
-                    let amax = a[row * d..(row + 1) * d]
-                        .iter()
-                        .chain(&b[row * d..(row + 1) * d])
-                        .fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
-                    (16.0 * U + 64.0 * g) * amax + 1e-6
-                });
+                check(
+                    &format!("slerp {shape:?} t={t} gpu={gpu}"),
+                    &got,
+                    &exp,
+                    |i| {
+                        let row = i / d.max(1);
+                        let amax = a[row * d..(row + 1) * d]
+                            .iter()
+                            .chain(&b[row * d..(row + 1) * d])
+                            .fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
+                        (16.0 * U + 64.0 * g) * amax + 1e-6
+                    },
+                );
             }
         }
     }

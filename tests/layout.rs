@@ -122,7 +122,10 @@ fn permute_every_axis_order() {
             }
             // Negative axes and transpose.
             if shape.len() >= 2 {
-                let neg: Vec<isize> = (0..shape.len() as isize).rev().map(|a| a - shape.len() as isize).collect();
+                let neg: Vec<isize> = (0..shape.len() as isize)
+                    .rev()
+                    .map(|a| a - shape.len() as isize)
+                    .collect();
                 let a = ctx.permute(&t, &neg).unwrap().to_vec().unwrap();
                 assert_eq!(a, ctx.transpose(&t).unwrap().to_vec().unwrap());
             }
@@ -132,10 +135,20 @@ fn permute_every_axis_order() {
 
 #[test]
 fn slices_follow_numpy() {
-    let shapes: Vec<Vec<usize>> = vec![vec![0], vec![1], vec![10], vec![4, 7], vec![3, 5, 6], vec![2, 3, 4, 9], vec![129, 33]];
+    let shapes: Vec<Vec<usize>> = vec![
+        vec![0],
+        vec![1],
+        vec![10],
+        vec![4, 7],
+        vec![3, 5, 6],
+        vec![2, 3, 4, 9],
+        vec![129, 33],
+    ];
     let mut r = 17u64;
     let mut next = |m: i64| -> i64 {
-        r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        r = r
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((r >> 33) as i64) % m
     };
     for (ctx, gpu) in backends() {
@@ -148,7 +161,13 @@ fn slices_follow_numpy() {
                     .iter()
                     .map(|&len| {
                         let l = len as i64 + 3;
-                        let pick = |v: i64| if v % 5 == 0 { None } else { Some((v - l) as isize) };
+                        let pick = |v: i64| {
+                            if v % 5 == 0 {
+                                None
+                            } else {
+                                Some((v - l) as isize)
+                            }
+                        };
                         let step = [1, 1, 2, 3, -1, -2, -3][next(7) as usize];
                         Slice::new(pick(next(2 * l)), pick(next(2 * l)), step)
                     })
@@ -157,8 +176,11 @@ fn slices_follow_numpy() {
                 if gpu {
                     assert_eq!(y.location(), Location::Gpu);
                 }
-                let idx: Vec<Vec<usize>> =
-                    shape.iter().zip(&specs).map(|(&len, &s)| py_slice(len, s)).collect();
+                let idx: Vec<Vec<usize>> = shape
+                    .iter()
+                    .zip(&specs)
+                    .map(|(&len, &s)| py_slice(len, s))
+                    .collect();
                 let out_shape: Vec<usize> = idx.iter().map(Vec::len).collect();
                 assert_eq!(y.shape(), &out_shape[..], "{shape:?} {specs:?}");
                 let want: Vec<f32> = indices(&out_shape)
@@ -184,7 +206,13 @@ fn slices_follow_numpy() {
 #[test]
 fn concat_along_each_axis() {
     for (ctx, gpu) in backends() {
-        for base in [vec![3usize], vec![2, 3], vec![2, 3, 4], vec![2, 1, 3, 5], vec![0, 4]] {
+        for base in [
+            vec![3usize],
+            vec![2, 3],
+            vec![2, 3, 4],
+            vec![2, 1, 3, 5],
+            vec![0, 4],
+        ] {
             for axis in 0..base.len() {
                 let parts: Vec<Vec<usize>> = [2usize, 0, 1, 3]
                     .iter()
@@ -202,10 +230,16 @@ fn concat_along_each_axis() {
                         data(s.iter().product()).iter().map(|v| v + seed).collect()
                     })
                     .collect();
-                let ts: Vec<_> = parts.iter().zip(&vals).map(|(s, v)| ctx.tensor(s, v).unwrap()).collect();
+                let ts: Vec<_> = parts
+                    .iter()
+                    .zip(&vals)
+                    .map(|(s, v)| ctx.tensor(s, v).unwrap())
+                    .collect();
                 let refs: Vec<_> = ts.iter().collect();
                 let neg = axis as isize - base.len() as isize;
-                let y = ctx.concat(&refs, if axis % 2 == 0 { axis as isize } else { neg }).unwrap();
+                let y = ctx
+                    .concat(&refs, if axis % 2 == 0 { axis as isize } else { neg })
+                    .unwrap();
                 if gpu {
                     assert_eq!(y.location(), Location::Gpu);
                 }
@@ -234,7 +268,10 @@ fn concat_along_each_axis() {
         let b = ctx.zeros(&[2, 4]).unwrap();
         let e = ctx.concat(&[&a, &b], 0).unwrap_err();
         assert!(matches!(e, Error::Shape(_)), "{e}");
-        assert!(e.to_string().contains("[2, 4]") && e.to_string().contains("[2, 3]"), "{e}");
+        assert!(
+            e.to_string().contains("[2, 4]") && e.to_string().contains("[2, 3]"),
+            "{e}"
+        );
         assert!(ctx.concat(&[&a, &b], 1).is_ok());
         assert!(ctx.concat(&[&a, &b], 2).is_err());
         assert!(ctx.concat(&[], 0).is_err());

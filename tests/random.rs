@@ -50,10 +50,17 @@ fn gpu_and_cpu_give_the_same_stream() {
         let g = gpu.rand_normal(&shape, seed, 0.5, 2.0).unwrap();
         assert_eq!(g.location(), Location::Gpu);
         let gv = g.to_vec().unwrap();
-        let c = cpu.rand_normal(&shape, seed, 0.5, 2.0).unwrap().to_vec().unwrap();
+        let c = cpu
+            .rand_normal(&shape, seed, 0.5, 2.0)
+            .unwrap()
+            .to_vec()
+            .unwrap();
         for (i, (&a, &b)) in gv.iter().zip(&c).enumerate() {
             let tol = 8.0 * f32::EPSILON * b.abs().max(1.0);
-            assert!((a - b).abs() <= tol, "normal {shape:?} element {i}: gpu {a}, cpu {b}");
+            assert!(
+                (a - b).abs() <= tol,
+                "normal {shape:?} element {i}: gpu {a}, cpu {b}"
+            );
         }
     }
 }
@@ -69,8 +76,16 @@ fn streams_are_reproducible_and_seeded() {
         // Counter-based: a prefix of a longer stream is the shorter stream, whatever the shape.
         let long = ctx.rand_uniform(&[10, 250], 7).unwrap().to_vec().unwrap();
         assert_eq!(&long[..1000], &a[..]);
-        let n1 = ctx.rand_normal(&[999], 3, 0.0, 1.0).unwrap().to_vec().unwrap();
-        let n2 = ctx.rand_normal(&[1001], 3, 0.0, 1.0).unwrap().to_vec().unwrap();
+        let n1 = ctx
+            .rand_normal(&[999], 3, 0.0, 1.0)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let n2 = ctx
+            .rand_normal(&[1001], 3, 0.0, 1.0)
+            .unwrap()
+            .to_vec()
+            .unwrap();
         assert_eq!(&n2[..999], &n1[..]);
     }
 }
@@ -82,19 +97,37 @@ fn moments_of_a_million_samples() {
         let u = ctx.rand_uniform(&[n], 2024).unwrap().to_vec().unwrap();
         assert!(u.iter().all(|&v| (0.0..1.0).contains(&v)), "gpu={gpu}");
         let mean = u.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
-        let var = u.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n as f64;
+        let var = u
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
         // Standard errors: 0.29/√n ≈ 2.9e-4 for the mean, ~9e-5 for the variance.
         assert!((mean - 0.5).abs() < 1.5e-3, "uniform mean {mean} gpu={gpu}");
-        assert!((var - 1.0 / 12.0).abs() < 5e-4, "uniform variance {var} gpu={gpu}");
+        assert!(
+            (var - 1.0 / 12.0).abs() < 5e-4,
+            "uniform variance {var} gpu={gpu}"
+        );
         // Each of 10 bins holds ~10%.
         let mut bins = [0usize; 10];
         u.iter().for_each(|&v| bins[(v * 10.0) as usize] += 1);
-        assert!(bins.iter().all(|&b| (b as f64 - 1e5).abs() < 2e3), "{bins:?}");
+        assert!(
+            bins.iter().all(|&b| (b as f64 - 1e5).abs() < 2e3),
+            "{bins:?}"
+        );
 
-        let z = ctx.rand_normal(&[n], 99, 3.0, 0.5).unwrap().to_vec().unwrap();
+        let z = ctx
+            .rand_normal(&[n], 99, 3.0, 0.5)
+            .unwrap()
+            .to_vec()
+            .unwrap();
         assert!(z.iter().all(|v| v.is_finite()));
         let mean = z.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
-        let var = z.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n as f64;
+        let var = z
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
         assert!((mean - 3.0).abs() < 3e-3, "normal mean {mean} gpu={gpu}");
         assert!((var - 0.25).abs() < 3e-3, "normal variance {var} gpu={gpu}");
         let within1 = z.iter().filter(|&&v| (v - 3.0).abs() < 0.5).count() as f64 / n as f64;

@@ -275,7 +275,7 @@ pub fn slerp(a: &[f32], b: &[f32], d: usize, t: f32) -> Vec<f32> {
     out
 }
 
-/// The f64 reference of slerp, and the row's weights (for the error bound).
+/// The f64 reference of slerp.
 pub fn slerp_reference(a: &[f32], b: &[f32], d: usize, t: f32) -> Vec<f64> {
     let mut out = vec![0.0f64; a.len()];
     if d == 0 {
@@ -290,4 +290,129 @@ pub fn slerp_reference(a: &[f32], b: &[f32], d: usize, t: f32) -> Vec<f64> {
         }
     }
     out
+}
+
+/// An f64 reference with a per-element error bound (what `--verify` and the tests check).
+#[derive(Clone, Debug)]
+pub struct BoundedReference {
+    /// Result shape.
+    pub shape: Vec<usize>,
+    /// Exact values (f64 on the f32 inputs).
+    pub values: Vec<f64>,
+    /// Largest error allowed per element.
+    pub bounds: Vec<f64>,
+}
+
+impl BoundedReference {
+    /// Checks `got`: NaN where the reference is NaN, equal infinities (or f32 overflow), and
+    /// |got − exact| ≤ bound elsewhere; the error names the first bad element.
+    pub fn check(&self, got: &[f32]) -> crate::error::Result<()> {
+        if got.len() != self.values.len() {
+            return Err(crate::error::Error::Verification(format!(
+                "result has {} elements, reference {} (shape {:?})",
+                got.len(),
+                self.values.len(),
+                self.shape
+            )));
+        }
+        for (i, (&g, &e)) in got.iter().zip(&self.values).enumerate() {
+            let g64 = f64::from(g);
+            let ok = if e.is_nan() || g64.is_nan() {
+                e.is_nan() && g64.is_nan()
+            } else if e.is_infinite() || g64.is_infinite() {
+                e == g64 || (g64.is_infinite() && g64.signum() == e.signum() && e.abs() >= 3.4e38)
+            } else {
+                (g64 - e).abs() <= self.bounds[i]
+            };
+            if !ok {
+                return Err(crate::error::Error::Verification(format!(
+                    "element {i} (flat index, result shape {:?}) is {g} but the f64 reference is {e} \
+                     (allowed error {:.3e})",
+                    self.shape, self.bounds[i]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+const UNIT: f64 = super::F32_UNIT_ROUNDOFF;
+
+/// Error bound of a unary op at exact value `e`: exact for abs / clamp, one rounding for
+/// scale / relu, a few ulp + 1e-6 for the transcendentals (DESIGN.md).
+pub fn unary_bound(op: UnaryOp, e: f64) -> f64 {
+    let tiny = f64::from(f32::MIN_POSITIVE);
+    match op {
+        UnaryOp::Abs | UnaryOp::Clamp(..) => 0.0,
+        UnaryOp::Scale(_)
+        | UnaryOp::Act(crate::ops::Activation::Relu | crate::ops::Activation::None) => {
+            UNIT * e.abs() + tiny
+        }
+        _ => 4.0 * UNIT * e.abs() + 1e-6,
+    }
+}
+
+/// Error bound of a binary op at exact value `e` with magnitude `m` (see [`binary_reference`]).
+pub fn binary_bound(op: BinaryOp, e: f64, m: f64) -> f64 {
+    let tiny = f64::from(f32::MIN_POSITIVE);
+    match op {
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul => UNIT * e.abs() + tiny,
+        BinaryOp::Div => 3.0 * UNIT * e.abs() + tiny,
+        BinaryOp::Axpy(_) => 2.0 * UNIT * m + UNIT * e.abs() + tiny,
+        BinaryOp::Lerp(_) => 4.0 * UNIT * m + tiny,
+    }
+}
+
+/// Bounded f64 reference of a unary op.
+pub fn unary_checked(op: UnaryOp, shape: &[usize], x: &[f32]) -> BoundedReference {
+    let values: Vec<f64> = x.iter().map(|&v| unary_f64(op, f64::from(v))).collect();
+    let bounds = values.iter().map(|&e| unary_bound(op, e)).collect();
+    BoundedReference {
+        shape: shape.to_vec(),
+        values,
+        bounds,
+    }
+}
+
+/// Bounded f64 reference of a binary op with broadcasting.
+pub fn binary_checked(
+    op: BinaryOp,
+    out_shape: &[usize],
+    a: (&[f32], &[usize]),
+    b: (&[f32], &[usize]),
+) -> BoundedReference {
+    let (values, mags) = binary_reference(op, out_shape, a, b);
+    let bounds = values
+        .iter()
+        .zip(&mags)
+        .map(|(&e, &m)| binary_bound(op, e, m))
+        .collect();
+    BoundedReference {
+        shape: out_shape.to_vec(),
+        values,
+        bounds,
+    }
+}
+
+/// Bounded f64 reference of slerp: a few ulp of the row's largest entry, plus the f32 dot
+/// products' γ_d amplified by up to 1/sin θ ≈ 32 near the lerp threshold.
+pub fn slerp_checked(shape: &[usize], a: &[f32], b: &[f32], t: f32) -> BoundedReference {
+    let d = shape.last().copied().unwrap_or(1);
+    let values = slerp_reference(a, b, d, t);
+    let mut bounds = vec![0.0; values.len()];
+    if d > 0 {
+        for (r, brow) in bounds.chunks_mut(d).enumerate() {
+            let amax = a[r * d..(r + 1) * d]
+                .iter()
+                .chain(&b[r * d..(r + 1) * d])
+                .fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
+            let bound = (16.0 * UNIT + 64.0 * d as f64 * UNIT) * amax + 1e-6;
+            brow.iter_mut().for_each(|x| *x = bound);
+        }
+    }
+    BoundedReference {
+        shape: shape.to_vec(),
+        values,
+        bounds,
+    }
 }

@@ -234,9 +234,7 @@ pub fn concat_shape(shapes: &[&[usize]], axis: isize) -> Result<(Vec<usize>, usi
 
 fn i32_of(v: isize, what: &str) -> Result<u32> {
     i32::try_from(v).map(|x| x as u32).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "{what} {v} exceeds the GPU's 32-bit index range"
-        ))
+        Error::InvalidArgument(format!("{what} {v} exceeds the GPU's 32-bit index range"))
     })
 }
 

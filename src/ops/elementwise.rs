@@ -345,7 +345,7 @@ fn run_gpu(
         a_shape.iter().product::<usize>(),
         b_shape.iter().product::<usize>(),
     );
-    if n % 4 == 0 && na == n && nb == n {
+    if n.is_multiple_of(4) && na == n && nb == n {
         let uni = gpu.uniform(
             &EwUniform {
                 n: n / 4,

@@ -22,6 +22,7 @@ struct EwParams {
     shape: vec4<u32>, // output shape, padded with leading 1s
     sa: vec4<u32>,    // strides of a (0 where broadcast)
     sb: vec4<u32>,    // strides of b
+    inv: vec4<f32>,   // 1 / shape, for divmod
 }
 
 @group(0) @binding(0) var<uniform> p: EwParams;
@@ -38,6 +39,8 @@ struct EwParams {
 
 override WG: u32 = 64u;
 override EPT: u32 = 4u;
+// Dims the host left after merging contiguous ones (the rightmost NDIM of `shape`).
+override NDIM: u32 = 4u;
 
 fn from_bits(u: u32) -> f32 {
     return bitcast<f32>(u);
@@ -160,6 +163,44 @@ fn lerp_np(x: f32, y: f32, t: f32) -> f32 {
     return y - (y - x) * (1.0 - t);
 }
 
+// (i / d, i % d) through f32 reciprocals: no integer division, which CPU adapters such as
+// lavapipe cannot vectorise. Two estimates bring q within 1 of i / d for any u32 i; the last
+// step corrects it.
+fn divmod(i: u32, d: u32, inv: f32) -> vec2<u32> {
+    var q = u32(f32(i) * inv);
+    var r = i32(i - q * d);
+    q = u32(i32(q) + i32(floor(f32(r) * inv)));
+    r = i32(i - q * d);
+    if r < 0 {
+        q = q - 1u;
+        r = r + i32(d);
+    }
+    if r >= i32(d) {
+        q = q + 1u;
+        r = r - i32(d);
+    }
+    return vec2<u32>(q, u32(r));
+}
+
+// Offsets into a and b of output element i (NDIM is a pipeline constant: unused levels fold).
+fn offsets(i: u32) -> vec2<u32> {
+    if NDIM <= 1u {
+        return vec2<u32>(i * p.sa.w, i * p.sb.w);
+    }
+    let q3 = divmod(i, p.shape.w, p.inv.w);
+    var o = vec2<u32>(q3.y * p.sa.w, q3.y * p.sb.w);
+    if NDIM == 2u {
+        return o + vec2<u32>(q3.x * p.sa.z, q3.x * p.sb.z);
+    }
+    let q2 = divmod(q3.x, p.shape.z, p.inv.z);
+    o += vec2<u32>(q2.y * p.sa.z, q2.y * p.sb.z);
+    if NDIM == 3u {
+        return o + vec2<u32>(q2.x * p.sa.y, q2.x * p.sb.y);
+    }
+    let q1 = divmod(q2.x, p.shape.y, p.inv.y);
+    return o + vec2<u32>(q1.y * p.sa.y + q1.x * p.sa.x, q1.y * p.sb.y + q1.x * p.sb.x);
+}
+
 fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
@@ -191,16 +232,9 @@ fn ew_general(
     for (var j = 0u; j < EPT; j++) {
         let i = base + j * WG;
         if i < p.n {
-            var r = i;
-            let c3 = r % p.shape.w;
-            r = r / p.shape.w;
-            let c2 = r % p.shape.z;
-            r = r / p.shape.z;
-            let c1 = r % p.shape.y;
-            let c0 = r / p.shape.y;
-            let c = vec4<u32>(c0, c1, c2, c3);
-            let ia = dot(c, p.sa);
-            let ib = dot(c, p.sb);
+            let o = offsets(i);
+            let ia = o.x;
+            let ib = o.y;
             out[i] = op(a[ia], b[ib]);
         }
     }

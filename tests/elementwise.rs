@@ -495,3 +495,37 @@ fn activate_matches_fused_epilogue_reference() {
         }
     }
 }
+
+#[test]
+fn broadcast_index_math_past_two_to_the_24() {
+    // 17.5 M elements broadcast against a row of 7: flat indices beyond 2^24, where f32
+    // reciprocals alone could not divide exactly.
+    let Some(gpu) = common::gpu() else { return };
+    let rows = 2_500_001usize;
+    let a: Vec<f32> = (0..rows * 7).map(|i| (i % 1013) as f32).collect();
+    let row = [0.0f32, 1e4, 2e4, 3e4, 4e4, 5e4, 6e4];
+    let y = gpu
+        .add(
+            &gpu.tensor(&[rows, 7], &a).unwrap(),
+            &gpu.tensor(&[7], &row).unwrap(),
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    for (i, (&y, &x)) in y.iter().zip(&a).enumerate() {
+        assert_eq!(y, x + row[i % 7], "element {i}");
+    }
+    // And a column broadcast: [rows, 7] + [rows, 1].
+    let col: Vec<f32> = (0..rows).map(|r| (r % 7) as f32 * 0.5).collect();
+    let y = gpu
+        .add(
+            &gpu.tensor(&[rows, 7], &a).unwrap(),
+            &gpu.tensor(&[rows, 1], &col).unwrap(),
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    for (i, (&y, &x)) in y.iter().zip(&a).enumerate() {
+        assert_eq!(y, x + col[i / 7], "element {i}");
+    }
+}

@@ -233,13 +233,47 @@ pub(crate) fn trusted_pipeline(
     })
 }
 
-/// The elementwise pipeline of `expr` (keyed by `name` and ACT) for `entry`.
-fn ew_pipeline(gpu: &Gpu, name: &str, expr: &str, act: u32, entry: &str) -> Result<Arc<Kernel>> {
-    let key = format!("elementwise/{name}/{entry}/{act}");
+/// Merges adjacent dims that every operand walks contiguously (and drops size-1 dims):
+/// returns the 4-slot (shape, strides of a, strides of b), right-aligned, and the dims left.
+pub(crate) fn collapse(
+    shape: [usize; 4],
+    sa: [usize; 4],
+    sb: [usize; 4],
+) -> ([usize; 4], [usize; 4], [usize; 4], usize) {
+    let mut dims: Vec<(usize, usize, usize)> = Vec::new(); // innermost first
+    for k in (0..4).rev() {
+        if shape[k] == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some((n, a, b)) if sa[k] == *a * *n && sb[k] == *b * *n => *n *= shape[k],
+            _ => dims.push((shape[k], sa[k], sb[k])),
+        }
+    }
+    let (mut s, mut a, mut b) = ([1usize; 4], [0usize; 4], [0usize; 4]);
+    for (j, &(n, x, y)) in dims.iter().enumerate() {
+        s[3 - j] = n;
+        a[3 - j] = x;
+        b[3 - j] = y;
+    }
+    (s, a, b, dims.len().max(1))
+}
+
+/// The elementwise pipeline of `expr` (keyed by `name`, ACT and NDIM) for `entry`.
+fn ew_pipeline(
+    gpu: &Gpu,
+    name: &str,
+    expr: &str,
+    act: u32,
+    entry: &str,
+    ndim: usize,
+) -> Result<Arc<Kernel>> {
+    let key = format!("elementwise/{name}/{entry}/{act}/{ndim}");
     let constants = [
         ("ACT", f64::from(act)),
         ("WG", WG as f64),
         ("EPT", EPT as f64),
+        ("NDIM", ndim as f64),
     ];
     trusted_pipeline(
         gpu,
@@ -285,6 +319,9 @@ impl EwUniform {
             for v in arr {
                 w.push(u(v, "dimension or stride")?);
             }
+        }
+        for d in self.shape {
+            w.push(((1.0 / d.max(1) as f64) as f32).to_bits());
         }
         Ok(w)
     }
@@ -358,30 +395,35 @@ fn run_gpu(
             }
             .words()?,
         )?;
-        let kernel = ew_pipeline(gpu, name, expr, act, "ew_vec4")?;
+        let kernel = ew_pipeline(gpu, name, expr, act, "ew_vec4", 1)?;
         let entries = [
-            entry(0, &uni, 64),
+            entry(0, &uni, 80),
             entry(4, a, n * 4),
             entry(5, b, n * 4),
             entry(6, &out, n * 4),
         ];
         run_pass(gpu, &kernel, &entries, n.div_ceil(4 * WG * EPT), name)?;
     } else {
+        let (shape, sa, sb, ndim) = collapse(
+            pad4(out_shape),
+            broadcast_strides(a_shape),
+            broadcast_strides(b_shape),
+        );
         let uni = gpu.uniform(
             &EwUniform {
                 n,
                 alpha,
                 beta,
                 d: 1,
-                shape: pad4(out_shape),
-                sa: broadcast_strides(a_shape),
-                sb: broadcast_strides(b_shape),
+                shape,
+                sa,
+                sb,
             }
             .words()?,
         )?;
-        let kernel = ew_pipeline(gpu, name, expr, act, "ew_general")?;
+        let kernel = ew_pipeline(gpu, name, expr, act, "ew_general", ndim)?;
         let entries = [
-            entry(0, &uni, 64),
+            entry(0, &uni, 80),
             entry(1, a, na * 4),
             entry(2, b, nb * 4),
             entry(3, &out, n * 4),
@@ -650,12 +692,12 @@ fn slerp_gpu(
         }
         .words()?,
     )?;
-    let k1 = ew_pipeline(gpu, "slerp", "a", 0, "slerp_coef")?;
+    let k1 = ew_pipeline(gpu, "slerp", "a", 0, "slerp_coef", 1)?;
     run_pass(
         gpu,
         &k1,
         &[
-            entry(0, &uni_rows, 64),
+            entry(0, &uni_rows, 80),
             entry(1, a, n * 4),
             entry(2, b, n * 4),
             entry(7, &coef, rows * 8),
@@ -675,12 +717,12 @@ fn slerp_gpu(
         }
         .words()?,
     )?;
-    let k2 = ew_pipeline(gpu, "slerp", "a", 0, "slerp_apply")?;
+    let k2 = ew_pipeline(gpu, "slerp", "a", 0, "slerp_apply", 1)?;
     run_pass(
         gpu,
         &k2,
         &[
-            entry(0, &uni, 64),
+            entry(0, &uni, 80),
             entry(1, a, n * 4),
             entry(2, b, n * 4),
             entry(8, &coef, rows * 8),

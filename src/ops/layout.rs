@@ -238,25 +238,50 @@ fn i32_of(v: isize, what: &str) -> Result<u32> {
     })
 }
 
-fn plan_words(p: &CopyPlan) -> Result<Vec<u32>> {
+/// The plan's region merged where both sides walk contiguously (size-1 dims dropped):
+/// 4-slot right-aligned (shape, input strides, output strides) and the dims left.
+fn collapse(p: &CopyPlan) -> ([usize; 4], [isize; 4], [isize; 4], usize) {
+    let mut dims: Vec<(usize, isize, isize)> = Vec::new(); // innermost first
+    for k in (0..p.shape.len()).rev() {
+        let (n, is, os) = (p.shape[k], p.istride[k], p.ostride[k]);
+        if n == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some((m, a, b)) if is == *a * *m as isize && os == *b * *m as isize => *m *= n,
+            _ => dims.push((n, is, os)),
+        }
+    }
+    let (mut s, mut a, mut b) = ([1usize; 4], [0isize; 4], [0isize; 4]);
+    for (j, &(n, x, y)) in dims.iter().enumerate() {
+        s[3 - j] = n;
+        a[3 - j] = x;
+        b[3 - j] = y;
+    }
+    (s, a, b, dims.len().max(1))
+}
+
+fn plan_words(p: &CopyPlan) -> Result<(Vec<u32>, usize)> {
     let n = element_count(&p.shape)?;
+    let (shape, is, os, ndim) = collapse(p);
     let mut w = vec![
         i32_of(n as isize, "element count")?,
         i32_of(p.ibase as isize, "offset")?,
         i32_of(p.obase as isize, "offset")?,
         0,
     ];
-    for v in pad4(&p.shape) {
+    for v in shape {
         w.push(i32_of(v as isize, "dimension")?);
     }
-    let pad = MAX_DIMS - p.shape.len();
-    for strides in [&p.istride, &p.ostride] {
-        for k in 0..MAX_DIMS {
-            let s = if k < pad { 0 } else { strides[k - pad] };
+    for strides in [is, os] {
+        for s in strides {
             w.push(i32_of(s, "stride")?);
         }
     }
-    Ok(w)
+    for d in shape {
+        w.push(((1.0 / d.max(1) as f64) as f32).to_bits());
+    }
+    Ok((w, ndim))
 }
 
 /// Runs `plan` on the GPU from `x` (of `x_len` elements) into `y` (of `y_len`).
@@ -270,19 +295,20 @@ fn copy_gpu(
     if n == 0 {
         return Ok(());
     }
+    let (words, ndim) = plan_words(plan)?;
     let kernel = trusted_pipeline(
         gpu,
-        "layout/strided_copy",
+        &format!("layout/strided_copy/{ndim}"),
         "layout.wgsl",
         || source::LAYOUT.to_string(),
         "strided_copy",
-        &[("WG", 64.0), ("EPT", 4.0)],
+        &[("WG", 64.0), ("EPT", 4.0), ("NDIM", ndim as f64)],
     )?;
-    let uni = gpu.uniform(&plan_words(plan)?)?;
+    let uni = gpu.uniform(&words)?;
     let entries = [
         wgpu::BindGroupEntry {
             binding: 0,
-            resource: uni.binding(64),
+            resource: uni.binding(80),
         },
         wgpu::BindGroupEntry {
             binding: 1,

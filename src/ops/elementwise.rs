@@ -80,16 +80,6 @@ impl UnaryOp {
             _ => (0.0, 0.0),
         }
     }
-
-    /// True for ops whose GPU result may differ from the exact one by more than rounding
-    /// (transcendentals): the tests allow a few ulp + 1e-6 there.
-    pub fn is_transcendental(self) -> bool {
-        matches!(
-            self,
-            UnaryOp::Exp | UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Act(_)
-        ) && self != UnaryOp::Act(Activation::Relu)
-            && self != UnaryOp::Act(Activation::None)
-    }
 }
 
 impl BinaryOp {

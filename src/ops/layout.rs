@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::context::{Context, Gpu, GpuBuffer};
 use crate::error::{Error, Result};
-use crate::ops::elementwise::{pad4, run_pass, trusted_pipeline};
+use crate::ops::elementwise::{run_pass, trusted_pipeline};
 use crate::ops::matmul::host_values;
 use crate::ops::source;
 use crate::tensor::{element_count, DType, Tensor, MAX_DIMS};

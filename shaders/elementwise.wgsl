@@ -240,6 +240,37 @@ fn ew_general(
     }
 }
 
+// Broadcasting over rows of vec4s: the host merged the dims into (rows, shape.w vec4s per
+// row); an operand with inner stride 1 is read as vec4s at row * stride (a multiple of 4), one
+// with inner stride 0 (a column) is splatted from its scalar at row * stride.
+@compute @workgroup_size(WG, 1, 1)
+fn ew_rows4(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let base = wg_index(wid, nwg) * WG * EPT + lid.x;
+    for (var j = 0u; j < EPT; j++) {
+        let i = base + j * WG;
+        if i < p.n {
+            let q = divmod(i, p.shape.w, p.inv.w);
+            var x: vec4<f32>;
+            var y: vec4<f32>;
+            if p.sa.w == 1u {
+                x = a4[q.x * p.sa.z / 4u + q.y];
+            } else {
+                x = vec4<f32>(a[q.x * p.sa.z]);
+            }
+            if p.sb.w == 1u {
+                y = b4[q.x * p.sb.z / 4u + q.y];
+            } else {
+                y = vec4<f32>(b[q.x * p.sb.z]);
+            }
+            out4[i] = vec4<f32>(op(x.x, y.x), op(x.y, y.y), op(x.z, y.z), op(x.w, y.w));
+        }
+    }
+}
+
 // slerp weights of one row: p.n rows of length p.d, t = p.alpha. Lerp weights (1 - t, t)
 // when either vector is zero or |cos| > 0.9995.
 @compute @workgroup_size(WG, 1, 1)

@@ -249,6 +249,28 @@ pub(crate) fn collapse(
     (s, a, b, dims.len().max(1))
 }
 
+/// The row-of-vec4s form of a collapsed broadcast, when it exists: at most 2 dims, rows a
+/// multiple of 4 long, each operand read along the row contiguously (stride 1, row stride a
+/// multiple of 4) or as a column (stride 0). Returns (shape with the row length in vec4s,
+/// strides of a, strides of b).
+#[allow(clippy::type_complexity)]
+fn rows4_layout(
+    shape: [usize; 4],
+    sa: [usize; 4],
+    sb: [usize; 4],
+    ndim: usize,
+) -> Option<([usize; 4], [usize; 4], [usize; 4])> {
+    if ndim > 2 || !shape[3].is_multiple_of(4) {
+        return None;
+    }
+    let ok = |s: [usize; 4]| s[3] == 0 || (s[3] == 1 && s[2].is_multiple_of(4));
+    if !ok(sa) || !ok(sb) {
+        return None;
+    }
+    // One dim: a single row (the row stride is never used).
+    Some(([1, 1, shape[2], shape[3] / 4], sa, sb))
+}
+
 /// The elementwise pipeline of `expr` (keyed by `name`, ACT and NDIM) for `entry`.
 fn ew_pipeline(
     gpu: &Gpu,
@@ -411,6 +433,37 @@ fn run_gpu(
             }
             .words()?,
         )?;
+        let rows4 = rows4_layout(shape, sa, sb, ndim).filter(|_| {
+            // The vec4 views are bound rounded up to 16 bytes: the buffers must hold that.
+            [(a, na), (b, nb)]
+                .iter()
+                .all(|(buf, len)| buf.buffer().size() >= (len * 4).next_multiple_of(16) as u64)
+        });
+        if let Some((shape4, sa4, sb4)) = rows4 {
+            let uni = gpu.uniform(
+                &EwUniform {
+                    n: n / 4,
+                    alpha,
+                    beta,
+                    d: 1,
+                    shape: shape4,
+                    sa: sa4,
+                    sb: sb4,
+                }
+                .words()?,
+            )?;
+            let kernel = ew_pipeline(gpu, name, expr, act, "ew_rows4", 2)?;
+            let entries = [
+                entry(0, &uni, 80),
+                entry(1, a, na * 4),
+                entry(2, b, nb * 4),
+                entry(4, a, (na * 4).next_multiple_of(16)),
+                entry(5, b, (nb * 4).next_multiple_of(16)),
+                entry(6, &out, n * 4),
+            ];
+            run_pass(gpu, &kernel, &entries, n.div_ceil(4 * WG * EPT), name)?;
+            return Ok(out);
+        }
         let kernel = ew_pipeline(gpu, name, expr, act, "ew_general", ndim)?;
         let entries = [
             entry(0, &uni, 80),

@@ -784,3 +784,41 @@ fn strip(e: &Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_follows_numpy() {
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(),
+            vec![2, 4, 3]
+        );
+        assert_eq!(broadcast_shapes(&[], &[5]).unwrap(), vec![5]);
+        assert_eq!(broadcast_shapes(&[0, 3], &[1, 3]).unwrap(), vec![0, 3]);
+        let e = broadcast_shapes(&[2, 3], &[4]).unwrap_err().to_string();
+        assert!(e.contains("[2, 3]") && e.contains("[4]"), "{e}");
+        assert!(broadcast_shapes(&[1, 1, 1, 1, 1], &[1]).is_err());
+        assert_eq!(broadcast_strides(&[3, 1, 4]), [0, 4, 0, 1]);
+    }
+
+    #[test]
+    fn contiguous_dims_merge() {
+        // [2, 3, 4] + [4]: a merges to one dim of 24, b keeps a row of 4.
+        let (s, a, b, nd) = collapse(
+            pad4(&[2, 3, 4]),
+            broadcast_strides(&[2, 3, 4]),
+            broadcast_strides(&[4]),
+        );
+        assert_eq!((s, a, b, nd), ([1, 1, 6, 4], [0, 0, 4, 1], [0, 0, 0, 1], 2));
+        let (s, _, _, nd) = collapse(
+            pad4(&[5, 6]),
+            broadcast_strides(&[5, 6]),
+            broadcast_strides(&[5, 6]),
+        );
+        assert_eq!((s, nd), ([1, 1, 1, 30], 1));
+        assert!(rows4_layout([1, 1, 6, 4], [0, 0, 4, 1], [0, 0, 0, 1], 2).is_some());
+        assert!(rows4_layout([1, 1, 6, 6], [0, 0, 6, 1], [0, 0, 0, 1], 2).is_none());
+    }
+}

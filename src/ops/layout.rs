@@ -449,3 +449,38 @@ impl Context {
         Tensor::from_vec(&shape, v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_resolve_like_python() {
+        let r = |s: Slice, n| s.resolve(n, 0).unwrap();
+        assert_eq!(r(Slice::all(), 5), (0, 5));
+        assert_eq!(r(Slice::range(1, -1), 5), (1, 3));
+        assert_eq!(r(Slice::reversed(), 5), (4, 5));
+        assert_eq!(r(Slice::new(Some(-1), None, -2), 5), (4, 3));
+        assert_eq!(r(Slice::new(Some(10), Some(-10), -3), 5), (4, 2));
+        assert_eq!(r(Slice::range(3, 1), 5), (0, 0));
+        assert_eq!(r(Slice::all(), 0), (0, 0));
+        assert!(Slice::new(None, None, 0).resolve(3, 1).is_err());
+    }
+
+    #[test]
+    fn permute_and_concat_check_their_arguments() {
+        assert!(permute_plan(&[2, 3], &[0, 0]).is_err());
+        assert!(permute_plan(&[2, 3], &[0]).is_err());
+        assert!(permute_plan(&[2, 3], &[0, 2]).is_err());
+        assert_eq!(
+            permute_plan(&[2, 3, 4], &[-1, 0, 1]).unwrap().shape,
+            vec![4, 2, 3]
+        );
+        assert_eq!(
+            concat_shape(&[&[2, 3], &[2, 5]], -1).unwrap(),
+            (vec![2, 8], 1)
+        );
+        assert!(concat_shape(&[&[2, 3], &[3, 3]], 1).is_err());
+        assert!(concat_shape(&[&[], &[]], 0).is_err());
+    }
+}

@@ -1,4 +1,4 @@
-// Training kernels: activation forward/backward, losses with their gradients, column sums
+// Training kernels: activation backward, losses with their gradients, column sums
 // (bias gradients) and optimizer updates. The shared epilogue (shaders/epilogue.wgsl: `ACT`,
 // `activate`, `erfc_pos`, `tanh_safe`, `is_nan`) is prepended by the host.
 //
@@ -35,16 +35,6 @@ fn index(gid: vec3<u32>) -> u32 {
 }
 
 // ---------------------------------------------------------------- activations
-// out0 = act(in0)
-@compute @workgroup_size(64, 1, 1)
-fn act_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
-    if i >= p.n {
-        return;
-    }
-    out0[i] = activate(in0[i]);
-}
-
 // d act / dz at z.
 fn act_grad(z: f32) -> f32 {
     switch ACT {

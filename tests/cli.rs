@@ -609,3 +609,136 @@ fn without_any_adapter_auto_and_cpu_work_and_gpu_says_why() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("adapters found: 0"));
 }
+
+#[test]
+fn elementwise_ops_on_npy_files() {
+    let d = tmpdir("elementwise");
+    let (a, b, row) = (d.join("a.npy"), d.join("b.npy"), d.join("row.npy"));
+    write_npy_f32(&a, &[2, 3], &[1., -2., 3., -4., 5., -6.]).unwrap();
+    write_npy_f32(&b, &[2, 3], &[0.5, 0.5, 0.5, 2., 2., 2.]).unwrap();
+    write_npy_f32(&row, &[3], &[10., 20., 30.]).unwrap();
+    let cases: Vec<(Vec<&str>, Vec<usize>, Vec<f32>)> = vec![
+        (
+            vec!["add", s(&a), s(&row)],
+            vec![2, 3],
+            vec![11., 18., 33., 6., 25., 24.],
+        ),
+        (
+            vec!["mul", s(&a), s(&b)],
+            vec![2, 3],
+            vec![0.5, -1., 1.5, -8., 10., -12.],
+        ),
+        (
+            vec!["axpy", s(&a), s(&row), "--alpha", "-1"],
+            vec![2, 3],
+            vec![9., 22., 27., 14., 15., 36.],
+        ),
+        (
+            vec!["scale", s(&a), "--alpha", "0.5"],
+            vec![2, 3],
+            vec![0.5, -1., 1.5, -2., 2.5, -3.],
+        ),
+        (
+            vec!["clamp", s(&a), "--min", "-2", "--max", "3"],
+            vec![2, 3],
+            vec![1., -2., 3., -2., 3., -2.],
+        ),
+        (
+            vec!["relu", s(&a)],
+            vec![2, 3],
+            vec![1., 0., 3., 0., 5., 0.],
+        ),
+        (vec!["abs", s(&a)], vec![2, 3], vec![1., 2., 3., 4., 5., 6.]),
+        (
+            vec!["lerp", s(&a), s(&b), "--t", "1"],
+            vec![2, 3],
+            vec![0.5, 0.5, 0.5, 2., 2., 2.],
+        ),
+    ];
+    for backend in backends() {
+        for (i, (args, shape, want)) in cases.iter().enumerate() {
+            let c = d.join(format!("c-{backend}-{i}.npy"));
+            let mut full = vec!["--backend", backend, "--verify", "elementwise"];
+            full.extend(args.iter().copied());
+            full.extend(["-o", s(&c)]);
+            let out = run(&full);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r = read_npy(&c).unwrap();
+            assert_eq!(&r.shape, shape, "{args:?}");
+            assert_eq!(&r.data, want, "{args:?}");
+        }
+        for op in ["exp", "log", "sqrt", "gelu", "gelu-tanh", "sigmoid", "tanh"] {
+            let c = d.join(format!("u-{backend}-{op}.npy"));
+            let out = run(&[
+                "--backend",
+                backend,
+                "--verify",
+                "elementwise",
+                op,
+                s(&b),
+                "-o",
+                s(&c),
+            ]);
+            assert!(
+                out.status.success(),
+                "{op}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for op in ["sub", "div", "slerp"] {
+            let c = d.join(format!("s-{backend}-{op}.npy"));
+            let out = run(&[
+                "--backend",
+                backend,
+                "--verify",
+                "elementwise",
+                op,
+                s(&a),
+                s(&b),
+                "-o",
+                s(&c),
+                "--t",
+                "0.3",
+            ]);
+            assert!(
+                out.status.success(),
+                "{op}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // Errors: one line, non-zero exit, no output file.
+    let c = d.join("bad.npy");
+    let bad = d.join("bad4.npy");
+    write_npy_f32(&bad, &[4], &[0.0; 4]).unwrap();
+    for backend in backends() {
+        let out = run(&[
+            "--backend",
+            backend,
+            "elementwise",
+            "add",
+            s(&a),
+            s(&bad),
+            "-o",
+            s(&c),
+        ]);
+        assert_error(&out, "[2, 3]");
+        assert!(!c.exists());
+    }
+    for (args, needle) in [
+        (vec!["elementwise", "pow", s(&a), s(&b)], "pow"),
+        (vec!["elementwise", "add", s(&a)], "two inputs"),
+        (vec!["elementwise", "exp", s(&a), s(&b)], "one input"),
+        (vec!["elementwise", "scale", s(&a)], "--alpha"),
+        (vec!["elementwise", "lerp", s(&a), s(&b)], "--t"),
+    ] {
+        let mut full = args.clone();
+        full.extend(["-o", s(&c)]);
+        assert_error(&run(&full), needle);
+        assert!(!c.exists());
+    }
+}

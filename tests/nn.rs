@@ -32,7 +32,7 @@ fn activation_gradients_match_f64_and_finite_differences() {
             if ctx.is_gpu() {
                 assert_eq!(dz.location(), Location::Gpu);
             }
-            let y = ctx.activation_forward(&tz, act).unwrap().to_vec().unwrap();
+            let y = ctx.activate(&tz, act).unwrap().to_vec().unwrap();
             for (i, (&g, &zi)) in dz.to_vec().unwrap().iter().zip(&z).enumerate() {
                 let zi = f64::from(zi);
                 let want = f64::from(dy[i]) * act_grad_f64(act, zi);

@@ -124,7 +124,7 @@ fn eight_threads_share_one_context() {
                             let v = common::data(n * 7, seed);
                             let z = ctx.tensor(&[n * 7], &v).unwrap();
                             let y = ctx
-                                .activation_forward(&z, gpu_linalg::Activation::Relu)
+                                .activate(&z, gpu_linalg::Activation::Relu)
                                 .unwrap()
                                 .to_vec()
                                 .unwrap();

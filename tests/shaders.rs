@@ -104,7 +104,6 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 .collect();
             let plain = vec![Constants::from([("ACT", 0.0)])];
             vec![
-                ("act_forward", acts.clone()),
                 ("act_backward", acts),
                 ("col_sum", plain.clone()),
                 ("mse_partial", plain.clone()),
@@ -113,6 +112,36 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 ("adam_step", plain),
             ]
         }
+        "elementwise" => {
+            let sets = |ndims: &[u32]| -> Vec<Constants> {
+                let mut v = Vec::new();
+                for act in 0..6 {
+                    for &nd in ndims {
+                        v.push(Constants::from([
+                            ("ACT", f64::from(act)),
+                            ("WG", 64.0),
+                            ("EPT", 4.0),
+                            ("NDIM", f64::from(nd)),
+                        ]));
+                    }
+                }
+                v
+            };
+            vec![
+                ("ew_vec4", sets(&[1])),
+                ("ew_rows4", sets(&[2])),
+                ("ew_general", sets(&[1, 2, 3, 4])),
+                ("slerp_coef", sets(&[1])),
+                ("slerp_apply", sets(&[1])),
+            ]
+        }
+        "layout" => vec![(
+            "strided_copy",
+            (1..=4)
+                .map(|nd| Constants::from([("WG", 64.0), ("EPT", 4.0), ("NDIM", f64::from(nd))]))
+                .collect(),
+        )],
+        "random" => vec![("rand_block", vec![Constants::from([("WG", 64.0)])])],
         other => {
             panic!("no variants listed for shader family '{other}': add them to tests/shaders.rs")
         }

@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::npy::{read_npy, write_npy_f32};
 use crate::ops::conv::parse_pair;
 use crate::{
-    Activation, Backend, Context, ContextOptions, ConvConfig, ConvKind, ConvOptions, ConvPlan,
-    MatmulConfig, MatmulOptions, Padding, Tensor,
+    Activation, Backend, BinaryOp, Context, ContextOptions, ConvConfig, ConvKind, ConvOptions,
+    ConvPlan, MatmulConfig, MatmulOptions, Padding, Tensor, UnaryOp,
 };
 
 /// GPU compute-shader linear algebra: run ops on .npy files, compare CPU and GPU.
@@ -87,8 +87,38 @@ enum Command {
         #[arg(long, default_value = "0")]
         output_padding: String,
     },
+    /// Elementwise op with numpy broadcasting: add, sub, mul, div, scale, axpy, clamp, abs, exp,
+    /// log, sqrt, relu, gelu, gelu-tanh, sigmoid, tanh, lerp, slerp.
+    Elementwise(ElementwiseArgs),
     /// Benchmark the CPU against the GPU (the main job).
     Bench(bench::BenchArgs),
+}
+
+/// Arguments of `elementwise`.
+#[derive(Args, Debug)]
+struct ElementwiseArgs {
+    /// The op: add, sub, mul, div, scale, axpy, clamp, abs, exp, log, sqrt, relu, gelu,
+    /// gelu-tanh, sigmoid, tanh, lerp, slerp.
+    op: String,
+    /// First operand (.npy).
+    a: PathBuf,
+    /// Second operand (.npy), for add, sub, mul, div, axpy, lerp and slerp.
+    b: Option<PathBuf>,
+    /// Output file (.npy, float32).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The factor of scale (alpha·A) and axpy (alpha·A + B).
+    #[arg(long, allow_hyphen_values = true)]
+    alpha: Option<f32>,
+    /// Lower bound of clamp (default -inf).
+    #[arg(long, allow_hyphen_values = true)]
+    min: Option<f32>,
+    /// Upper bound of clamp (default inf).
+    #[arg(long, allow_hyphen_values = true)]
+    max: Option<f32>,
+    /// Interpolation parameter of lerp and slerp.
+    #[arg(long, allow_hyphen_values = true)]
+    t: Option<f32>,
 }
 
 /// Arguments shared by the convolutions.
@@ -167,6 +197,7 @@ pub fn run(cli: Cli) -> Result<()> {
             conv: a,
             output_padding,
         } => conv(&cli.global, ConvKind::ConvTranspose2d, a, output_padding),
+        Command::Elementwise(args) => elementwise(&cli.global, args),
         Command::Bench(args) => bench::run(&cli.global, args),
     }
 }
@@ -206,6 +237,134 @@ fn conv(g: &GlobalOpts, kind: ConvKind, a: &ConvArgs, output_padding: &str) -> R
         );
     }
     write_npy_f32(&a.output, y.shape(), &values)
+}
+
+/// What the `elementwise` command runs.
+enum EwOp {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    Slerp(f32),
+}
+
+fn elementwise_op(a: &ElementwiseArgs) -> Result<EwOp> {
+    let need = |v: Option<f32>, flag: &str| {
+        v.ok_or_else(|| Error::InvalidArgument(format!("elementwise {} needs --{flag}", a.op)))
+    };
+    let op = match a.op.to_ascii_lowercase().as_str() {
+        "add" => EwOp::Binary(BinaryOp::Add),
+        "sub" => EwOp::Binary(BinaryOp::Sub),
+        "mul" => EwOp::Binary(BinaryOp::Mul),
+        "div" => EwOp::Binary(BinaryOp::Div),
+        "axpy" => EwOp::Binary(BinaryOp::Axpy(need(a.alpha, "alpha")?)),
+        "lerp" => EwOp::Binary(BinaryOp::Lerp(need(a.t, "t")?)),
+        "slerp" => EwOp::Slerp(need(a.t, "t")?),
+        "scale" => EwOp::Unary(UnaryOp::Scale(need(a.alpha, "alpha")?)),
+        "clamp" => {
+            if a.min.is_none() && a.max.is_none() {
+                return Err(Error::InvalidArgument(
+                    "elementwise clamp needs --min, --max or both".into(),
+                ));
+            }
+            EwOp::Unary(UnaryOp::Clamp(
+                a.min.unwrap_or(f32::NEG_INFINITY),
+                a.max.unwrap_or(f32::INFINITY),
+            ))
+        }
+        "abs" => EwOp::Unary(UnaryOp::Abs),
+        "exp" => EwOp::Unary(UnaryOp::Exp),
+        "log" => EwOp::Unary(UnaryOp::Log),
+        "sqrt" => EwOp::Unary(UnaryOp::Sqrt),
+        other => match other.parse::<Activation>() {
+            Ok(act) if act != Activation::None => EwOp::Unary(UnaryOp::Act(act)),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown elementwise op '{}'; expected one of add, sub, mul, div, scale, axpy, \
+                     clamp, abs, exp, log, sqrt, relu, gelu, gelu-tanh, sigmoid, tanh, lerp, slerp",
+                    a.op
+                )))
+            }
+        },
+    };
+    let two = !matches!(op, EwOp::Unary(_));
+    match (&a.b, two) {
+        (None, true) => Err(Error::InvalidArgument(format!(
+            "elementwise {} takes two inputs, A.npy and B.npy",
+            a.op
+        ))),
+        (Some(_), false) => Err(Error::InvalidArgument(format!(
+            "elementwise {} takes one input; got a second one",
+            a.op
+        ))),
+        _ => Ok(op),
+    }
+}
+
+fn elementwise(g: &GlobalOpts, a: &ElementwiseArgs) -> Result<()> {
+    let op = elementwise_op(a)?;
+    let ctx = context(g)?;
+    let x = load(&a.a)?;
+    let y = a.b.as_deref().map(load).transpose()?;
+    let (out, reference) = match (op, &y) {
+        (EwOp::Unary(u), _) => {
+            let out = ctx.unary(u, &x)?;
+            let r = g
+                .verify
+                .then(|| -> Result<_> {
+                    Ok(crate::cpu::elementwise::unary_checked(
+                        u,
+                        x.shape(),
+                        &x.to_vec()?,
+                    ))
+                })
+                .transpose()?;
+            (out, r)
+        }
+        (EwOp::Binary(bop), Some(y)) => {
+            let out = ctx.binary(bop, &x, y)?;
+            let r = g
+                .verify
+                .then(|| -> Result<_> {
+                    Ok(crate::cpu::elementwise::binary_checked(
+                        bop,
+                        out.shape(),
+                        (&x.to_vec()?, x.shape()),
+                        (&y.to_vec()?, y.shape()),
+                    ))
+                })
+                .transpose()?;
+            (out, r)
+        }
+        (EwOp::Slerp(t), Some(y)) => {
+            let out = ctx.slerp(&x, y, t)?;
+            let r = g
+                .verify
+                .then(|| -> Result<_> {
+                    Ok(crate::cpu::elementwise::slerp_checked(
+                        x.shape(),
+                        &x.to_vec()?,
+                        &y.to_vec()?,
+                        t,
+                    ))
+                })
+                .transpose()?;
+            (out, r)
+        }
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "elementwise {} takes two inputs, A.npy and B.npy",
+                a.op
+            )))
+        }
+    };
+    let values = out.to_vec()?;
+    if let Some(r) = reference {
+        r.check(&values)?;
+        eprintln!(
+            "verified against the f64 CPU reference ({})",
+            ctx.description()
+        );
+    }
+    write_npy_f32(&a.output, out.shape(), &values)
 }
 
 fn context(g: &GlobalOpts) -> Result<Context> {

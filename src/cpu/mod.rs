@@ -2,8 +2,11 @@
 //! results, and a fast multi-threaded backend used where no GPU is worth using.
 
 pub mod conv;
+pub mod elementwise;
+pub mod layout;
 pub mod matmul;
 pub mod nn;
+pub mod random;
 
 use crate::error::{Error, Result};
 use crate::ops::Activation;

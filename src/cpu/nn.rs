@@ -3,14 +3,8 @@
 
 use rayon::prelude::*;
 
-use super::activate_f32;
 use crate::ops::nn::OptimizerKind;
 use crate::ops::Activation;
-
-/// `act(z)` elementwise.
-pub fn act_forward(z: &[f32], act: Activation) -> Vec<f32> {
-    z.par_iter().map(|&v| activate_f32(act, v)).collect()
-}
 
 /// d act / dz at `z` (f64).
 pub fn act_grad_f64(act: Activation, z: f64) -> f64 {

@@ -1,8 +1,11 @@
 //! Host side of each kernel family: shape checks, planning, dispatch.
 
 pub mod conv;
+pub mod elementwise;
+pub mod layout;
 pub mod matmul;
 pub mod nn;
+pub mod random;
 
 use std::str::FromStr;
 
@@ -18,6 +21,12 @@ pub(crate) mod source {
     pub const CONV: &str = include_str!("../../shaders/conv.wgsl");
     /// `shaders/nn.wgsl`.
     pub const NN: &str = include_str!("../../shaders/nn.wgsl");
+    /// `shaders/elementwise.wgsl`.
+    pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+    /// `shaders/layout.wgsl`.
+    pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
+    /// `shaders/random.wgsl`.
+    pub const RANDOM: &str = include_str!("../../shaders/random.wgsl");
 
     /// A kernel source with the shared epilogue prepended.
     pub fn with_epilogue(src: &str) -> String {
@@ -32,7 +41,16 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("matmul", source::with_epilogue(source::MATMUL)),
         ("conv", source::with_epilogue(source::CONV)),
         ("nn", source::with_epilogue(source::NN)),
+        ("layout", source::LAYOUT.to_string()),
+        ("random", source::RANDOM.to_string()),
     ]
+    .into_iter()
+    .chain(
+        elementwise::generated_sources()
+            .into_iter()
+            .map(|s| ("elementwise", s)),
+    )
+    .collect()
 }
 
 /// Activation applied in a fused epilogue (after the bias).

@@ -195,33 +195,6 @@ impl Context {
         })?
     }
 
-    /// `act(z)` elementwise (the activations of the fused matmul epilogue).
-    pub fn activation_forward(&self, z: &Tensor, act: Activation) -> Result<Tensor> {
-        check_f32("activation", &[("input", z)])?;
-        let Some(gpu) = self.gpu() else {
-            let v = cpu::act_forward(&host_values(z)?, act);
-            return Tensor::from_vec(z.shape(), v);
-        };
-        if act == Activation::None {
-            return Ok(z.clone());
-        }
-        let zb = self.resident(z)?;
-        let out = gpu.alloc(bytes(z), "activation output")?;
-        self.encode(gpu, "activation", |enc, keep| {
-            Launch {
-                entry: "act_forward",
-                act,
-                params: Params {
-                    n: to_u32(z.len(), "elements")?,
-                    ..Default::default()
-                },
-                bindings: vec![(1, &zb, bytes(z)), (4, &out, bytes(z))],
-            }
-            .run(gpu, enc, z.len().div_ceil(64), keep)
-        })?;
-        Ok(Tensor::from_gpu(z.shape().to_vec(), DType::F32, out))
-    }
-
     /// `dy ⊙ act'(z)`: the gradient through an activation, given its input `z`.
     pub fn activation_backward(&self, z: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor> {
         check_f32("activation_backward", &[("z", z), ("dy", dy)])?;
@@ -476,7 +449,7 @@ impl Context {
         act: Activation,
     ) -> Result<(Tensor, Tensor)> {
         let z = self.linear(x, w, bias, Activation::None)?;
-        let y = self.activation_forward(&z, act)?;
+        let y = self.activate(&z, act)?;
         Ok((y, z))
     }
 

@@ -1,0 +1,855 @@
+//! Elementwise ops with numpy broadcasting (up to 4 dims): arithmetic, `scale`, `axpy`,
+//! `clamp`, `abs`, `exp`, `log`, `sqrt`, the activations, `lerp` and `slerp` — on the GPU (one
+//! generated kernel per op from `shaders/elementwise.wgsl`) or the CPU.
+
+use std::sync::Arc;
+
+use crate::context::{Context, Gpu, GpuBuffer, Kernel};
+use crate::error::{Error, Result};
+use crate::ops::matmul::host_values;
+use crate::ops::{source, Activation};
+use crate::tensor::{DType, Tensor, MAX_DIMS};
+
+/// A one-operand elementwise op (parameters inline).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// `|x|`.
+    Abs,
+    /// `eˣ`.
+    Exp,
+    /// Natural log: NaN below 0, −∞ at 0 (numpy).
+    Log,
+    /// Square root: NaN below 0 (numpy).
+    Sqrt,
+    /// `alpha·x`.
+    Scale(f32),
+    /// `numpy.clip(x, min, max)`: NaN stays NaN; `min > max` gives `max`.
+    Clamp(f32, f32),
+    /// An activation: relu, gelu (erf), gelu-tanh, sigmoid, tanh (or identity).
+    Act(Activation),
+}
+
+/// A two-operand elementwise op with numpy broadcasting (parameters inline).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a − b`.
+    Sub,
+    /// `a · b`.
+    Mul,
+    /// `a / b` (IEEE: x/0 is ±∞, 0/0 NaN).
+    Div,
+    /// `alpha·a + b`.
+    Axpy(f32),
+    /// `torch.lerp(a, b, t)`: `a + t·(b − a)`, exact at t = 0 and t = 1.
+    Lerp(f32),
+}
+
+impl UnaryOp {
+    /// Name as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Abs => "abs",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Scale(_) => "scale",
+            UnaryOp::Clamp(..) => "clamp",
+            UnaryOp::Act(a) => a.name(),
+        }
+    }
+
+    /// WGSL expression of `a` (and `p.alpha`, `p.beta`), and the ACT constant.
+    fn wgsl(self) -> (&'static str, u32) {
+        match self {
+            UnaryOp::Abs => ("abs(a)", 0),
+            UnaryOp::Exp => ("exp_np(a)", 0),
+            UnaryOp::Log => ("log_np(a)", 0),
+            UnaryOp::Sqrt => ("sqrt_np(a)", 0),
+            UnaryOp::Scale(_) => ("p.alpha * a", 0),
+            UnaryOp::Clamp(..) => ("clamp_np(a, p.alpha, p.beta)", 0),
+            UnaryOp::Act(act) => ("activate(a)", act.shader_id()),
+        }
+    }
+
+    fn params(self) -> (f32, f32) {
+        match self {
+            UnaryOp::Scale(s) => (s, 0.0),
+            UnaryOp::Clamp(lo, hi) => (lo, hi),
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
+impl BinaryOp {
+    /// Name as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Axpy(_) => "axpy",
+            BinaryOp::Lerp(_) => "lerp",
+        }
+    }
+
+    fn wgsl(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "a + b",
+            BinaryOp::Sub => "a - b",
+            BinaryOp::Mul => "a * b",
+            BinaryOp::Div => "a / b",
+            BinaryOp::Axpy(_) => "p.alpha * a + b",
+            BinaryOp::Lerp(_) => "lerp_np(a, b, p.alpha)",
+        }
+    }
+
+    fn alpha(self) -> f32 {
+        match self {
+            BinaryOp::Axpy(s) | BinaryOp::Lerp(s) => s,
+            _ => 0.0,
+        }
+    }
+}
+
+/// The numpy broadcast of two shapes (right-aligned, size-1 dims stretch), or an error naming
+/// both shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let nd = a.len().max(b.len());
+    if nd > MAX_DIMS {
+        return Err(Error::InvalidArgument(format!(
+            "shapes {a:?} and {b:?}: at most {MAX_DIMS} dims are supported"
+        )));
+    }
+    let mut out = vec![0; nd];
+    for i in 0..nd {
+        let da = if i + a.len() >= nd {
+            a[i + a.len() - nd]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= nd {
+            b[i + b.len() - nd]
+        } else {
+            1
+        };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::Shape(format!(
+                "operands could not be broadcast together with shapes {a:?} and {b:?} \
+                 (axis {} of the result: {da} vs {db})",
+                i as isize - nd as isize
+            )));
+        };
+    }
+    Ok(out)
+}
+
+/// Element strides of an operand of `shape` read at the coordinates of a result with at least
+/// as many dims (right-aligned, 0 along size-1 dims), padded to 4 dims with leading zeros.
+pub(crate) fn broadcast_strides(shape: &[usize]) -> [usize; MAX_DIMS] {
+    let mut s = [0usize; MAX_DIMS];
+    let mut acc = 1usize;
+    for (k, &d) in shape.iter().enumerate().rev() {
+        s[MAX_DIMS - (shape.len() - k)] = if d == 1 { 0 } else { acc };
+        acc *= d;
+    }
+    s
+}
+
+/// `shape` padded with leading 1s to 4 dims.
+pub(crate) fn pad4(shape: &[usize]) -> [usize; MAX_DIMS] {
+    let mut s = [1usize; MAX_DIMS];
+    s[MAX_DIMS - shape.len()..].copy_from_slice(shape);
+    s
+}
+
+/// Elements per thread and workgroup width of the elementwise kernels.
+const EPT: usize = 4;
+const WG: usize = 64;
+
+/// The 2-D grid that covers `groups` workgroups within the per-dimension limit.
+pub(crate) fn fold_grid(gpu: &Gpu, groups: usize, what: &str) -> Result<(u32, u32)> {
+    let limit = gpu.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+    let y = groups.div_ceil(limit);
+    let x = groups.div_ceil(y.max(1));
+    if y > limit {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: {groups} workgroups do not fit a {limit}×{limit} grid"
+        )));
+    }
+    Ok((x as u32, y as u32))
+}
+
+/// Builds (once) an unchecked module from `src` and its pipeline for `entry`.
+pub(crate) fn trusted_pipeline(
+    gpu: &Gpu,
+    key: &str,
+    label: &str,
+    src: impl FnOnce() -> String,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> Result<Arc<Kernel>> {
+    gpu.kernel(key, |device| {
+        // SAFETY: every kernel of shaders/elementwise.wgsl, layout.wgsl and random.wgsl guards
+        // its index against `n` and reads operands at offsets the host derives from their
+        // shapes (broadcast strides, slice bounds), binding buffers at least that large; no
+        // loop is unbounded.
+        let module = unsafe {
+            device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(label),
+                    source: wgpu::ShaderSource::Wgsl(src().into()),
+                },
+                wgpu::ShaderRuntimeChecks::unchecked(),
+            )
+        };
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        })
+    })
+}
+
+/// Merges adjacent dims that every operand walks contiguously (and drops size-1 dims):
+/// returns the 4-slot (shape, strides of a, strides of b), right-aligned, and the dims left.
+pub(crate) fn collapse(
+    shape: [usize; 4],
+    sa: [usize; 4],
+    sb: [usize; 4],
+) -> ([usize; 4], [usize; 4], [usize; 4], usize) {
+    let mut dims: Vec<(usize, usize, usize)> = Vec::new(); // innermost first
+    for k in (0..4).rev() {
+        if shape[k] == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some((n, a, b)) if sa[k] == *a * *n && sb[k] == *b * *n => *n *= shape[k],
+            _ => dims.push((shape[k], sa[k], sb[k])),
+        }
+    }
+    let (mut s, mut a, mut b) = ([1usize; 4], [0usize; 4], [0usize; 4]);
+    for (j, &(n, x, y)) in dims.iter().enumerate() {
+        s[3 - j] = n;
+        a[3 - j] = x;
+        b[3 - j] = y;
+    }
+    (s, a, b, dims.len().max(1))
+}
+
+/// The row-of-vec4s form of a collapsed broadcast, when it exists: at most 2 dims, rows a
+/// multiple of 4 long, each operand read along the row contiguously (stride 1, row stride a
+/// multiple of 4) or as a column (stride 0). Returns (shape with the row length in vec4s,
+/// strides of a, strides of b).
+#[allow(clippy::type_complexity)]
+fn rows4_layout(
+    shape: [usize; 4],
+    sa: [usize; 4],
+    sb: [usize; 4],
+    ndim: usize,
+) -> Option<([usize; 4], [usize; 4], [usize; 4])> {
+    if ndim > 2 || !shape[3].is_multiple_of(4) {
+        return None;
+    }
+    let ok = |s: [usize; 4]| s[3] == 0 || (s[3] == 1 && s[2].is_multiple_of(4));
+    if !ok(sa) || !ok(sb) {
+        return None;
+    }
+    // One dim: a single row (the row stride is never used).
+    Some(([1, 1, shape[2], shape[3] / 4], sa, sb))
+}
+
+/// The elementwise pipeline of `expr` (keyed by `name`, ACT and NDIM) for `entry`.
+fn ew_pipeline(
+    gpu: &Gpu,
+    name: &str,
+    expr: &str,
+    act: u32,
+    entry: &str,
+    ndim: usize,
+) -> Result<Arc<Kernel>> {
+    let key = format!("elementwise/{name}/{entry}/{act}/{ndim}");
+    let constants = [
+        ("ACT", f64::from(act)),
+        ("WG", WG as f64),
+        ("EPT", EPT as f64),
+        ("NDIM", ndim as f64),
+    ];
+    trusted_pipeline(
+        gpu,
+        &key,
+        "elementwise.wgsl",
+        || module_source(expr),
+        entry,
+        &constants,
+    )
+}
+
+/// The elementwise module with `op(a, b)` defined as `expr`.
+fn module_source(expr: &str) -> String {
+    format!(
+        "{}\nfn op(a: f32, b: f32) -> f32 {{\n    return {expr};\n}}\n",
+        source::with_epilogue(source::ELEMENTWISE)
+    )
+}
+
+/// Every generated elementwise module, one per op expression (for the cross-compilation test).
+pub(crate) fn generated_sources() -> Vec<String> {
+    let unary = [
+        UnaryOp::Abs,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Scale(1.0),
+        UnaryOp::Clamp(0.0, 1.0),
+        UnaryOp::Act(Activation::Relu),
+    ];
+    let binary = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Axpy(1.0),
+        BinaryOp::Lerp(0.5),
+    ];
+    unary
+        .iter()
+        .map(|u| u.wgsl().0)
+        .chain(binary.iter().map(|b| b.wgsl()))
+        .chain(["a"])
+        .map(module_source)
+        .collect()
+}
+
+fn u(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| {
+        Error::InvalidArgument(format!("{what} {v} exceeds the GPU's 32-bit index range"))
+    })
+}
+
+/// Parameters of the elementwise uniform (`EwParams`).
+struct EwUniform {
+    n: usize,
+    alpha: f32,
+    beta: f32,
+    d: usize,
+    shape: [usize; 4],
+    sa: [usize; 4],
+    sb: [usize; 4],
+}
+
+impl EwUniform {
+    fn words(&self) -> Result<Vec<u32>> {
+        let mut w = vec![
+            u(self.n, "element count")?,
+            self.alpha.to_bits(),
+            self.beta.to_bits(),
+            u(self.d, "row length")?,
+        ];
+        for arr in [self.shape, self.sa, self.sb] {
+            for v in arr {
+                w.push(u(v, "dimension or stride")?);
+            }
+        }
+        for d in self.shape {
+            w.push(((1.0 / d.max(1) as f64) as f32).to_bits());
+        }
+        Ok(w)
+    }
+}
+
+fn entry(binding: u32, buf: &GpuBuffer, bytes: usize) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buf.binding(bytes as u64),
+    }
+}
+
+/// Encodes one pass of `kernel` over `groups` workgroups and submits it.
+pub(crate) fn run_pass(
+    gpu: &Gpu,
+    kernel: &Kernel,
+    entries: &[wgpu::BindGroupEntry<'_>],
+    groups: usize,
+    what: &str,
+) -> Result<()> {
+    let (gx, gy) = fold_grid(gpu, groups, what)?;
+    let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &kernel.layout,
+        entries,
+    });
+    let mut enc = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
+    {
+        let mut pass = gpu.begin_pass(&mut enc);
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+    }
+    gpu.submit(enc);
+    Ok(())
+}
+
+/// Runs `expr` on the GPU: `out[i] = op(a[.], b[.])` over `out_shape` with broadcasting.
+#[allow(clippy::too_many_arguments)]
+fn run_gpu(
+    gpu: &Arc<Gpu>,
+    name: &str,
+    expr: &str,
+    act: u32,
+    (alpha, beta): (f32, f32),
+    out_shape: &[usize],
+    (a, a_shape): (&GpuBuffer, &[usize]),
+    (b, b_shape): (&GpuBuffer, &[usize]),
+) -> Result<Arc<GpuBuffer>> {
+    let n: usize = out_shape.iter().product();
+    let out = gpu.alloc((n * 4) as u64, name)?;
+    if n == 0 {
+        return Ok(out);
+    }
+    let (na, nb) = (
+        a_shape.iter().product::<usize>(),
+        b_shape.iter().product::<usize>(),
+    );
+    if n.is_multiple_of(4) && na == n && nb == n {
+        let uni = gpu.uniform(
+            &EwUniform {
+                n: n / 4,
+                alpha,
+                beta,
+                d: 1,
+                shape: [1; 4],
+                sa: [0; 4],
+                sb: [0; 4],
+            }
+            .words()?,
+        )?;
+        let kernel = ew_pipeline(gpu, name, expr, act, "ew_vec4", 1)?;
+        let entries = [
+            entry(0, &uni, 80),
+            entry(4, a, n * 4),
+            entry(5, b, n * 4),
+            entry(6, &out, n * 4),
+        ];
+        run_pass(gpu, &kernel, &entries, n.div_ceil(4 * WG * EPT), name)?;
+    } else {
+        let (shape, sa, sb, ndim) = collapse(
+            pad4(out_shape),
+            broadcast_strides(a_shape),
+            broadcast_strides(b_shape),
+        );
+        let uni = gpu.uniform(
+            &EwUniform {
+                n,
+                alpha,
+                beta,
+                d: 1,
+                shape,
+                sa,
+                sb,
+            }
+            .words()?,
+        )?;
+        let rows4 = rows4_layout(shape, sa, sb, ndim).filter(|_| {
+            // The vec4 views are bound rounded up to 16 bytes: the buffers must hold that.
+            [(a, na), (b, nb)]
+                .iter()
+                .all(|(buf, len)| buf.buffer().size() >= (len * 4).next_multiple_of(16) as u64)
+        });
+        if let Some((shape4, sa4, sb4)) = rows4 {
+            let uni = gpu.uniform(
+                &EwUniform {
+                    n: n / 4,
+                    alpha,
+                    beta,
+                    d: 1,
+                    shape: shape4,
+                    sa: sa4,
+                    sb: sb4,
+                }
+                .words()?,
+            )?;
+            let kernel = ew_pipeline(gpu, name, expr, act, "ew_rows4", 2)?;
+            let entries = [
+                entry(0, &uni, 80),
+                entry(1, a, na * 4),
+                entry(2, b, nb * 4),
+                entry(4, a, (na * 4).next_multiple_of(16)),
+                entry(5, b, (nb * 4).next_multiple_of(16)),
+                entry(6, &out, n * 4),
+            ];
+            run_pass(gpu, &kernel, &entries, n.div_ceil(4 * WG * EPT), name)?;
+            return Ok(out);
+        }
+        let kernel = ew_pipeline(gpu, name, expr, act, "ew_general", ndim)?;
+        let entries = [
+            entry(0, &uni, 80),
+            entry(1, a, na * 4),
+            entry(2, b, nb * 4),
+            entry(3, &out, n * 4),
+        ];
+        run_pass(gpu, &kernel, &entries, n.div_ceil(WG * EPT), name)?;
+    }
+    Ok(out)
+}
+
+fn check_f32(t: &Tensor, op: &str, which: &str) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::InvalidArgument(format!(
+            "{op}: {which} (shape {:?}) is {}; expected float32",
+            t.shape(),
+            t.dtype().name()
+        )));
+    }
+    Ok(())
+}
+
+impl Context {
+    /// Applies a one-operand op elementwise; the result keeps `x`'s shape (and stays on the
+    /// GPU on a GPU context).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// use gpu_linalg::UnaryOp;
+    /// let x = ctx.tensor(&[3], &[-1.0, 0.0, 4.0])?;
+    /// assert_eq!(ctx.unary(UnaryOp::Abs, &x)?.to_vec()?, vec![1.0, 0.0, 4.0]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn unary(&self, op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+        check_f32(x, op.name(), "input")?;
+        if let Some(gpu) = self.gpu() {
+            let r = (|| {
+                let xb = self.resident(x)?;
+                let (expr, act) = op.wgsl();
+                let key = match op {
+                    UnaryOp::Act(_) => "act",
+                    other => other.name(),
+                };
+                let out = gpu.scoped(op.name(), || {
+                    run_gpu(
+                        gpu,
+                        key,
+                        expr,
+                        act,
+                        op.params(),
+                        x.shape(),
+                        (&xb, x.shape()),
+                        (&xb, x.shape()),
+                    )
+                })??;
+                Ok(Tensor::from_gpu(x.shape().to_vec(), DType::F32, out))
+            })();
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+            let v = crate::cpu::elementwise::unary(op, &host_values(x)?);
+            return self.tensor(x.shape(), &v);
+        }
+        let v = crate::cpu::elementwise::unary(op, &host_values(x)?);
+        Tensor::from_vec(x.shape(), v)
+    }
+
+    /// Applies a two-operand op elementwise with numpy broadcasting (shapes right-aligned,
+    /// size-1 dims stretch; a mismatch is an error naming both shapes).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// use gpu_linalg::BinaryOp;
+    /// let a = ctx.tensor(&[2, 2], &[1.0, 2.0, 3.0, 4.0])?;
+    /// let b = ctx.tensor(&[2], &[10.0, 20.0])?;
+    /// assert_eq!(ctx.binary(BinaryOp::Add, &a, &b)?.to_vec()?, vec![11.0, 22.0, 13.0, 24.0]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        check_f32(a, op.name(), "first operand")?;
+        check_f32(b, op.name(), "second operand")?;
+        let shape = broadcast_shapes(a.shape(), b.shape())
+            .map_err(|e| Error::Shape(format!("{}: {}", op.name(), strip(&e))))?;
+        if let Some(gpu) = self.gpu() {
+            let r = (|| {
+                let (ab, bb) = (self.resident(a)?, self.resident(b)?);
+                let out = gpu.scoped(op.name(), || {
+                    run_gpu(
+                        gpu,
+                        op.name(),
+                        op.wgsl(),
+                        0,
+                        (op.alpha(), 0.0),
+                        &shape,
+                        (&ab, a.shape()),
+                        (&bb, b.shape()),
+                    )
+                })??;
+                Ok(Tensor::from_gpu(shape.clone(), DType::F32, out))
+            })();
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+            let v = crate::cpu::elementwise::binary(
+                op,
+                &shape,
+                (&host_values(a)?, a.shape()),
+                (&host_values(b)?, b.shape()),
+            );
+            return self.tensor(&shape, &v);
+        }
+        let v = crate::cpu::elementwise::binary(
+            op,
+            &shape,
+            (&host_values(a)?, a.shape()),
+            (&host_values(b)?, b.shape()),
+        );
+        Tensor::from_vec(&shape, v)
+    }
+
+    /// `a + b` with broadcasting.
+    pub fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Add, a, b)
+    }
+
+    /// `a − b` with broadcasting.
+    pub fn sub(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Sub, a, b)
+    }
+
+    /// `a · b` (elementwise) with broadcasting.
+    pub fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Mul, a, b)
+    }
+
+    /// `a / b` with broadcasting.
+    pub fn div(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Div, a, b)
+    }
+
+    /// `alpha·a`.
+    pub fn scale(&self, a: &Tensor, alpha: f32) -> Result<Tensor> {
+        self.unary(UnaryOp::Scale(alpha), a)
+    }
+
+    /// `alpha·a + b` with broadcasting.
+    pub fn axpy(&self, alpha: f32, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Axpy(alpha), a, b)
+    }
+
+    /// `numpy.clip(a, min, max)`.
+    pub fn clamp(&self, a: &Tensor, min: f32, max: f32) -> Result<Tensor> {
+        self.unary(UnaryOp::Clamp(min, max), a)
+    }
+
+    /// `|a|`.
+    pub fn abs(&self, a: &Tensor) -> Result<Tensor> {
+        self.unary(UnaryOp::Abs, a)
+    }
+
+    /// `eᵃ`.
+    pub fn exp(&self, a: &Tensor) -> Result<Tensor> {
+        self.unary(UnaryOp::Exp, a)
+    }
+
+    /// Natural log (NaN below 0, −∞ at 0).
+    pub fn log(&self, a: &Tensor) -> Result<Tensor> {
+        self.unary(UnaryOp::Log, a)
+    }
+
+    /// Square root (NaN below 0).
+    pub fn sqrt(&self, a: &Tensor) -> Result<Tensor> {
+        self.unary(UnaryOp::Sqrt, a)
+    }
+
+    /// An activation applied elementwise (the same functions as the fused matmul/conv
+    /// epilogues).
+    pub fn activate(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        self.unary(UnaryOp::Act(act), x)
+    }
+
+    /// `max(x, 0)` (NaN stays NaN).
+    pub fn relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.activate(x, Activation::Relu)
+    }
+
+    /// GELU, erf form (PyTorch's default).
+    pub fn gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.activate(x, Activation::Gelu)
+    }
+
+    /// GELU, tanh approximation.
+    pub fn gelu_tanh(&self, x: &Tensor) -> Result<Tensor> {
+        self.activate(x, Activation::GeluTanh)
+    }
+
+    /// `1 / (1 + e⁻ˣ)`.
+    pub fn sigmoid(&self, x: &Tensor) -> Result<Tensor> {
+        self.activate(x, Activation::Sigmoid)
+    }
+
+    /// `tanh(x)`.
+    pub fn tanh(&self, x: &Tensor) -> Result<Tensor> {
+        self.activate(x, Activation::Tanh)
+    }
+
+    /// `torch.lerp(a, b, t)` with broadcasting: `a + t·(b − a)`, exact at both ends.
+    pub fn lerp(&self, a: &Tensor, b: &Tensor, t: f32) -> Result<Tensor> {
+        self.binary(BinaryOp::Lerp(t), a, b)
+    }
+
+    /// Spherical interpolation along the last axis (latent interpolation): per row,
+    /// θ = acos(⟨a, b⟩ / (‖a‖‖b‖)) and `sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b`; plain lerp
+    /// (`(1−t)·a + t·b`) where a row is zero or |cos θ| > 0.9995. `a` and `b` must have the
+    /// same shape; a 0-d tensor is one row of length 1.
+    pub fn slerp(&self, a: &Tensor, b: &Tensor, t: f32) -> Result<Tensor> {
+        check_f32(a, "slerp", "first operand")?;
+        check_f32(b, "slerp", "second operand")?;
+        if a.shape() != b.shape() {
+            return Err(Error::Shape(format!(
+                "slerp needs operands of one shape; got {:?} and {:?}",
+                a.shape(),
+                b.shape()
+            )));
+        }
+        let shape = a.shape().to_vec();
+        let d = shape.last().copied().unwrap_or(1);
+        if let Some(gpu) = self.gpu() {
+            let r = (|| {
+                let (ab, bb) = (self.resident(a)?, self.resident(b)?);
+                let out = gpu.scoped("slerp", || slerp_gpu(gpu, a.len(), d, t, &ab, &bb))??;
+                Ok(Tensor::from_gpu(shape.clone(), DType::F32, out))
+            })();
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+            let v = crate::cpu::elementwise::slerp(&host_values(a)?, &host_values(b)?, d, t);
+            return self.tensor(&shape, &v);
+        }
+        let v = crate::cpu::elementwise::slerp(&host_values(a)?, &host_values(b)?, d, t);
+        Tensor::from_vec(&shape, v)
+    }
+}
+
+fn slerp_gpu(
+    gpu: &Arc<Gpu>,
+    n: usize,
+    d: usize,
+    t: f32,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+) -> Result<Arc<GpuBuffer>> {
+    let out = gpu.alloc((n * 4) as u64, "slerp result")?;
+    if n == 0 {
+        return Ok(out);
+    }
+    let rows = n / d;
+    let coef = gpu.alloc((rows * 8) as u64, "slerp weights")?;
+    let uni_rows = gpu.uniform(
+        &EwUniform {
+            n: rows,
+            alpha: t,
+            beta: 0.0,
+            d,
+            shape: [1; 4],
+            sa: [0; 4],
+            sb: [0; 4],
+        }
+        .words()?,
+    )?;
+    let k1 = ew_pipeline(gpu, "slerp", "a", 0, "slerp_coef", 1)?;
+    run_pass(
+        gpu,
+        &k1,
+        &[
+            entry(0, &uni_rows, 80),
+            entry(1, a, n * 4),
+            entry(2, b, n * 4),
+            entry(7, &coef, rows * 8),
+        ],
+        rows.div_ceil(WG),
+        "slerp weights",
+    )?;
+    let uni = gpu.uniform(
+        &EwUniform {
+            n,
+            alpha: t,
+            beta: 0.0,
+            d,
+            shape: [1; 4],
+            sa: [0; 4],
+            sb: [0; 4],
+        }
+        .words()?,
+    )?;
+    let k2 = ew_pipeline(gpu, "slerp", "a", 0, "slerp_apply", 1)?;
+    run_pass(
+        gpu,
+        &k2,
+        &[
+            entry(0, &uni, 80),
+            entry(1, a, n * 4),
+            entry(2, b, n * 4),
+            entry(8, &coef, rows * 8),
+            entry(3, &out, n * 4),
+        ],
+        n.div_ceil(WG * EPT),
+        "slerp",
+    )?;
+    Ok(out)
+}
+
+/// The message of an error without its category prefix.
+fn strip(e: &Error) -> String {
+    match e {
+        Error::Shape(m) | Error::InvalidArgument(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_follows_numpy() {
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(),
+            vec![2, 4, 3]
+        );
+        assert_eq!(broadcast_shapes(&[], &[5]).unwrap(), vec![5]);
+        assert_eq!(broadcast_shapes(&[0, 3], &[1, 3]).unwrap(), vec![0, 3]);
+        let e = broadcast_shapes(&[2, 3], &[4]).unwrap_err().to_string();
+        assert!(e.contains("[2, 3]") && e.contains("[4]"), "{e}");
+        assert!(broadcast_shapes(&[1, 1, 1, 1, 1], &[1]).is_err());
+        assert_eq!(broadcast_strides(&[3, 1, 4]), [0, 4, 0, 1]);
+    }
+
+    #[test]
+    fn contiguous_dims_merge() {
+        // [2, 3, 4] + [4]: a merges to one dim of 24, b keeps a row of 4.
+        let (s, a, b, nd) = collapse(
+            pad4(&[2, 3, 4]),
+            broadcast_strides(&[2, 3, 4]),
+            broadcast_strides(&[4]),
+        );
+        assert_eq!((s, a, b, nd), ([1, 1, 6, 4], [0, 0, 4, 1], [0, 0, 0, 1], 2));
+        let (s, _, _, nd) = collapse(
+            pad4(&[5, 6]),
+            broadcast_strides(&[5, 6]),
+            broadcast_strides(&[5, 6]),
+        );
+        assert_eq!((s, nd), ([1, 1, 1, 30], 1));
+        assert!(rows4_layout([1, 1, 6, 4], [0, 0, 4, 1], [0, 0, 0, 1], 2).is_some());
+        assert!(rows4_layout([1, 1, 6, 6], [0, 0, 6, 1], [0, 0, 0, 1], 2).is_none());
+    }
+}

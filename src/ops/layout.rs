@@ -1,0 +1,486 @@
+//! Tensor layout ops with numpy semantics: `permute` / `transpose`, `slice` (start, stop,
+//! step per axis, negative indices and steps) and `concat` — on the GPU (one strided-copy
+//! kernel, `shaders/layout.wgsl`) or the CPU. (`reshape` is free: [`Tensor::reshape`].)
+
+use std::sync::Arc;
+
+use crate::context::{Context, Gpu, GpuBuffer};
+use crate::error::{Error, Result};
+use crate::ops::elementwise::{run_pass, trusted_pipeline};
+use crate::ops::matmul::host_values;
+use crate::ops::source;
+use crate::tensor::{element_count, DType, Tensor, MAX_DIMS};
+
+/// One axis of a [`Context::slice`]: numpy's `start:stop:step` (`None` = the default end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// First index (negative counts from the end); `None`: 0, or the last for a negative step.
+    pub start: Option<isize>,
+    /// One past the last index (negative counts from the end); `None`: the end (or the
+    /// beginning for a negative step).
+    pub stop: Option<isize>,
+    /// Step; not 0.
+    pub step: isize,
+}
+
+impl Default for Slice {
+    fn default() -> Self {
+        Slice::all()
+    }
+}
+
+impl Slice {
+    /// `:` — the whole axis.
+    pub const fn all() -> Slice {
+        Slice {
+            start: None,
+            stop: None,
+            step: 1,
+        }
+    }
+
+    /// `start:stop`.
+    pub const fn range(start: isize, stop: isize) -> Slice {
+        Slice {
+            start: Some(start),
+            stop: Some(stop),
+            step: 1,
+        }
+    }
+
+    /// `start:stop:step` with optional ends.
+    pub const fn new(start: Option<isize>, stop: Option<isize>, step: isize) -> Slice {
+        Slice { start, stop, step }
+    }
+
+    /// `::-1` — the axis reversed.
+    pub const fn reversed() -> Slice {
+        Slice {
+            start: None,
+            stop: None,
+            step: -1,
+        }
+    }
+
+    /// (first index, count) on an axis of length `len`, as numpy's `PySlice_AdjustIndices`.
+    pub fn resolve(&self, len: usize, axis: usize) -> Result<(usize, usize)> {
+        if self.step == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "slice step on axis {axis} is 0"
+            )));
+        }
+        let n = len as isize;
+        let step = self.step;
+        let adjust = |v: isize, lo: isize, hi: isize| -> isize {
+            let v = if v < 0 { v + n } else { v };
+            v.clamp(lo, hi)
+        };
+        let (start, count) = if step > 0 {
+            let start = self.start.map_or(0, |s| adjust(s, 0, n));
+            let stop = self.stop.map_or(n, |s| adjust(s, 0, n));
+            let count = if stop > start {
+                (stop - start + step - 1) / step
+            } else {
+                0
+            };
+            (start, count)
+        } else {
+            let start = self.start.map_or(n - 1, |s| adjust(s, -1, n - 1));
+            let stop = self.stop.map_or(-1, |s| adjust(s, -1, n - 1));
+            let count = if start > stop {
+                (start - stop - 1) / (-step) + 1
+            } else {
+                0
+            };
+            (start, count)
+        };
+        Ok((if count > 0 { start as usize } else { 0 }, count as usize))
+    }
+}
+
+/// A strided copy: `y[obase + Σ c·ostride] = x[ibase + Σ c·istride]` over every coordinate `c`
+/// of `shape` (the work of every layout op).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyPlan {
+    /// The region copied (≤ 4 dims).
+    pub shape: Vec<usize>,
+    /// First input element.
+    pub ibase: usize,
+    /// Input strides, elements (negative for reversed slices).
+    pub istride: Vec<isize>,
+    /// First output element.
+    pub obase: usize,
+    /// Output strides, elements.
+    pub ostride: Vec<isize>,
+}
+
+/// Row-major strides of `shape`.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<isize> {
+    let mut s = vec![0isize; shape.len()];
+    let mut acc = 1isize;
+    for (k, &d) in shape.iter().enumerate().rev() {
+        s[k] = acc;
+        acc *= d as isize;
+    }
+    s
+}
+
+fn norm_axis(axis: isize, ndim: usize, what: &str, shape: &[usize]) -> Result<usize> {
+    let n = ndim as isize;
+    let a = if axis < 0 { axis + n } else { axis };
+    if a < 0 || a >= n {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: axis {axis} is out of range for shape {shape:?} ({ndim} dims)"
+        )));
+    }
+    Ok(a as usize)
+}
+
+/// The plan and result shape of `permute(x, axes)`.
+pub fn permute_plan(shape: &[usize], axes: &[isize]) -> Result<CopyPlan> {
+    if axes.len() != shape.len() {
+        return Err(Error::InvalidArgument(format!(
+            "permute: axes {axes:?} do not match shape {shape:?} ({} dims)",
+            shape.len()
+        )));
+    }
+    let xs = contiguous_strides(shape);
+    let mut seen = [false; MAX_DIMS];
+    let mut out = Vec::with_capacity(axes.len());
+    let mut istride = Vec::with_capacity(axes.len());
+    for &ax in axes {
+        let a = norm_axis(ax, shape.len(), "permute", shape)?;
+        if seen[a] {
+            return Err(Error::InvalidArgument(format!(
+                "permute: axis {ax} repeats in {axes:?} (shape {shape:?})"
+            )));
+        }
+        seen[a] = true;
+        out.push(shape[a]);
+        istride.push(xs[a]);
+    }
+    Ok(CopyPlan {
+        ostride: contiguous_strides(&out),
+        shape: out,
+        ibase: 0,
+        istride,
+        obase: 0,
+    })
+}
+
+/// The plan of `slice(x, specs)` (missing trailing specs take whole axes).
+pub fn slice_plan(shape: &[usize], specs: &[Slice]) -> Result<CopyPlan> {
+    if specs.len() > shape.len() {
+        return Err(Error::InvalidArgument(format!(
+            "slice: {} slices given for shape {shape:?} ({} dims)",
+            specs.len(),
+            shape.len()
+        )));
+    }
+    let xs = contiguous_strides(shape);
+    let mut out = Vec::with_capacity(shape.len());
+    let mut istride = Vec::with_capacity(shape.len());
+    let mut ibase = 0usize;
+    for (k, &len) in shape.iter().enumerate() {
+        let spec = specs.get(k).copied().unwrap_or_default();
+        let (start, count) = spec.resolve(len, k)?;
+        out.push(count);
+        istride.push(xs[k] * spec.step);
+        ibase += start * xs[k] as usize;
+    }
+    if out.contains(&0) {
+        ibase = 0;
+    }
+    Ok(CopyPlan {
+        ostride: contiguous_strides(&out),
+        shape: out,
+        ibase,
+        istride,
+        obase: 0,
+    })
+}
+
+/// The result shape of `concat(shapes, axis)` and the normalised axis.
+pub fn concat_shape(shapes: &[&[usize]], axis: isize) -> Result<(Vec<usize>, usize)> {
+    let Some(first) = shapes.first() else {
+        return Err(Error::InvalidArgument(
+            "concat needs at least one tensor".into(),
+        ));
+    };
+    if first.is_empty() {
+        return Err(Error::InvalidArgument(
+            "concat: zero-dimensional tensors cannot be concatenated".into(),
+        ));
+    }
+    let ax = norm_axis(axis, first.len(), "concat", first)?;
+    let mut out = first.to_vec();
+    out[ax] = 0;
+    for (j, s) in shapes.iter().enumerate() {
+        let same = s.len() == first.len()
+            && s.iter()
+                .zip(first.iter())
+                .enumerate()
+                .all(|(k, (a, b))| k == ax || a == b);
+        if !same {
+            return Err(Error::Shape(format!(
+                "concat along axis {axis}: tensor {j} has shape {s:?} but tensor 0 has {first:?}; \
+                 all dims but axis {axis} must agree"
+            )));
+        }
+        out[ax] += s[ax];
+    }
+    Ok((out, ax))
+}
+
+fn i32_of(v: isize, what: &str) -> Result<u32> {
+    i32::try_from(v).map(|x| x as u32).map_err(|_| {
+        Error::InvalidArgument(format!("{what} {v} exceeds the GPU's 32-bit index range"))
+    })
+}
+
+/// The plan's region merged where both sides walk contiguously (size-1 dims dropped):
+/// 4-slot right-aligned (shape, input strides, output strides) and the dims left.
+fn collapse(p: &CopyPlan) -> ([usize; 4], [isize; 4], [isize; 4], usize) {
+    let mut dims: Vec<(usize, isize, isize)> = Vec::new(); // innermost first
+    for k in (0..p.shape.len()).rev() {
+        let (n, is, os) = (p.shape[k], p.istride[k], p.ostride[k]);
+        if n == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some((m, a, b)) if is == *a * *m as isize && os == *b * *m as isize => *m *= n,
+            _ => dims.push((n, is, os)),
+        }
+    }
+    let (mut s, mut a, mut b) = ([1usize; 4], [0isize; 4], [0isize; 4]);
+    for (j, &(n, x, y)) in dims.iter().enumerate() {
+        s[3 - j] = n;
+        a[3 - j] = x;
+        b[3 - j] = y;
+    }
+    (s, a, b, dims.len().max(1))
+}
+
+fn plan_words(p: &CopyPlan) -> Result<(Vec<u32>, usize)> {
+    let n = element_count(&p.shape)?;
+    let (shape, is, os, ndim) = collapse(p);
+    let mut w = vec![
+        i32_of(n as isize, "element count")?,
+        i32_of(p.ibase as isize, "offset")?,
+        i32_of(p.obase as isize, "offset")?,
+        0,
+    ];
+    for v in shape {
+        w.push(i32_of(v as isize, "dimension")?);
+    }
+    for strides in [is, os] {
+        for s in strides {
+            w.push(i32_of(s, "stride")?);
+        }
+    }
+    for d in shape {
+        w.push(((1.0 / d.max(1) as f64) as f32).to_bits());
+    }
+    Ok((w, ndim))
+}
+
+/// Runs `plan` on the GPU from `x` (of `x_len` elements) into `y` (of `y_len`).
+fn copy_gpu(
+    gpu: &Arc<Gpu>,
+    plan: &CopyPlan,
+    (x, x_len): (&GpuBuffer, usize),
+    (y, y_len): (&GpuBuffer, usize),
+) -> Result<()> {
+    let n = element_count(&plan.shape)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let (words, ndim) = plan_words(plan)?;
+    let kernel = trusted_pipeline(
+        gpu,
+        &format!("layout/strided_copy/{ndim}"),
+        "layout.wgsl",
+        || source::LAYOUT.to_string(),
+        "strided_copy",
+        &[("WG", 64.0), ("EPT", 4.0), ("NDIM", ndim as f64)],
+    )?;
+    let uni = gpu.uniform(&words)?;
+    let entries = [
+        wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uni.binding(80),
+        },
+        wgpu::BindGroupEntry {
+            binding: 1,
+            resource: x.binding((x_len * 4) as u64),
+        },
+        wgpu::BindGroupEntry {
+            binding: 2,
+            resource: y.binding((y_len * 4) as u64),
+        },
+    ];
+    run_pass(gpu, &kernel, &entries, n.div_ceil(256), "strided copy")
+}
+
+fn check_f32(t: &Tensor, op: &str) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::InvalidArgument(format!(
+            "{op}: tensor of shape {:?} is {}; expected float32",
+            t.shape(),
+            t.dtype().name()
+        )));
+    }
+    Ok(())
+}
+
+impl Context {
+    /// Runs a gather plan (contiguous output of `plan.shape`) on this context's backend.
+    fn gather(&self, op: &str, x: &Tensor, plan: &CopyPlan) -> Result<Tensor> {
+        check_f32(x, op)?;
+        if let Some(gpu) = self.gpu() {
+            let r = (|| {
+                let xb = self.resident(x)?;
+                let n = element_count(&plan.shape)?;
+                let out = gpu.scoped(op, || -> Result<Arc<GpuBuffer>> {
+                    let y = gpu.alloc((n * 4) as u64, op)?;
+                    copy_gpu(gpu, plan, (&xb, x.len()), (&y, n))?;
+                    Ok(y)
+                })??;
+                Ok(Tensor::from_gpu(plan.shape.clone(), DType::F32, out))
+            })();
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+            let v = crate::cpu::layout::gather(plan, &host_values(x)?);
+            return self.tensor(&plan.shape, &v);
+        }
+        let v = crate::cpu::layout::gather(plan, &host_values(x)?);
+        Tensor::from_vec(&plan.shape, v)
+    }
+
+    /// `numpy.transpose(x, axes)`: result axis i is input axis `axes[i]` (negative axes count
+    /// from the end). The result is a contiguous copy.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+    /// let y = ctx.permute(&x, &[1, 0])?;
+    /// assert_eq!(y.shape(), &[3, 2]);
+    /// assert_eq!(y.to_vec()?, vec![1., 4., 2., 5., 3., 6.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn permute(&self, x: &Tensor, axes: &[isize]) -> Result<Tensor> {
+        let plan = permute_plan(x.shape(), axes)?;
+        self.gather("permute", x, &plan)
+    }
+
+    /// `x.T` (numpy): the axes reversed.
+    pub fn transpose(&self, x: &Tensor) -> Result<Tensor> {
+        let axes: Vec<isize> = (0..x.ndim() as isize).rev().collect();
+        self.permute(x, &axes)
+    }
+
+    /// `x[s0, s1, ...]` with numpy slices (`start:stop:step`, negative indices and steps,
+    /// ends clamped); axes without a slice are taken whole. The result is a contiguous copy.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// use gpu_linalg::Slice;
+    /// let x = ctx.tensor(&[5], &[0., 1., 2., 3., 4.])?;
+    /// let y = ctx.slice(&x, &[Slice::new(Some(-1), None, -2)])?; // x[-1::-2]
+    /// assert_eq!(y.to_vec()?, vec![4., 2., 0.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn slice(&self, x: &Tensor, specs: &[Slice]) -> Result<Tensor> {
+        let plan = slice_plan(x.shape(), specs)?;
+        self.gather("slice", x, &plan)
+    }
+
+    /// `numpy.concatenate(tensors, axis)`: every dim but `axis` must agree.
+    pub fn concat(&self, tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
+        for t in tensors {
+            check_f32(t, "concat")?;
+        }
+        let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape()).collect();
+        let (shape, ax) = concat_shape(&shapes, axis)?;
+        let n = element_count(&shape)?;
+        if let Some(gpu) = self.gpu() {
+            let r = (|| {
+                let bufs = tensors
+                    .iter()
+                    .map(|t| self.resident(t))
+                    .collect::<Result<Vec<_>>>()?;
+                let ostride = contiguous_strides(&shape);
+                let out = gpu.scoped("concat", || -> Result<Arc<GpuBuffer>> {
+                    let y = gpu.alloc((n * 4) as u64, "concat")?;
+                    let mut off = 0usize;
+                    for (t, b) in tensors.iter().zip(&bufs) {
+                        let plan = CopyPlan {
+                            shape: t.shape().to_vec(),
+                            ibase: 0,
+                            istride: contiguous_strides(t.shape()),
+                            obase: off * ostride[ax] as usize,
+                            ostride: ostride.clone(),
+                        };
+                        copy_gpu(gpu, &plan, (b, t.len()), (&y, n))?;
+                        off += t.shape()[ax];
+                    }
+                    Ok(y)
+                })??;
+                Ok(Tensor::from_gpu(shape.clone(), DType::F32, out))
+            })();
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+        }
+        let hosts = tensors
+            .iter()
+            .map(|t| host_values(t))
+            .collect::<Result<Vec<_>>>()?;
+        let parts: Vec<(&[f32], &[usize])> = hosts
+            .iter()
+            .zip(tensors)
+            .map(|(h, t)| (h.as_ref(), t.shape()))
+            .collect();
+        let v = crate::cpu::layout::concat(&parts, &shape, ax);
+        if self.gpu().is_some() {
+            return self.tensor(&shape, &v);
+        }
+        Tensor::from_vec(&shape, v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_resolve_like_python() {
+        let r = |s: Slice, n| s.resolve(n, 0).unwrap();
+        assert_eq!(r(Slice::all(), 5), (0, 5));
+        assert_eq!(r(Slice::range(1, -1), 5), (1, 3));
+        assert_eq!(r(Slice::reversed(), 5), (4, 5));
+        assert_eq!(r(Slice::new(Some(-1), None, -2), 5), (4, 3));
+        assert_eq!(r(Slice::new(Some(10), Some(-10), -3), 5), (4, 2));
+        assert_eq!(r(Slice::range(3, 1), 5), (0, 0));
+        assert_eq!(r(Slice::all(), 0), (0, 0));
+        assert!(Slice::new(None, None, 0).resolve(3, 1).is_err());
+    }
+
+    #[test]
+    fn permute_and_concat_check_their_arguments() {
+        assert!(permute_plan(&[2, 3], &[0, 0]).is_err());
+        assert!(permute_plan(&[2, 3], &[0]).is_err());
+        assert!(permute_plan(&[2, 3], &[0, 2]).is_err());
+        assert_eq!(
+            permute_plan(&[2, 3, 4], &[-1, 0, 1]).unwrap().shape,
+            vec![4, 2, 3]
+        );
+        assert_eq!(
+            concat_shape(&[&[2, 3], &[2, 5]], -1).unwrap(),
+            (vec![2, 8], 1)
+        );
+        assert!(concat_shape(&[&[2, 3], &[3, 3]], 1).is_err());
+        assert!(concat_shape(&[&[], &[]], 0).is_err());
+    }
+}

@@ -43,5 +43,6 @@ pub use context::{list_adapters, AdapterSummary, Backend, Context, ContextOption
 pub use error::{Error, Result};
 pub use ops::conv::{ConvConfig, ConvKind, ConvOptions, ConvPlan, Padding};
 pub use ops::matmul::{MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan};
+pub use ops::reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use ops::Activation;
 pub use tensor::{DType, Location, Tensor};

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod matmul;
+pub mod reduce;
 
 use crate::error::{Error, Result};
 use crate::ops::Activation;

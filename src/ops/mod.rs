@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod matmul;
+pub mod reduce;
 
 use std::str::FromStr;
 
@@ -15,6 +16,8 @@ pub(crate) mod source {
     pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
     /// `shaders/conv.wgsl`.
     pub const CONV: &str = include_str!("../../shaders/conv.wgsl");
+    /// `shaders/reduce.wgsl`.
+    pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 
     /// A kernel source with the shared epilogue prepended.
     pub fn with_epilogue(src: &str) -> String {

@@ -11,6 +11,8 @@
 //                aligned, many elements per thread with a compensated (Neumaier) accumulator,
 //                then a workgroup combine: a barrier tree (`combine_workgroup`) or subgroup
 //                operations (the host prepends `enable subgroups;` and the subgroup version).
+//   reduce_serial inner == 1, one invocation per (row, segment) with uniform addresses: what
+//                CPU-type adapters (lavapipe) run fastest, where per-lane loads are gathers.
 //   reduce_cols  inner > 1 (or short rows): a thread per (outer, segment, inner) column, looping
 //                along the axis; neighbouring threads read neighbouring addresses.
 //   normalize    softmax / log-softmax: one thread per element from the row max and sum of exp.
@@ -37,6 +39,10 @@ struct Params {
     pos_inf: u32,
     nan_bits: u32,
     mode: u32,
+    lanes: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -240,19 +246,37 @@ fn row_partial(w: u32, t: u32) -> Acc {
     let start = seg * p.chunk;
     let end = min(start + p.chunk, p.len);
     let base = row * p.len;
+    // Thread t's i-th item is block (t / L), lane (t % L): runs of L threads read L neighbouring
+    // items per step. L = WG interleaves the whole workgroup (what a GPU coalesces); a small L
+    // (the SIMD width) keeps each run's reads contiguous on CPU-type adapters, which run a
+    // workgroup's SIMD groups one after another.
+    let lanes = p.lanes;
+    let off = (t / lanes) * lanes;
+    let lane_t = t % lanes;
     if p.from_partials != 0u {
-        for (var k = start + t; k < end; k += WG) {
-            a = combine(a, load_acc(base + k));
+        let items = end - start;
+        let iters = (items + WG - 1u) / WG;
+        for (var i = 0u; i < iters; i++) {
+            let j = off * iters + i * lanes + lane_t;
+            if j < items {
+                a = combine(a, load_acc(base + start + j));
+            }
         }
     } else if p.vec_ok != 0u {
         // base and start are multiples of 4 (host-checked).
-        let end4 = start + ((end - start) / 4u) * 4u;
-        for (var k = start + 4u * t; k < end4; k += 4u * WG) {
-            let v = x4[(base + k) / 4u];
-            add(&a, v.x, k, row);
-            add(&a, v.y, k + 1u, row);
-            add(&a, v.z, k + 2u, row);
-            add(&a, v.w, k + 3u, row);
+        let items = (end - start) / 4u;
+        let end4 = start + items * 4u;
+        let iters = (items + WG - 1u) / WG;
+        for (var i = 0u; i < iters; i++) {
+            let j = off * iters + i * lanes + lane_t;
+            if j < items {
+                let k = start + 4u * j;
+                let v = x4[(base + k) / 4u];
+                add(&a, v.x, k, row);
+                add(&a, v.y, k + 1u, row);
+                add(&a, v.z, k + 2u, row);
+                add(&a, v.w, k + 3u, row);
+            }
         }
         if t == 0u {
             for (var k = end4; k < end; k++) {
@@ -260,8 +284,13 @@ fn row_partial(w: u32, t: u32) -> Acc {
             }
         }
     } else {
-        for (var k = start + t; k < end; k += WG) {
-            add(&a, x[base + k], k, row);
+        let items = end - start;
+        let iters = (items + WG - 1u) / WG;
+        for (var i = 0u; i < iters; i++) {
+            let j = off * iters + i * lanes + lane_t;
+            if j < items {
+                add(&a, x[base + start + j], start + j, row);
+            }
         }
     }
     return a;
@@ -352,6 +381,48 @@ fn reduce_rows(
     }
 }
 //#endif
+
+// One invocation per (row, segment): every address is uniform across the SIMD lanes of
+// CPU-type adapters (lavapipe), which then load without per-lane gathers; four independent
+// accumulators per invocation.
+@compute @workgroup_size(1)
+fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>) {
+    let w = wid.x + wid.y * p.grid_x;
+    if w >= p.total {
+        return;
+    }
+    let row = w / p.groups;
+    let seg = w % p.groups;
+    let start = seg * p.chunk;
+    let end = min(start + p.chunk, p.len);
+    let base = row * p.len;
+    var a0 = identity();
+    var a1 = identity();
+    var a2 = identity();
+    var a3 = identity();
+    if p.from_partials != 0u {
+        for (var k = start; k < end; k++) {
+            a0 = combine(a0, load_acc(base + k));
+        }
+    } else if p.vec_ok != 0u {
+        let end4 = start + ((end - start) / 4u) * 4u;
+        for (var k = start; k < end4; k += 4u) {
+            let v = x4[(base + k) / 4u];
+            add(&a0, v.x, k, row);
+            add(&a1, v.y, k + 1u, row);
+            add(&a2, v.z, k + 2u, row);
+            add(&a3, v.w, k + 3u, row);
+        }
+        for (var k = end4; k < end; k++) {
+            add(&a0, x[base + k], k, row);
+        }
+    } else {
+        for (var k = start; k < end; k++) {
+            add(&a0, x[base + k], k, row);
+        }
+    }
+    store(combine(combine(a0, a1), combine(a2, a3)), w, row);
+}
 
 @compute @workgroup_size(64)
 fn reduce_cols(@builtin(global_invocation_id) gid: vec3<u32>) {

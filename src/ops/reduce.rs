@@ -135,6 +135,18 @@ pub enum ReduceKernel {
     Tree,
     /// Subgroup operations (`subgroupAdd` …), then one barrier; needs `Features::SUBGROUP`.
     Subgroup,
+    /// One invocation per segment, no workgroup combine: uniform addresses, which CPU-type
+    /// adapters such as lavapipe load without per-lane gathers (their fastest).
+    Serial,
+}
+
+impl ReduceKernel {
+    /// Every kernel.
+    pub const ALL: [ReduceKernel; 3] = [
+        ReduceKernel::Tree,
+        ReduceKernel::Subgroup,
+        ReduceKernel::Serial,
+    ];
 }
 
 impl fmt::Display for ReduceKernel {
@@ -142,6 +154,7 @@ impl fmt::Display for ReduceKernel {
         f.write_str(match self {
             ReduceKernel::Tree => "tree",
             ReduceKernel::Subgroup => "subgroup",
+            ReduceKernel::Serial => "serial",
         })
     }
 }
@@ -152,8 +165,9 @@ impl FromStr for ReduceKernel {
         match s.trim().to_ascii_lowercase().as_str() {
             "tree" => Ok(ReduceKernel::Tree),
             "subgroup" => Ok(ReduceKernel::Subgroup),
+            "serial" => Ok(ReduceKernel::Serial),
             _ => Err(Error::InvalidArgument(format!(
-                "bad reduce kernel '{s}'; expected tree or subgroup"
+                "bad reduce kernel '{s}'; expected tree, subgroup or serial"
             ))),
         }
     }
@@ -302,7 +316,13 @@ pub fn sum_terms(len: usize) -> usize {
 }
 
 /// At most this many elements are accumulated by one GPU thread in one pass.
-pub const MAX_PER_THREAD: usize = 256;
+pub const MAX_PER_THREAD: usize = SERIAL_CHUNK;
+
+/// Elements per invocation of the serial kernel (four compensated accumulators).
+const SERIAL_CHUNK: usize = 16384;
+
+/// Elements per thread of the workgroup kernels.
+const ROW_PER_THREAD: usize = 256;
 
 /// Rows at least this long are reduced by a workgroup each (when contiguous).
 const ROW_MIN: usize = 64;
@@ -319,7 +339,7 @@ fn variant_source(kernel: ReduceKernel) -> String {
     match kernel {
         // naga 30 rejects `enable subgroups;`: subgroup builtins are gated by the device feature.
         ReduceKernel::Subgroup => format!("{head}{sg}{tail}"),
-        ReduceKernel::Tree => format!("{head}{tree}{tail}"),
+        ReduceKernel::Tree | ReduceKernel::Serial => format!("{head}{tree}{tail}"),
     }
 }
 
@@ -332,10 +352,19 @@ fn pipeline(
 ) -> Result<Arc<crate::context::Kernel>> {
     let key = format!("reduce/{kernel}/{entry}/{op}/{wg}");
     gpu.kernel(&key, |device| {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("reduce.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(variant_source(kernel).into()),
-        });
+        // SAFETY: every index in shaders/reduce.wgsl is guarded by sizes the host derives from
+        // the plan (rows < total, k < end ≤ len, j < items, q < outer·inner, id < total) and
+        // the host binds buffers at least that large (aux: outer·inner values; partials:
+        // 16 bytes per slot); workgroup indices stay below WG. Every loop is bounded by them.
+        let module = unsafe {
+            device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor {
+                    label: Some("reduce.wgsl"),
+                    source: wgpu::ShaderSource::Wgsl(variant_source(kernel).into()),
+                },
+                wgpu::ShaderRuntimeChecks::unchecked(),
+            )
+        };
         let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -384,6 +413,24 @@ fn pipeline(
             cache: None,
         })
     })
+}
+
+/// The interleaving unit of the workgroup kernels: `GPU_LINALG_REDUCE_LANES` (a power of two),
+/// else on CPU-type adapters their SIMD width (8: each SIMD group then reads contiguous memory,
+/// as they run a workgroup's SIMD groups one after another — 4× faster on lavapipe), else the
+/// whole workgroup (what a GPU coalesces).
+fn lanes_for(gpu: &Gpu, wg: u32) -> u32 {
+    let default = if gpu.info.device_type == wgpu::DeviceType::Cpu {
+        8
+    } else {
+        wg
+    };
+    std::env::var("GPU_LINALG_REDUCE_LANES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|l| l.is_power_of_two())
+        .unwrap_or(default)
+        .min(wg)
 }
 
 fn u32_of(v: usize, what: &str) -> Result<u32> {
@@ -444,7 +491,7 @@ impl Job<'_> {
         entry: &str,
         op: u32,
         wg: u32,
-        params: [u32; 16],
+        params: [u32; 20],
         grid: (u32, u32),
         src: Source,
         aux: Option<&GpuBuffer>,
@@ -473,7 +520,7 @@ impl Job<'_> {
                 entries: &[
                     wgpu::BindGroupEntry {
                         binding: 0,
-                        resource: u.binding(64),
+                        resource: u.binding(80),
                     },
                     wgpu::BindGroupEntry {
                         binding: 1,
@@ -523,9 +570,14 @@ impl Job<'_> {
     ) -> Result<Arc<GpuBuffer>> {
         let outputs = outer * inner;
         let rows = inner == 1 && len >= ROW_MIN;
-        let (wg, groups, chunk) = if rows {
+        let serial = rows && self.kernel == ReduceKernel::Serial;
+        let (wg, groups, chunk) = if serial {
+            let groups = len.div_ceil(SERIAL_CHUNK);
+            let chunk = len.div_ceil(groups).div_ceil(4) * 4;
+            (1, len.div_ceil(chunk), chunk)
+        } else if rows {
             let wg = if len >= 32 * 256 { 256 } else { 64 };
-            let chunk = wg * MAX_PER_THREAD;
+            let chunk = wg * ROW_PER_THREAD;
             let groups = len.div_ceil(chunk);
             // Even segments (multiples of 4 for the vec4 loads).
             let chunk = len.div_ceil(groups).div_ceil(4) * 4;
@@ -565,8 +617,18 @@ impl Job<'_> {
             f32::INFINITY.to_bits(),
             f32::NAN.to_bits(),
             0,
+            lanes_for(self.gpu, wg as u32),
+            0,
+            0,
+            0,
         ];
-        let entry = if rows { "reduce_rows" } else { "reduce_cols" };
+        let entry = if serial {
+            "reduce_serial"
+        } else if rows {
+            "reduce_rows"
+        } else {
+            "reduce_cols"
+        };
         self.dispatch(
             entry, cfg.op, wg as u32, params, grid, src, cfg.aux, None, &dst, dst_bytes,
         )?;
@@ -645,7 +707,7 @@ fn run_gpu(
             let bytes = (n * 4) as u64;
             let out = gpu.alloc(bytes, "softmax result")?;
             let grid = job.grid(n.div_ceil(64), "softmax")?;
-            let mut params = [0u32; 16];
+            let mut params = [0u32; 20];
             params[0] = u32_of(outer, "outer size")?;
             params[1] = u32_of(len, "axis length")?;
             params[2] = u32_of(inner, "inner size")?;
@@ -815,9 +877,6 @@ impl Context {
         if let Ok(s) = std::env::var("GPU_LINALG_REDUCE_KERNEL") {
             return s.parse();
         }
-        if !gpu.features.contains(wgpu::Features::SUBGROUP) {
-            return Ok(ReduceKernel::Tree);
-        }
         {
             let mut c = lock(&CHOICE);
             c.retain(|(w, _)| w.strong_count() > 0);
@@ -853,7 +912,7 @@ impl Context {
         let n = 1 << 22;
         let data: Vec<f32> = (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
         let x = self.tensor(&[n], &data)?;
-        let mut kernels = vec![ReduceKernel::Tree];
+        let mut kernels = vec![ReduceKernel::Tree, ReduceKernel::Serial];
         if gpu.features.contains(wgpu::Features::SUBGROUP) {
             kernels.push(ReduceKernel::Subgroup);
         }
@@ -922,7 +981,7 @@ mod tests {
         for op in ReduceOp::ALL {
             assert_eq!(op.name().parse::<ReduceOp>().unwrap(), op);
         }
-        for k in [ReduceKernel::Tree, ReduceKernel::Subgroup] {
+        for k in ReduceKernel::ALL {
             assert_eq!(k.to_string().parse::<ReduceKernel>().unwrap(), k);
         }
     }

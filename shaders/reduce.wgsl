@@ -10,7 +10,7 @@
 //   reduce_rows  inner == 1: a workgroup per (row, segment), vec4 loads where rows are 16-byte
 //                aligned, many elements per thread with a compensated (Neumaier) accumulator,
 //                then a workgroup combine: a barrier tree (`combine_workgroup`) or subgroup
-//                operations (the host prepends `enable subgroups;` and the subgroup version).
+//                operations (the host keeps the SUBGROUP section; naga 30 takes no enable).
 //   reduce_serial inner == 1, one invocation per (row, segment) with uniform addresses: what
 //                CPU-type adapters (lavapipe) run fastest, where per-lane loads are gathers.
 //   reduce_cols  inner > 1 (or short rows): a thread per (outer, segment, inner) column, looping

@@ -65,7 +65,7 @@ fn cases() -> Vec<(Vec<usize>, Option<isize>, bool)> {
         let nd = s.len() as isize;
         out.push((s.clone(), None, i % 3 == 0));
         for a in 0..nd {
-            out.push((s.clone(), Some(a), (i + a as usize) % 2 == 0));
+            out.push((s.clone(), Some(a), (i + a as usize).is_multiple_of(2)));
             out.push((s.clone(), Some(a - nd), (i + a as usize) % 2 == 1));
         }
     }
@@ -74,7 +74,7 @@ fn cases() -> Vec<(Vec<usize>, Option<isize>, bool)> {
 
 fn input(ctx: &Context, shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
-    let v = if seed % 2 == 0 {
+    let v = if seed.is_multiple_of(2) {
         common::data(n, seed)
     } else {
         common::data_full(n, seed)
@@ -151,7 +151,7 @@ fn cpu_backend_matches_reference() {
 }
 
 fn kernels(ctx: &Context) -> Vec<ReduceKernel> {
-    let mut k = vec![ReduceKernel::Tree];
+    let mut k = vec![ReduceKernel::Tree, ReduceKernel::Serial];
     let sg = ctx.device_summary().is_some_and(|s| s.subgroups);
     if sg {
         k.push(ReduceKernel::Subgroup);

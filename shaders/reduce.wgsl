@@ -40,7 +40,7 @@ struct Params {
     nan_bits: u32,
     mode: u32,
     lanes: u32,
-    _pad0: u32,
+    vec8_ok: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -130,11 +130,8 @@ fn add(a: ptr<function, Acc>, v: f32, k: u32, q: u32) {
         let t = term(v, q);
         let s = (*a).v;
         let r = s + t;
-        if abs(s) >= abs(t) {
-            (*a).c += (s - r) + t;
-        } else {
-            (*a).c += (t - r) + s;
-        }
+        // Neumaier: the rounding error of s + t, from whichever operand is larger.
+        (*a).c += select((t - r) + s, (s - r) + t, abs(s) >= abs(t));
         (*a).v = r;
     } else {
         let cur = (*a).v;
@@ -235,6 +232,50 @@ fn store(a: Acc, idx: u32, q: u32) {
 
 var<workgroup> shared_acc: array<Acc, WG>;
 
+//#if INT64
+// With SHADER_INT64, eight f32 per 32-byte load: CPU-type adapters (lavapipe) load per lane and
+// per component, so wider components halve their load cost.
+@group(0) @binding(7) var<storage, read> x8: array<vec4<u64>>;
+
+fn lo(v: u64) -> f32 {
+    return bitcast<f32>(u32(v & 0xfffffffflu));
+}
+
+fn hi(v: u64) -> f32 {
+    return bitcast<f32>(u32(v >> 32u));
+}
+
+// Accumulates the whole groups of eight of [start, end) (base + start a multiple of 8) in the
+// layout of row_partial; returns where it stopped.
+fn vec8_part(a: ptr<function, Acc>, base: u32, start: u32, end: u32, t: u32, row: u32) -> u32 {
+    let lanes = p.lanes;
+    let off = (t / lanes) * lanes;
+    let lane_t = t % lanes;
+    let items = (end - start) / 8u;
+    let iters = (items + WG - 1u) / WG;
+    for (var i = 0u; i < iters; i++) {
+        let j = off * iters + i * lanes + lane_t;
+        if j < items {
+            let k = start + 8u * j;
+            let v = x8[(base + k) / 8u];
+            add(a, lo(v.x), k, row);
+            add(a, hi(v.x), k + 1u, row);
+            add(a, lo(v.y), k + 2u, row);
+            add(a, hi(v.y), k + 3u, row);
+            add(a, lo(v.z), k + 4u, row);
+            add(a, hi(v.z), k + 5u, row);
+            add(a, lo(v.w), k + 6u, row);
+            add(a, hi(v.w), k + 7u, row);
+        }
+    }
+    return start + items * 8u;
+}
+//#else INT64
+fn vec8_part(a: ptr<function, Acc>, base: u32, start: u32, end: u32, t: u32, row: u32) -> u32 {
+    return start;
+}
+//#endif INT64
+
 // Accumulates this thread's elements of (row, segment) for the rows kernel.
 fn row_partial(w: u32, t: u32) -> Acc {
     var a = identity();
@@ -263,14 +304,18 @@ fn row_partial(w: u32, t: u32) -> Acc {
             }
         }
     } else if p.vec_ok != 0u {
-        // base and start are multiples of 4 (host-checked).
-        let items = (end - start) / 4u;
-        let end4 = start + items * 4u;
+        // base and start are multiples of 4 (of 8 with vec8_ok; host-checked).
+        var first = start;
+        if p.vec8_ok != 0u {
+            first = vec8_part(&a, base, start, end, t, row);
+        }
+        let items = (end - first) / 4u;
+        let end4 = first + items * 4u;
         let iters = (items + WG - 1u) / WG;
         for (var i = 0u; i < iters; i++) {
             let j = off * iters + i * lanes + lane_t;
             if j < items {
-                let k = start + 4u * j;
+                let k = first + 4u * j;
                 let v = x4[(base + k) / 4u];
                 add(&a, v.x, k, row);
                 add(&a, v.y, k + 1u, row);

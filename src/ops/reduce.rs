@@ -331,8 +331,13 @@ const ROW_MIN: usize = 64;
 static CHOICE: Mutex<Vec<(Weak<Gpu>, ReduceKernel)>> = Mutex::new(Vec::new());
 
 /// Splits `body` at `//#if SUBGROUP` / `//#else` / `//#endif` into the variant's source.
-fn variant_source(kernel: ReduceKernel) -> String {
+fn variant_source(kernel: ReduceKernel, int64: bool) -> String {
     let src = source::REDUCE;
+    // The INT64 section (vec4<u64> loads) or its stub.
+    let (before, rest) = src.split_once("//#if INT64").unwrap_or((src, ""));
+    let (with, rest) = rest.split_once("//#else INT64").unwrap_or((rest, ""));
+    let (without, after) = rest.split_once("//#endif INT64").unwrap_or((rest, ""));
+    let src = &format!("{before}{}{after}", if int64 { with } else { without });
     let (head, rest) = src.split_once("//#if SUBGROUP").unwrap_or((src, ""));
     let (sg, rest) = rest.split_once("//#else").unwrap_or((rest, ""));
     let (tree, tail) = rest.split_once("//#endif").unwrap_or((rest, ""));
@@ -350,7 +355,8 @@ fn pipeline(
     op: u32,
     wg: u32,
 ) -> Result<Arc<crate::context::Kernel>> {
-    let key = format!("reduce/{kernel}/{entry}/{op}/{wg}");
+    let int64 = gpu.features.contains(wgpu::Features::SHADER_INT64);
+    let key = format!("reduce/{kernel}/{entry}/{op}/{wg}/{int64}");
     gpu.kernel(&key, |device| {
         // SAFETY: every index in shaders/reduce.wgsl is guarded by sizes the host derives from
         // the plan (rows < total, k < end ≤ len, j < items, q < outer·inner, id < total) and
@@ -360,7 +366,7 @@ fn pipeline(
             device.create_shader_module_trusted(
                 wgpu::ShaderModuleDescriptor {
                     label: Some("reduce.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(variant_source(kernel).into()),
+                    source: wgpu::ShaderSource::Wgsl(variant_source(kernel, int64).into()),
                 },
                 wgpu::ShaderRuntimeChecks::unchecked(),
             )
@@ -394,6 +400,7 @@ fn pipeline(
                 storage(4, true),
                 storage(5, false),
                 storage(6, true),
+                storage(7, true),
             ],
         });
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -505,6 +512,8 @@ impl Job<'_> {
         let x_bytes = (self.n as u64 * 4).max(4);
         let d = &*self.dummy;
         let (x4_buf, x4_bytes) = if n4 >= 16 { (self.x, n4) } else { (d, 16) };
+        let n8 = (self.n / 8) as u64 * 32;
+        let (x8_buf, x8_bytes) = if n8 >= 32 { (self.x, n8) } else { (d, 32) };
         let (p_buf, p_bytes) = match src {
             Source::Partials(b) => (b, b.buffer().size()),
             Source::Input => (d, 16),
@@ -546,6 +555,10 @@ impl Job<'_> {
                         binding: 6,
                         resource: aux2_b.binding(aux2_b.buffer().size()),
                     },
+                    wgpu::BindGroupEntry {
+                        binding: 7,
+                        resource: x8_buf.binding(x8_bytes),
+                    },
                 ],
             });
         {
@@ -580,7 +593,7 @@ impl Job<'_> {
             let chunk = wg * ROW_PER_THREAD;
             let groups = len.div_ceil(chunk);
             // Even segments (multiples of 4 for the vec4 loads).
-            let chunk = len.div_ceil(groups).div_ceil(4) * 4;
+            let chunk = len.div_ceil(groups).div_ceil(8) * 8;
             (wg, len.div_ceil(chunk), chunk)
         } else {
             // Enough threads to fill the device, at most MAX_PER_THREAD elements each.
@@ -621,7 +634,12 @@ impl Job<'_> {
             f32::NAN.to_bits(),
             0,
             lanes_for(self.gpu, wg as u32),
-            0,
+            u32::from(
+                vec_ok
+                    && (len.is_multiple_of(8) || outer == 1)
+                    && chunk.is_multiple_of(8)
+                    && self.gpu.features.contains(wgpu::Features::SHADER_INT64),
+            ),
             0,
             0,
         ];
@@ -675,7 +693,7 @@ fn run_gpu(
         x,
         n,
         keep: Vec::new(),
-        dummy: gpu.alloc(16, "reduction placeholder")?,
+        dummy: gpu.alloc(32, "reduction placeholder")?,
     };
     let cfg = |op: ReduceOp, aux| PassCfg {
         op: op.shader_id(),
@@ -991,8 +1009,8 @@ mod tests {
 
     #[test]
     fn variants_are_split() {
-        let t = variant_source(ReduceKernel::Tree);
-        let s = variant_source(ReduceKernel::Subgroup);
+        let t = variant_source(ReduceKernel::Tree, false);
+        let s = variant_source(ReduceKernel::Subgroup, true);
         assert!(!t.contains("subgroupAdd(") && t.contains("workgroupBarrier"));
         assert!(s.contains("subgroupAdd("));
     }

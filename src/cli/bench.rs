@@ -617,7 +617,11 @@ fn bench_case(
     let (cpu_s, cpu_spread) = time_plain(args.repeat, &|| (case.run)(cpu, &ct, None).map(drop))?;
     let r = row(
         "cpu",
-        format!("cpu (faer){}", case.note),
+        format!(
+            "cpu ({}){}",
+            if case.op == "reduce" { "rayon" } else { "faer" },
+            case.note
+        ),
         (cpu_s, cpu_spread, None, None),
         args.repeat,
     );

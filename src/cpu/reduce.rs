@@ -31,7 +31,7 @@ impl Lane<'_> {
     }
 
     /// Σ f(x) in f64: eight independent lanes (vectorisable), chunks in parallel when long.
-    fn sum(&self, f: &(dyn Fn(f32) -> f64 + Sync)) -> f64 {
+    fn sum<F: Fn(f32) -> f64 + Sync>(&self, f: &F) -> f64 {
         if self.stride == 1 {
             let s = &self.xs[self.base..self.base + self.len];
             if s.len() >= 1 << 18 {
@@ -79,7 +79,7 @@ impl Lane<'_> {
     }
 }
 
-fn sum8(s: &[f32], f: &(dyn Fn(f32) -> f64 + Sync)) -> f64 {
+fn sum8<F: Fn(f32) -> f64>(s: &[f32], f: &F) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut chunks = s.chunks_exact(8);
     for c in &mut chunks {

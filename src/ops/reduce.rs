@@ -305,18 +305,20 @@ impl ReducePlan {
 }
 
 /// The k of the error bound γ_k·Σ|x| that the GPU sums (and the CPU backend's) satisfy for an
-/// axis of length `len`: any summation order has k ≤ len − 1; beyond that, each thread adds at
-/// most [`MAX_PER_THREAD`] elements with a compensated (Neumaier) accumulator (error ≤ 2u·Σ|x|
-/// plus second-order terms) and partial results are combined by TwoSum (error-free up to the
-/// compensations' own rounding), except across a subgroup, whose hardware order may be serial
-/// (≤ 128 deep), and the ⌈log₂ len⌉ levels of the tree. So k = per-thread + ⌈log₂ len⌉ + 128.
+/// axis of length `len`. Any summation order has k ≤ len − 1. Otherwise: each GPU accumulator
+/// takes at most [`MAX_PER_THREAD`] elements with Neumaier's compensated sum, whose error is
+/// ≤ 2u·Σ|x| + n·u²·Σ|x| (Higham, Accuracy and Stability, §4.3) — below 3u·Σ|x| for
+/// n ≤ 2¹² — and accumulators are combined by TwoSum, exact but for the compensations' own
+/// (second-order) rounding; only the subgroup combine adds the values and compensations as
+/// they are, at most 128 deep (the largest subgroup) plus the ⌈log₂ len⌉ levels of the passes.
+/// So k = 3 + ⌈log₂ len⌉ + 128. The CPU backend sums in f64 and rounds once.
 pub fn sum_terms(len: usize) -> usize {
     let log2 = usize::BITS as usize - len.saturating_sub(1).leading_zeros() as usize;
-    len.min(MAX_PER_THREAD + log2 + 128).max(1)
+    len.min(3 + log2 + 128).max(1)
 }
 
-/// At most this many elements are accumulated by one GPU thread in one pass.
-pub const MAX_PER_THREAD: usize = SERIAL_CHUNK;
+/// At most this many elements are accumulated by one compensated GPU accumulator in one pass.
+pub const MAX_PER_THREAD: usize = SERIAL_CHUNK / 4;
 
 /// Elements per invocation of the serial kernel (four compensated accumulators).
 const SERIAL_CHUNK: usize = 16384;
@@ -596,9 +598,9 @@ impl Job<'_> {
             let chunk = len.div_ceil(groups).div_ceil(8) * 8;
             (wg, len.div_ceil(chunk), chunk)
         } else {
-            // Enough threads to fill the device, at most MAX_PER_THREAD elements each.
+            // Enough threads to fill the device, at most ROW_PER_THREAD elements each.
             let threads = outputs.max(1);
-            let mut want = len.div_ceil(MAX_PER_THREAD);
+            let mut want = len.div_ceil(ROW_PER_THREAD);
             if threads < 16384 && len >= 256 {
                 want = want.max((16384 / threads).min(len.div_ceil(64)));
             }

@@ -125,14 +125,60 @@ fn term(v: f32, q: u32) -> f32 {
 }
 
 // Adds element v at axis position k (a thread sees its positions in increasing order).
+// Neumaier: adds t and keeps the rounding error of s + t, from whichever operand is larger.
+fn add_term(a: ptr<function, Acc>, t: f32) {
+    let s = (*a).v;
+    let r = s + t;
+    (*a).c += select((t - r) + s, (s - r) + t, abs(s) >= abs(t));
+    (*a).v = r;
+}
+
+// The op's terms of four input values of output q.
+fn term4(v: vec4<f32>, q: u32) -> vec4<f32> {
+    switch OP {
+        case 6u: {
+            return v * v;
+        }
+        case 7u: {
+            let d = v - vec4(aux[q]);
+            return d * d;
+        }
+        case 8u, 9u: {
+            return exp(v - vec4(shift(aux[q])));
+        }
+        default: {
+            return v;
+        }
+    }
+}
+
+// Adds elements k..k+3: sums add their terms pairwise first (two levels), then compensated.
+fn add4(a: ptr<function, Acc>, v: vec4<f32>, k: u32, q: u32) {
+    if is_sum() {
+        let t = term4(v, q);
+        add_term(a, (t.x + t.y) + (t.z + t.w));
+    } else {
+        add(a, v.x, k, q);
+        add(a, v.y, k + 1u, q);
+        add(a, v.z, k + 2u, q);
+        add(a, v.w, k + 3u, q);
+    }
+}
+
+// Adds elements k..k+7 (u: the first four): sums pairwise first (three levels).
+fn add8(a: ptr<function, Acc>, u: vec4<f32>, w: vec4<f32>, k: u32, q: u32) {
+    if is_sum() {
+        let t = term4(u, q) + term4(w, q);
+        add_term(a, (t.x + t.y) + (t.z + t.w));
+    } else {
+        add4(a, u, k, q);
+        add4(a, w, k + 4u, q);
+    }
+}
+
 fn add(a: ptr<function, Acc>, v: f32, k: u32, q: u32) {
     if is_sum() {
-        let t = term(v, q);
-        let s = (*a).v;
-        let r = s + t;
-        // Neumaier: the rounding error of s + t, from whichever operand is larger.
-        (*a).c += select((t - r) + s, (s - r) + t, abs(s) >= abs(t));
-        (*a).v = r;
+        add_term(a, term(v, q));
     } else {
         let cur = (*a).v;
         if is_nan(cur) {
@@ -252,21 +298,18 @@ fn vec8_part(a: ptr<function, Acc>, base: u32, start: u32, end: u32, t: u32, row
     let off = (t / lanes) * lanes;
     let lane_t = t % lanes;
     let items = (end - start) / 8u;
-    let iters = (items + WG - 1u) / WG;
-    for (var i = 0u; i < iters; i++) {
-        let j = off * iters + i * lanes + lane_t;
-        if j < items {
-            let k = start + 8u * j;
-            let v = x8[(base + k) / 8u];
-            add(a, lo(v.x), k, row);
-            add(a, hi(v.x), k + 1u, row);
-            add(a, lo(v.y), k + 2u, row);
-            add(a, hi(v.y), k + 3u, row);
-            add(a, lo(v.z), k + 4u, row);
-            add(a, hi(v.z), k + 5u, row);
-            add(a, lo(v.w), k + 6u, row);
-            add(a, hi(v.w), k + 7u, row);
-        }
+    // Full rounds without a bounds test (every thread has an item), then one guarded round.
+    let full = items / WG;
+    for (var i = 0u; i < full; i++) {
+        let k = start + 8u * (off * full + i * lanes + lane_t);
+        let v = x8[(base + k) / 8u];
+        add8(a, vec4(lo(v.x), hi(v.x), lo(v.y), hi(v.y)), vec4(lo(v.z), hi(v.z), lo(v.w), hi(v.w)), k, row);
+    }
+    let j = full * WG + t;
+    if j < items {
+        let k = start + 8u * j;
+        let v = x8[(base + k) / 8u];
+        add8(a, vec4(lo(v.x), hi(v.x), lo(v.y), hi(v.y)), vec4(lo(v.z), hi(v.z), lo(v.w), hi(v.w)), k, row);
     }
     return start + items * 8u;
 }
@@ -311,17 +354,15 @@ fn row_partial(w: u32, t: u32) -> Acc {
         }
         let items = (end - first) / 4u;
         let end4 = first + items * 4u;
-        let iters = (items + WG - 1u) / WG;
-        for (var i = 0u; i < iters; i++) {
-            let j = off * iters + i * lanes + lane_t;
-            if j < items {
-                let k = first + 4u * j;
-                let v = x4[(base + k) / 4u];
-                add(&a, v.x, k, row);
-                add(&a, v.y, k + 1u, row);
-                add(&a, v.z, k + 2u, row);
-                add(&a, v.w, k + 3u, row);
-            }
+        let full = items / WG;
+        for (var i = 0u; i < full; i++) {
+            let k = first + 4u * (off * full + i * lanes + lane_t);
+            add4(&a, x4[(base + k) / 4u], k, row);
+        }
+        let j = full * WG + t;
+        if j < items {
+            let k = first + 4u * j;
+            add4(&a, x4[(base + k) / 4u], k, row);
         }
         if t == 0u {
             for (var k = end4; k < end; k++) {

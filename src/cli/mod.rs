@@ -368,7 +368,16 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
                 }
             }
         }
+        if tune {
+            for (k, r) in ctx.tune_reduce()? {
+                match r {
+                    Ok(g) => println!("  reduce kernel {:<14} {g:8.2} GB/s", k.to_string()),
+                    Err(e) => println!("  reduce kernel {:<14} failed: {e}", k.to_string()),
+                }
+            }
+        }
         println!("  matmul kernel in use: {}", ctx.matmul_config()?);
+        println!("  reduce kernel in use: {}", ctx.reduce_kernel()?);
         let dw = ConvPlan::new(
             ConvKind::Conv2d,
             &[1, 2, 3, 3],

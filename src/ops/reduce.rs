@@ -308,13 +308,14 @@ impl ReducePlan {
 /// axis of length `len`. Any summation order has k ≤ len − 1. Otherwise: each GPU accumulator
 /// takes at most [`MAX_PER_THREAD`] elements with Neumaier's compensated sum, whose error is
 /// ≤ 2u·Σ|x| + n·u²·Σ|x| (Higham, Accuracy and Stability, §4.3) — below 3u·Σ|x| for
-/// n ≤ 2¹² — and accumulators are combined by TwoSum, exact but for the compensations' own
-/// (second-order) rounding; only the subgroup combine adds the values and compensations as
-/// they are, at most 128 deep (the largest subgroup) plus the ⌈log₂ len⌉ levels of the passes.
-/// So k = 3 + ⌈log₂ len⌉ + 128. The CPU backend sums in f64 and rounds once.
+/// n ≤ 2¹², where a term is a pairwise sum of up to eight loaded values (three levels) — and
+/// accumulators are combined by TwoSum, exact but for the compensations' own (second-order)
+/// rounding; only the subgroup combine adds the values and compensations as they are, at most
+/// 128 deep (the largest subgroup) plus the ⌈log₂ len⌉ levels of the passes.
+/// So k = 6 + ⌈log₂ len⌉ + 128. The CPU backend sums in f64 and rounds once.
 pub fn sum_terms(len: usize) -> usize {
     let log2 = usize::BITS as usize - len.saturating_sub(1).leading_zeros() as usize;
-    len.min(3 + log2 + 128).max(1)
+    len.min(6 + log2 + 128).max(1)
 }
 
 /// At most this many elements are accumulated by one compensated GPU accumulator in one pass.

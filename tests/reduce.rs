@@ -437,3 +437,44 @@ fn convenience_methods_and_results_stay_resident() {
         assert!(ctx.sum(&i, None).is_err());
     }
 }
+
+/// Multiples of 1/4 with partial sums below 2^22: every order sums exactly, so every kernel
+/// must give the exact sum (and mean of the exact sum), over all elements and along axes.
+#[test]
+fn sums_of_quarters_are_exact() {
+    let n = 100_003;
+    let v: Vec<f32> = common::data(n, 3)
+        .iter()
+        .map(|x| (x * 2.0).round() / 4.0)
+        .collect();
+    let exact: f64 = v.iter().map(|&x| f64::from(x)).sum();
+    for (ctx, kernel) in all_ctx() {
+        let o = |axis| ReduceOptions {
+            axis,
+            kernel,
+            ..Default::default()
+        };
+        let x = ctx.tensor(&[n], &v).unwrap();
+        let s = ctx
+            .reduce(ReduceOp::Sum, &x, &o(None))
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert_eq!(f64::from(s[0]), exact, "{kernel:?}");
+        let x = ctx.tensor(&[7, n / 7], &v[..n / 7 * 7]).unwrap();
+        for axis in [0isize, 1] {
+            let got = ctx
+                .reduce(ReduceOp::Sum, &x, &o(Some(axis)))
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            let r = gpu_linalg::cpu::reduce::reference(
+                &ReducePlan::new(ReduceOp::Sum, x.shape(), &o(Some(axis))).unwrap(),
+                &v[..n / 7 * 7],
+            );
+            for (g, e) in got.iter().zip(&r.values) {
+                assert_eq!(f64::from(*g), *e, "{kernel:?} axis {axis}");
+            }
+        }
+    }
+}

@@ -1040,8 +1040,10 @@ impl Context {
 
 fn open_device(adapter: &wgpu::Adapter) -> Result<Arc<Gpu>> {
     let info = adapter.get_info();
-    let wanted =
-        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+    let wanted = wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::SHADER_INT64;
     let features = adapter.features() & wanted;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("gpu-linalg"),

@@ -46,5 +46,6 @@ pub use ops::elementwise::{broadcast_shapes, BinaryOp, UnaryOp};
 pub use ops::layout::Slice;
 pub use ops::matmul::{MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan};
 pub use ops::nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
+pub use ops::reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use ops::Activation;
 pub use tensor::{DType, Location, Tensor};

@@ -742,3 +742,112 @@ fn elementwise_ops_on_npy_files() {
         assert!(!c.exists());
     }
 }
+
+#[test]
+fn reductions_on_npy_files() {
+    let d = tmpdir("reduce");
+    let x = d.join("x.npy");
+    write_npy_f32(&x, &[2, 3], &[1., 5., 3., 4., 2., 6.]).unwrap();
+    for backend in backends() {
+        let y = d.join(format!("sum-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "reduce",
+            "sum",
+            s(&x),
+            "-o",
+            s(&y),
+            "--axis",
+            "-1",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = read_npy(&y).unwrap();
+        assert_eq!((r.shape, r.data), (vec![2], vec![9., 12.]));
+        // argmax over all: a 0-d int64 array holding the flat index.
+        let i = d.join(format!("argmax-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "reduce",
+            "argmax",
+            s(&x),
+            "-o",
+            s(&i),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&i).unwrap();
+        let header = String::from_utf8_lossy(&bytes[..bytes.len() - 8]);
+        assert!(
+            header.contains("'<i8'") && header.contains("'shape': ()"),
+            "{header}"
+        );
+        assert_eq!(&bytes[bytes.len() - 8..], &5i64.to_le_bytes());
+        let v = d.join(format!("var-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "reduce",
+            "var",
+            s(&x),
+            "-o",
+            s(&v),
+            "--axis",
+            "0",
+            "--ddof",
+            "1",
+            "--keepdims",
+        ]);
+        assert!(out.status.success());
+        let r = read_npy(&v).unwrap();
+        assert_eq!((r.shape, r.data), (vec![1, 3], vec![4.5, 4.5, 4.5]));
+        // Errors: one line, non-zero exit, no output file.
+        let bad = d.join(format!("bad-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "reduce",
+            "max",
+            s(&x),
+            "-o",
+            s(&bad),
+            "--axis",
+            "2",
+        ]);
+        assert_error(&out, "axis 2 is out of bounds");
+        assert!(!bad.exists());
+        let out = run(&[
+            "--backend",
+            backend,
+            "reduce",
+            "median",
+            s(&x),
+            "-o",
+            s(&bad),
+        ]);
+        assert_error(&out, "unknown reduction 'median'");
+        let empty = d.join("empty.npy");
+        write_npy_f32(&empty, &[0], &[]).unwrap();
+        let out = run(&[
+            "--backend",
+            backend,
+            "reduce",
+            "max",
+            s(&empty),
+            "-o",
+            s(&bad),
+        ]);
+        assert_error(&out, "zero-size array to reduction operation maximum");
+        assert!(!bad.exists());
+    }
+}

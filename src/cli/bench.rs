@@ -11,24 +11,30 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalOpts;
+use crate::context::GpuBuffer;
 use crate::cpu::gamma;
 use crate::error::{Error, Result};
+use crate::tensor::DType;
 use crate::{
     Backend, Context, ContextOptions, ConvKind, ConvOptions, ConvPlan, MatmulOptions, MatmulPlan,
-    Padding, Tensor,
+    Padding, ReduceOp, ReduceOptions, Tensor,
 };
 
 /// The ops `bench` knows, with their default sizes (conv2d runs fixed ResNet-like layers).
-const OPS: &[(&str, &[usize])] = &[("matmul", &[256, 512, 1024]), ("conv2d", &[])];
+const OPS: &[(&str, &[usize])] = &[
+    ("matmul", &[256, 512, 1024]),
+    ("conv2d", &[]),
+    ("reduce", &[1 << 20, 1 << 22, 1 << 24]),
+];
 
 /// Arguments of `gpu-linalg bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Comma-separated ops to run (available: matmul, conv2d).
-    #[arg(long, default_value = "matmul,conv2d")]
+    /// Comma-separated ops to run (available: matmul, conv2d, reduce).
+    #[arg(long, default_value = "matmul,conv2d,reduce")]
     ops: String,
-    /// Comma-separated sizes: n for square matmul (default 256,512,1024); conv2d always runs
-    /// its fixed ResNet-like layers.
+    /// Comma-separated sizes: n for square matmul (default 256,512,1024), elements for reduce
+    /// (default 2^20, 2^22, 2^24); conv2d always runs its fixed ResNet-like layers.
     #[arg(long)]
     sizes: Option<String>,
     /// Timed repeats per measurement, after one warm-up.
@@ -66,15 +72,31 @@ pub(crate) struct Row {
     pub kernel_s: Option<f64>,
     /// Median end-to-end time (upload + op + readback), seconds.
     pub e2e_s: Option<f64>,
-    /// Floating-point operations of one run.
+    /// Floating-point operations of one run (0 for bandwidth-bound ops).
     pub flops: f64,
+    /// Bytes read of one run, for bandwidth-bound ops (0 otherwise).
+    pub bytes: f64,
     /// Timed repeats.
     pub repeats: usize,
 }
 
 impl Row {
-    fn gflops(&self, secs: f64) -> f64 {
-        self.flops / secs / 1e9
+    /// True for bandwidth-bound ops, whose rate is GB/s rather than GFLOP/s.
+    pub fn is_bandwidth(&self) -> bool {
+        self.flops == 0.0 && self.bytes > 0.0
+    }
+
+    fn gflops(&self, secs: f64) -> Option<f64> {
+        (!self.is_bandwidth()).then(|| self.flops / secs / 1e9)
+    }
+
+    fn gbs(&self, secs: f64) -> Option<f64> {
+        self.is_bandwidth().then(|| self.bytes / secs / 1e9)
+    }
+
+    /// GFLOP/s, or GB/s for bandwidth-bound ops.
+    pub fn rate(&self, secs: f64) -> f64 {
+        self.gflops(secs).or(self.gbs(secs)).unwrap_or(f64::NAN)
     }
 }
 
@@ -186,6 +208,9 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     // Kernels are chosen (tuned, if the cache is cold) before the clock starts.
     for t in &gpus {
         t.ctx.matmul_config()?;
+        if ops.iter().any(|(op, _)| *op == "reduce") {
+            t.ctx.reduce_kernel()?;
+        }
         if ops.iter().any(|(op, _)| *op == "conv2d") {
             t.ctx.conv_config()?;
             for &(x, w, pad, groups) in CONV_LAYERS {
@@ -266,7 +291,7 @@ fn parse_sizes(s: &Option<String>, default: &[usize]) -> Result<Vec<usize>> {
 
 fn print_header() {
     println!(
-        "{:<7} {:<24} {:<39} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "{:<7} {:<24} {:<39} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}  (reduce rows: GB/s)",
         "op",
         "shape",
         "backend",
@@ -295,9 +320,9 @@ fn print_row(r: &Row, cpu_s: f64) {
         r.spread_s * 1e3,
         fmt_opt(r.kernel_s, |s| format!("{:.3}", s * 1e3)),
         fmt_opt(r.e2e_s, |s| format!("{:.3}", s * 1e3)),
-        r.gflops(r.median_s),
-        fmt_opt(r.kernel_s, |s| format!("{:.2}", r.gflops(s))),
-        fmt_opt(r.e2e_s, |s| format!("{:.2}", r.gflops(s))),
+        r.rate(r.median_s),
+        fmt_opt(r.kernel_s, |s| format!("{:.2}", r.rate(s))),
+        fmt_opt(r.e2e_s, |s| format!("{:.2}", r.rate(s))),
         cpu_s / r.median_s
     );
 }
@@ -372,6 +397,8 @@ struct BenchCase {
     shape: String,
     size: f64,
     flops: f64,
+    /// Bytes read (bandwidth-bound ops; flops is then 0).
+    bytes: f64,
     /// Terms summed per output element (the error bound's k).
     terms: usize,
     inputs: Vec<(Vec<usize>, Vec<f32>)>,
@@ -400,6 +427,7 @@ fn matmul_case(m: usize, k: usize, n: usize, note: &'static str) -> Result<Bench
         size: ((m * k * n) as f64).cbrt(),
         note,
         flops: plan.flops(),
+        bytes: 0.0,
         terms: k,
         inputs: vec![
             (vec![m, k], values(m * k, 1)),
@@ -446,6 +474,7 @@ fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<
         shape: format!("{}*{}", dims(x), dims(w)),
         size: plan.flops() / 1e6,
         flops: plan.flops(),
+        bytes: 0.0,
         terms: plan.k(),
         inputs: vec![
             (x.to_vec(), values(x.iter().product(), 3)),
@@ -470,11 +499,58 @@ fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<
     })
 }
 
+/// A full sum of `n` f32 values: bandwidth-bound, rated in GB/s (bytes read / time).
+fn reduce_case(n: usize) -> BenchCase {
+    BenchCase {
+        op: "reduce",
+        shape: n.to_string(),
+        size: n as f64,
+        flops: 0.0,
+        bytes: (n * 4) as f64,
+        terms: crate::ops::reduce::sum_terms(n),
+        inputs: vec![(vec![n], values(n, 5))],
+        note: "",
+        baselines: vec![],
+        chosen: Box::new(|c| Ok(format!("sum {}", c.reduce_kernel()?))),
+        run: Box::new(|ctx: &Context, t: &[Tensor], kernel: Option<&str>| {
+            let kernel = kernel.map(str::parse).transpose()?;
+            ctx.reduce(
+                ReduceOp::Sum,
+                &t[0],
+                &ReduceOptions {
+                    kernel,
+                    ..Default::default()
+                },
+            )
+        }),
+    }
+}
+
+/// Copies `bytes` bytes buffer to buffer on the GPU, bracketed by two empty compute passes so
+/// that [`Context::time_gpu`] times it like a kernel: the adapter's bandwidth limit.
+fn gpu_copy(ctx: &Context, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) -> Result<()> {
+    let Some(gpu) = ctx.gpu() else {
+        return Err(Error::InvalidArgument("no GPU on this context".into()));
+    };
+    gpu.scoped("buffer copy", || {
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("copy"),
+            });
+        drop(gpu.begin_pass(&mut enc));
+        enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes);
+        drop(gpu.begin_pass(&mut enc));
+        gpu.submit(enc);
+    })
+}
+
 /// The cases of `op` (matmul: square sizes; conv2d: the fixed layers, each followed by a
 /// matmul of its equivalent GEMM shape M = OH·OW, K = C_in·KH·KW, N = C_out when ungrouped).
 fn cases_for(op: &str, sizes: &[usize]) -> Result<Vec<BenchCase>> {
     match op {
         "matmul" => sizes.iter().map(|&n| matmul_case(n, n, n, "")).collect(),
+        "reduce" => Ok(sizes.iter().map(|&n| reduce_case(n)).collect()),
         "conv2d" => {
             let mut out = Vec::new();
             for &(x, w, pad, groups) in CONV_LAYERS {
@@ -517,6 +593,7 @@ fn bench_case(
         kernel_s: t.2,
         e2e_s: t.3,
         flops: case.flops,
+        bytes: case.bytes,
         repeats: reps,
     };
     let upload = |ctx: &Context, abs: bool| -> Result<Vec<Tensor>> {
@@ -540,7 +617,11 @@ fn bench_case(
     let (cpu_s, cpu_spread) = time_plain(args.repeat, &|| (case.run)(cpu, &ct, None).map(drop))?;
     let r = row(
         "cpu",
-        format!("cpu (faer){}", case.note),
+        format!(
+            "cpu ({}){}",
+            if case.op == "reduce" { "rayon" } else { "faer" },
+            case.note
+        ),
         (cpu_s, cpu_spread, None, None),
         args.repeat,
     );
@@ -579,6 +660,30 @@ fn bench_case(
             rows.push(r);
             bar.inc(1);
         }
+        if case.op == "reduce" {
+            // The bandwidth limit: a buffer-to-buffer copy of the same bytes, timed the same way.
+            bar.set_message(format!("{what}: copy on {}", t.label));
+            let bytes = case.bytes as u64;
+            let src = ctx.resident(&gt[0])?;
+            let dst = ctx.resident(&ctx.zeros(&case.inputs[0].0)?)?;
+            let (med, spread, kern) =
+                time_gpu_op(ctx, args.repeat, &|| gpu_copy(ctx, &src, &dst, bytes))?;
+            let (e2e, _) = time_plain(args.repeat, &|| {
+                let s = ctx.resident(&ctx.tensor(&case.inputs[0].0, &case.inputs[0].1)?)?;
+                gpu_copy(ctx, &s, &dst, bytes)?;
+                Tensor::from_gpu(case.inputs[0].0.clone(), DType::F32, dst.clone())
+                    .to_vec()
+                    .map(drop)
+            })?;
+            let r = row(
+                "gpu",
+                format!("{} buffer copy (bandwidth limit)", t.label),
+                (med, spread, kern, Some(e2e)),
+                args.repeat,
+            );
+            bar.suspend(|| print_row(&r, cpu_s));
+            rows.push(r);
+        }
     }
     Ok(())
 }
@@ -614,7 +719,7 @@ fn to_json(m: &Machine, rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": null, \"repeats\": {}}}",
+                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": {}, \"repeats\": {}}}",
                 json_str(&r.op),
                 json_str(&r.shape),
                 json_str(r.backend),
@@ -623,7 +728,8 @@ fn to_json(m: &Machine, rows: &[Row]) -> String {
                 json_num(Some(r.spread_s)),
                 json_num(r.kernel_s),
                 json_num(r.e2e_s),
-                json_num(Some(r.gflops(r.median_s))),
+                json_num(r.gflops(r.median_s)),
+                json_num(r.gbs(r.median_s)),
                 r.repeats
             )
         })
@@ -654,7 +760,7 @@ fn to_csv(rows: &[Row]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{:e},{:e},{},{},{:e},,{}\n",
+            "{},{},{},{},{:e},{:e},{},{},{},{},{}\n",
             csv_field(&r.op),
             csv_field(&r.shape),
             r.backend,
@@ -663,7 +769,8 @@ fn to_csv(rows: &[Row]) -> String {
             r.spread_s,
             opt(r.kernel_s),
             opt(r.e2e_s),
-            r.gflops(r.median_s),
+            opt(r.gflops(r.median_s)),
+            opt(r.gbs(r.median_s)),
             r.repeats
         ));
     }
@@ -700,6 +807,7 @@ mod tests {
             kernel_s: Some(5e-4),
             e2e_s: None,
             flops: 16.0,
+            bytes: 0.0,
             repeats: 3,
         }
     }

@@ -9,11 +9,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cpu::matmul::reference_for;
 use crate::error::{Error, Result};
-use crate::npy::{read_npy, write_npy_f32};
+use crate::npy::{read_npy, write_npy_f32, write_npy_i64};
 use crate::ops::conv::parse_pair;
 use crate::{
     Activation, Backend, BinaryOp, Context, ContextOptions, ConvConfig, ConvKind, ConvOptions,
-    ConvPlan, MatmulConfig, MatmulOptions, Padding, Tensor, UnaryOp,
+    ConvPlan, MatmulConfig, MatmulOptions, Padding, ReduceKernel, ReduceOp, ReduceOptions,
+    ReducePlan, Tensor, UnaryOp,
 };
 
 /// GPU compute-shader linear algebra: run ops on .npy files, compare CPU and GPU.
@@ -90,6 +91,30 @@ enum Command {
     /// Elementwise op with numpy broadcasting: add, sub, mul, div, scale, axpy, clamp, abs, exp,
     /// log, sqrt, relu, gelu, gelu-tanh, sigmoid, tanh, lerp, slerp.
     Elementwise(ElementwiseArgs),
+    /// Reductions with numpy semantics (sum, mean, max, min, argmax, argmin, norm, var,
+    /// logsumexp) over all elements or one axis, and softmax / log-softmax along an axis.
+    Reduce {
+        /// sum, mean, max, min, argmax, argmin, norm, var, logsumexp, softmax or log-softmax.
+        op: String,
+        /// Input (.npy).
+        x: PathBuf,
+        /// Output file (.npy; float32, int64 for argmax/argmin).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Axis to reduce (negative counts from the end); all elements when absent (softmax:
+        /// the last axis).
+        #[arg(long, allow_hyphen_values = true)]
+        axis: Option<isize>,
+        /// Keep the reduced axis as length 1.
+        #[arg(long)]
+        keepdims: bool,
+        /// Delta degrees of freedom for var (divisor n − ddof).
+        #[arg(long, default_value_t = 0)]
+        ddof: usize,
+        /// Force a GPU kernel: tree, subgroup or serial.
+        #[arg(long)]
+        kernel: Option<String>,
+    },
     /// Benchmark the CPU against the GPU (the main job).
     Bench(bench::BenchArgs),
 }
@@ -198,6 +223,52 @@ pub fn run(cli: Cli) -> Result<()> {
             output_padding,
         } => conv(&cli.global, ConvKind::ConvTranspose2d, a, output_padding),
         Command::Elementwise(args) => elementwise(&cli.global, args),
+        Command::Reduce {
+            op,
+            x,
+            output,
+            axis,
+            keepdims,
+            ddof,
+            kernel,
+        } => {
+            let op: ReduceOp = op.parse()?;
+            let kernel: Option<ReduceKernel> = kernel.as_deref().map(str::parse).transpose()?;
+            let opts = ReduceOptions {
+                axis: *axis,
+                keepdims: *keepdims,
+                ddof: *ddof,
+                kernel,
+            };
+            let ctx = context(&cli.global)?;
+            let hx = load(x)?;
+            let plan = ReducePlan::new(op, hx.shape(), &opts)?;
+            let y = ctx.reduce(op, &hx, &opts)?;
+            let verify = |r: Result<()>| -> Result<()> {
+                r?;
+                eprintln!(
+                    "verified against the f64 CPU reference ({})",
+                    ctx.description()
+                );
+                Ok(())
+            };
+            if op.is_arg() {
+                let idx = y.to_vec_u32()?;
+                if cli.global.verify {
+                    let xs = hx.to_vec()?;
+                    verify(crate::cpu::reduce::reference(&plan, &xs).check_indices(&idx))?;
+                }
+                let wide: Vec<i64> = idx.iter().map(|&i| i64::from(i)).collect();
+                write_npy_i64(output, y.shape(), &wide)
+            } else {
+                let values = y.to_vec()?;
+                if cli.global.verify {
+                    let xs = hx.to_vec()?;
+                    verify(crate::cpu::reduce::reference(&plan, &xs).check(&values))?;
+                }
+                write_npy_f32(output, y.shape(), &values)
+            }
+        }
         Command::Bench(args) => bench::run(&cli.global, args),
     }
 }
@@ -456,7 +527,16 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
                 }
             }
         }
+        if tune {
+            for (k, r) in ctx.tune_reduce()? {
+                match r {
+                    Ok(g) => println!("  reduce kernel {:<14} {g:8.2} GB/s", k.to_string()),
+                    Err(e) => println!("  reduce kernel {:<14} failed: {e}", k.to_string()),
+                }
+            }
+        }
         println!("  matmul kernel in use: {}", ctx.matmul_config()?);
+        println!("  reduce kernel in use: {}", ctx.reduce_kernel()?);
         let dw = ConvPlan::new(
             ConvKind::Conv2d,
             &[1, 2, 3, 3],

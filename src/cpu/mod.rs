@@ -7,6 +7,7 @@ pub mod layout;
 pub mod matmul;
 pub mod nn;
 pub mod random;
+pub mod reduce;
 
 use crate::error::{Error, Result};
 use crate::ops::Activation;

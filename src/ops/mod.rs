@@ -6,6 +6,7 @@ pub mod layout;
 pub mod matmul;
 pub mod nn;
 pub mod random;
+pub mod reduce;
 
 use std::str::FromStr;
 
@@ -27,6 +28,8 @@ pub(crate) mod source {
     pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
     /// `shaders/random.wgsl`.
     pub const RANDOM: &str = include_str!("../../shaders/random.wgsl");
+    /// `shaders/reduce.wgsl`.
+    pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 
     /// A kernel source with the shared epilogue prepended.
     pub fn with_epilogue(src: &str) -> String {
@@ -49,6 +52,11 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         elementwise::generated_sources()
             .into_iter()
             .map(|s| ("elementwise", s)),
+    )
+    .chain(
+        reduce::generated_sources()
+            .into_iter()
+            .map(|s| ("reduce", s)),
     )
     .collect()
 }

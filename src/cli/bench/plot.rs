@@ -114,7 +114,7 @@ where
     let adapter = machine.adapter.as_deref().unwrap_or("no GPU adapter");
     for (panel, op) in panels.iter().zip(&ops) {
         let op_rows: Vec<&Row> = rows.iter().filter(|r| r.op == *op).collect();
-        let gf = |r: &Row| r.gflops(r.median_s);
+        let gf = |r: &Row| r.rate(r.median_s);
         let (xmin, xmax) = op_rows.iter().fold((f64::MAX, f64::MIN), |(a, b), r| {
             (a.min(r.size), b.max(r.size))
         });
@@ -142,9 +142,14 @@ where
             .x_desc(match *op {
                 "conv2d" => "layer work (MFLOP)",
                 "matmul" => "size (n; m·k·n for non-square shapes)",
+                "reduce" => "elements summed",
                 _ => "size",
             })
-            .y_desc("GFLOP/s (resident data)")
+            .y_desc(if op_rows.first().is_some_and(|r| r.is_bandwidth()) {
+                "GB/s (bytes read, resident data)"
+            } else {
+                "GFLOP/s (resident data)"
+            })
             .draw()
             .map_err(&err)?;
         let mut labels: Vec<&str> = Vec::new();

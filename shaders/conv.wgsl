@@ -43,6 +43,11 @@ struct ConvParams {
     row_off: u32,
     // First workgroup along the output-position dimension (large outputs take several dispatches).
     col_off: u32,
+    // Element offsets of this dispatch's first image inside the bound x and y windows (large
+    // batches are bound a chunk of images at a time).
+    x_off: u32,
+    y_off: u32,
+    _pad0: u32,
     _pad1: u32,
 }
 
@@ -110,7 +115,7 @@ fn conv_gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
         pos_w[p] = i32(mm % c.ow);
     }
     let hw = c.h * c.w;
-    let xbase = (n * c.cin + g * c.cig) * hw;
+    let xbase = c.x_off + (n * c.cin + g * c.cig) * hw;
     var acc: array<vec4<f32>, 32>;
     for (var kh = 0u; kh < c.kh; kh++) {
         for (var kw = 0u; kw < c.kw; kw++) {
@@ -148,7 +153,7 @@ fn conv_gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
         let co = row0 + r;
         if co < c.cog {
             let cg = g * c.cog + co;
-            let ybase = (n * c.cout + cg) * c.m;
+            let ybase = c.y_off + (n * c.cout + cg) * c.m;
             for (var q = 0u; q < RN4; q++) {
                 let v = acc[r * 4u + q];
                 for (var e = 0u; e < 4u; e++) {
@@ -178,7 +183,7 @@ fn conv_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     let oh = i32(mm / c.ow);
     let ow = i32(mm % c.ow);
     let hw = c.h * c.w;
-    let xbase = (n * c.cin + g * c.cig) * hw;
+    let xbase = c.x_off + (n * c.cin + g * c.cig) * hw;
     let wbase = g * c.w_g + co * c.w_co;
     var s = 0.0;
     for (var kh = 0u; kh < c.kh; kh++) {
@@ -194,5 +199,5 @@ fn conv_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
-    y[(n * c.cout + cg) * c.m + mm] = epilogue(s, cg);
+    y[c.y_off + (n * c.cout + cg) * c.m + mm] = epilogue(s, cg);
 }

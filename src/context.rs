@@ -567,6 +567,38 @@ fn storage_usage() -> wgpu::BufferUsages {
     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC
 }
 
+/// A window of a buffer bound as one operand: byte offset and size, and the element offset of
+/// the operand's first element inside the window.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct View {
+    pub offset: u64,
+    pub size: u64,
+    pub elem_off: usize,
+}
+
+impl View {
+    /// The whole buffer from byte 0.
+    pub fn whole(bytes: u64) -> View {
+        View {
+            offset: 0,
+            size: bytes.max(4),
+            elem_off: 0,
+        }
+    }
+
+    /// The smallest window starting at a multiple of `align` that covers elements
+    /// `start..end`.
+    pub fn window(start: usize, end: usize, align: u64) -> View {
+        let s = (start * 4) as u64;
+        let offset = s / align * align;
+        View {
+            offset,
+            size: ((end * 4) as u64 - offset).max(4),
+            elem_off: ((s - offset) / 4) as usize,
+        }
+    }
+}
+
 /// A readback in flight: the staging buffer, its submission, and the map callback's channel.
 type PendingRead = (
     wgpu::Buffer,

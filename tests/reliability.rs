@@ -185,3 +185,29 @@ fn conv_outputs_beyond_the_dispatch_limit_are_split() {
             .unwrap_or_else(|e| panic!("{kernel}: {e}"));
     }
 }
+
+#[test]
+fn conv_batches_larger_than_one_binding_are_chunked_by_image() {
+    let Some(ctx) = common::gpu() else { return };
+    // 3 images of 4 × 2048 × 2048: 192 MiB of input, above a 128 MiB binding; one image fits.
+    let (n, c, hw) = (3usize, 4usize, 2048usize);
+    let x = ctx
+        .tensor(&[n, c, hw, hw], &common::data(n * c * hw * hw, 9))
+        .unwrap();
+    let w = ctx
+        .tensor(&[2, c, 3, 3], &common::data(2 * c * 9, 10))
+        .unwrap();
+    let b = ctx.tensor(&[2], &[0.5, -0.25]).unwrap();
+    let o = ConvOptions {
+        padding: gpu_linalg::Padding::from(1),
+        bias: Some(&b),
+        activation: gpu_linalg::Activation::Relu,
+        ..Default::default()
+    };
+    let y = ctx.conv2d(&x, &w, &o).unwrap();
+    assert_eq!(y.shape(), &[n, 2, hw, hw]);
+    gpu_linalg::cpu::conv::reference_for(gpu_linalg::ConvKind::Conv2d, &x, &w, &o)
+        .unwrap()
+        .check(&y.to_vec().unwrap())
+        .unwrap();
+}

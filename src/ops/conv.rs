@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::context::{Context, Gpu, GpuBuffer};
+use crate::context::{Context, Gpu, GpuBuffer, View};
 use crate::error::{Error, Result};
 use crate::ops::matmul::host_values;
 use crate::ops::{source, Activation};
@@ -517,8 +517,9 @@ impl ConvPlan {
     }
 
     /// The kernels' uniform block; `col_off` is the first workgroup along the output-position
-    /// dimension of this dispatch.
-    fn params(&self, col_off: usize) -> Result<Vec<u32>> {
+    /// dimension of this dispatch, `x_off` / `y_off` the element offsets of the first image
+    /// inside the bound input and output windows.
+    fn params(&self, col_off: usize, x_off: usize, y_off: usize) -> Result<Vec<u32>> {
         let u = |v: usize| {
             u32::try_from(v).map_err(|_| {
                 Error::InvalidArgument(format!(
@@ -555,6 +556,9 @@ impl ConvPlan {
             u(self.w_ci)?,
             0,
             u(col_off)?,
+            u(x_off)?,
+            u(y_off)?,
+            0,
             0,
         ])
     }
@@ -593,6 +597,10 @@ fn pipeline(
     })
 }
 
+/// Runs the convolution. Inputs and outputs larger than one storage binding are processed a
+/// chunk of whole images at a time, each bound through a window aligned to
+/// `min_storage_buffer_offset_alignment` (the kernel adds the element offsets `x_off`, `y_off`);
+/// output positions beyond the dispatch limit are split across dispatches (`col_off`).
 fn run_gpu(
     gpu: &Arc<Gpu>,
     plan: &ConvPlan,
@@ -620,8 +628,9 @@ fn run_gpu(
             },
         ),
     ];
-    let (entry, grid) = match config {
-        ConvConfig::Naive => ("conv_naive", [plan.m().div_ceil(64), plan.cout, plan.n]),
+    // (entry point, workgroups per image along [x, y], z per image, position dimension)
+    let (entry, per_image, z_per_image, pos_dim) = match config {
+        ConvConfig::Naive => ("conv_naive", [plan.m().div_ceil(64), plan.cout], 1, 0),
         ConvConfig::Gemm {
             rows,
             cols,
@@ -646,32 +655,44 @@ fn run_gpu(
                 [
                     plan.cog.div_ceil(rows as usize),
                     plan.m().div_ceil(per_group),
-                    plan.n * plan.groups,
                 ],
+                plan.groups,
+                1,
             )
         }
     };
-    let x_bytes = (plan.n * plan.cin * plan.h * plan.w * 4).max(4) as u64;
-    let w_bytes = (plan.groups * plan.w_g * 4).max(4) as u64;
-    gpu.check_binding(x_bytes, "conv input")?;
-    gpu.check_binding(w_bytes, "conv weight")?;
-    gpu.check_binding((out_len * 4) as u64, "conv output")?;
-    // The output-position dimension may exceed the grid limit: it is split across dispatches
-    // (`col_off`); the others may not.
-    let pos_dim = usize::from(entry == "conv_gemm");
-    if let Some(d) = grid
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != pos_dim)
-        .map(|(_, d)| *d)
-        .find(|&d| d > limit)
-    {
+    // The non-position dimension of the grid may not be split.
+    if per_image[1 - pos_dim] > limit || z_per_image > limit {
         return Err(Error::InvalidArgument(format!(
-            "{} {:?}: needs {d} workgroups along one dimension, above this adapter's limit of {limit}",
+            "{} {:?}: needs {} workgroups along one dimension, above this adapter's limit of {limit}",
             plan.kind.name(),
-            plan.out_shape
+            plan.out_shape,
+            per_image[1 - pos_dim].max(z_per_image)
         )));
     }
+    let w_bytes = (plan.groups * plan.w_g * 4).max(4) as u64;
+    gpu.check_binding(w_bytes, "conv weight")?;
+    let (x_img, y_img) = (plan.cin * plan.h * plan.w, plan.cout * plan.m());
+    let bind_limit = gpu.limits.max_storage_buffer_binding_size;
+    let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment).max(4);
+    let room = bind_limit.saturating_sub(align) as usize / 4;
+    let largest = x_img.max(y_img);
+    if largest > room {
+        gpu.check_binding(
+            (largest * 4) as u64 + align,
+            "one image of the conv input or output",
+        )?;
+    }
+    // Images per chunk: as many as fit one binding (all of them when everything fits) and
+    // the grid's z limit.
+    let per_chunk =
+        if plan.n * x_img * 4 <= bind_limit as usize && out_len * 4 <= bind_limit as usize {
+            plan.n
+        } else {
+            room / largest.max(1)
+        }
+        .min(limit / z_per_image)
+        .max(1);
     let kernel = pipeline(gpu, entry, &constants)?;
     let dummy;
     let bias_buf: &GpuBuffer = match bias {
@@ -688,51 +709,66 @@ fn run_gpu(
             label: Some("conv"),
         });
     let mut keep = Vec::new();
-    let mut col_off = 0;
-    while col_off < grid[pos_dim] {
-        let count = (grid[pos_dim] - col_off).min(limit);
-        let u = gpu.uniform(&plan.params(col_off)?)?;
-        let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &kernel.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: u.binding(96),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: x.binding(x_bytes),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: w.binding(w_bytes),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: bias_buf.binding(bias_bytes),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: out.binding((out_len * 4) as u64),
-                },
-            ],
-        });
-        {
-            let mut g = grid;
-            g[pos_dim] = count;
-            let mut pass = gpu.begin_pass(&mut enc);
-            pass.set_pipeline(&kernel.pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(g[0] as u32, g[1] as u32, g[2] as u32);
+    let mut n0 = 0;
+    while n0 < plan.n {
+        let n1 = (n0 + per_chunk).min(plan.n);
+        let chunk = ConvPlan {
+            n: n1 - n0,
+            ..plan.clone()
+        };
+        let xv = View::window(n0 * x_img, n1 * x_img, align);
+        let yv = View::window(n0 * y_img, n1 * y_img, align);
+        let grid = [per_image[0], per_image[1], (n1 - n0) * z_per_image];
+        let mut col_off = 0;
+        while col_off < grid[pos_dim] {
+            let count = (grid[pos_dim] - col_off).min(limit);
+            let u = gpu.uniform(&chunk.params(col_off, xv.elem_off, yv.elem_off)?)?;
+            let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &kernel.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: u.binding(PARAMS_BYTES),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: x.binding_range(xv.offset, xv.size),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: w.binding(w_bytes),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: bias_buf.binding(bias_bytes),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 4,
+                        resource: out.binding_range(yv.offset, yv.size),
+                    },
+                ],
+            });
+            {
+                let mut g = grid;
+                g[pos_dim] = count;
+                let mut pass = gpu.begin_pass(&mut enc);
+                pass.set_pipeline(&kernel.pipeline);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(g[0] as u32, g[1] as u32, g[2] as u32);
+            }
+            keep.push(u);
+            col_off += count;
         }
-        keep.push(u);
-        col_off += count;
+        n0 = n1;
     }
     gpu.submit(enc);
     drop(keep);
     Ok(out)
 }
+
+/// Bytes of the kernels' uniform block (`ConvParams` in shaders/conv.wgsl).
+const PARAMS_BYTES: u64 = 112;
 
 impl Context {
     /// `torch.nn.functional.conv2d`: input NCHW (or CHW), weight `[C_out, C_in/groups, KH, KW]`.

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::context::{Context, Gpu, GpuBuffer};
+use crate::context::{Context, Gpu, GpuBuffer, View};
 use crate::error::{Error, Result};
 use crate::ops::{source, Activation};
 use crate::tensor::{DType, Tensor};
@@ -366,38 +366,6 @@ fn pipeline(
 
 /// Bytes of the kernels' uniform block (`Params` in shaders/matmul.wgsl).
 const PARAMS_BYTES: u64 = 80;
-
-/// A window of a buffer bound as one operand: byte offset and size, and the element offset of
-/// the operand's first element inside the window.
-#[derive(Clone, Copy, Debug)]
-struct View {
-    offset: u64,
-    size: u64,
-    elem_off: usize,
-}
-
-impl View {
-    /// The whole buffer from byte 0.
-    fn whole(bytes: u64) -> View {
-        View {
-            offset: 0,
-            size: bytes.max(4),
-            elem_off: 0,
-        }
-    }
-
-    /// The smallest window starting at a multiple of `align` that covers elements
-    /// `start..end`.
-    fn window(start: usize, end: usize, align: u64) -> View {
-        let s = (start * 4) as u64;
-        let offset = s / align * align;
-        View {
-            offset,
-            size: ((end * 4) as u64 - offset).max(4),
-            elem_off: ((s - offset) / 4) as usize,
-        }
-    }
-}
 
 /// The B operand as the kernel reads it.
 struct OperandB {

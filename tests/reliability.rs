@@ -212,10 +212,7 @@ fn add_of_two_tensors_above_one_binding() {
     // 2^25 + 3 elements: 128 MiB + 12 bytes each, and not a multiple of 4 (the scalar kernel).
     let n = (1usize << 25) + 3;
     let (a, b) = (common::data(n, 11), common::data(n, 12));
-    let (ta, tb) = (
-        ctx.tensor(&[n], &a).unwrap(),
-        ctx.tensor(&[n], &b).unwrap(),
-    );
+    let (ta, tb) = (ctx.tensor(&[n], &a).unwrap(), ctx.tensor(&[n], &b).unwrap());
     let got = ctx.add(&ta, &tb).unwrap().to_vec().unwrap();
     let cpu = common::cpu();
     let want = cpu
@@ -339,21 +336,14 @@ fn transpose_and_slice_above_one_binding() {
     let (m, n) = (6000usize, 6144usize);
     let x = common::data_full(m * n, 41);
     let tx = ctx.tensor(&[m, n], &x).unwrap();
+    // Layout copies are tiled so that every window fits one binding: they must succeed.
     let check = |what: &str, r: Result<gpu_linalg::Tensor, Error>, want: &dyn Fn(usize) -> f32| {
-        match r {
-            Ok(t) => {
-                let v = t.to_vec().unwrap();
-                for i in probes(v.len(), (limit / 4).min(v.len() as u64) as usize) {
-                    assert_eq!(v[i], want(i), "{what}: element {i}");
-                }
-            }
-            Err(e) => {
-                assert!(matches!(e, Error::OutOfMemory(_)), "{what}: {e}");
-                assert!(
-                    e.to_string().contains("max_storage_buffer_binding_size"),
-                    "{what}: {e}"
-                );
-            }
+        let v = r
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .to_vec()
+            .unwrap();
+        for i in probes(v.len(), (limit / 4).min(v.len() as u64) as usize) {
+            assert_eq!(v[i], want(i), "{what}: element {i}");
         }
     };
     let t = ctx.transpose(&tx);

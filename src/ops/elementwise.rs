@@ -490,10 +490,9 @@ fn rows_per_chunk(budget: usize, rows: usize, operands: &[(usize, usize)]) -> us
     operands.iter().fold(rows, |acc, &(s, e)| {
         let r = if e > budget {
             0
-        } else if s == 0 {
-            usize::MAX
         } else {
-            (budget - e) / s + 1
+            // A stride of 0 (a broadcast operand) spans `e` for any number of rows.
+            (budget - e).checked_div(s).map_or(usize::MAX, |q| q + 1)
         };
         acc.min(r)
     })

@@ -584,4 +584,23 @@ mod tests {
         assert!(concat_shape(&[&[2, 3], &[3, 3]], 1).is_err());
         assert!(concat_shape(&[&[], &[]], 0).is_err());
     }
+
+    #[test]
+    fn tiles_bound_both_spans() {
+        // A 6000 × 6144 transpose (input strides [1, 6144], output [6000, 1]) under a budget of
+        // 2^25 elements: both dims are halved once, 4 tiles.
+        let t = tile_shape(
+            [1, 1, 6144, 6000],
+            [0, 0, 1, 6144],
+            [0, 0, 6000, 1],
+            1 << 25,
+        );
+        assert_eq!(t, [1, 1, 3072, 3000]);
+        // A contiguous copy that fits is one tile.
+        let t = tile_shape([1, 1, 1, 1000], [0, 0, 0, 1], [0, 0, 0, 1], 1 << 25);
+        assert_eq!(t, [1, 1, 1, 1000]);
+        // Negative strides count by magnitude.
+        let t = tile_shape([1, 1, 1, 100], [0, 0, 0, -1], [0, 0, 0, 1], 30);
+        assert_eq!(t, [1, 1, 1, 25]);
+    }
 }

@@ -62,7 +62,8 @@ impl Context {
                     let mut i0 = 0;
                     while i0 < n {
                         let len = chunk.min(n - i0);
-                        let w = Window::covering(i0, i0 + len, window_align(gpu), y.buffer().size());
+                        let w =
+                            Window::covering(i0, i0 + len, window_align(gpu), y.buffer().size());
                         check_windows(gpu, &[w], "random tensor")?;
                         let uni = gpu.uniform(&[
                             len as u32, // ≤ n, which fits u32 (checked above)

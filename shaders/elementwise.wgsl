@@ -11,8 +11,14 @@
 //   ew_general   broadcasting: per-operand strides (0 along broadcast dims) in the uniform.
 //   slerp_coef   one thread per row of the last axis: the two slerp weights of that row.
 //   slerp_apply  out = ca[row] * a + cb[row] * b.
-// Big grids are folded into 2-D (workgroup index = y * num_workgroups.x + x). The host proves
-// every index in bounds (guards on `n`), so the module is built without runtime checks.
+// Big grids are folded into 2-D (workgroup index = y * num_workgroups.x + x).
+//
+// Tensors larger than one storage binding are split by the host along the outermost (merged)
+// dim of the output: each dispatch binds a window of every operand (a byte offset aligned to
+// min_storage_buffer_offset_alignment, at least 16 bytes) and `off` holds the element offset of
+// the chunk's first element of a, b and out inside its window (multiples of 4 where the operand
+// is read as vec4s). The host proves every index in bounds (guards on `n`, windows that cover
+// off + the largest offset of the chunk), so the module is built without runtime checks.
 
 struct EwParams {
     n: u32,        // elements (vec4s for ew_vec4, rows for slerp_coef)
@@ -23,6 +29,7 @@ struct EwParams {
     sa: vec4<u32>,    // strides of a (0 where broadcast)
     sb: vec4<u32>,    // strides of b
     inv: vec4<f32>,   // 1 / shape, for divmod
+    off: vec4<u32>,   // element offsets of a, b, out inside their bound windows (w unused)
 }
 
 @group(0) @binding(0) var<uniform> p: EwParams;
@@ -215,9 +222,9 @@ fn ew_vec4(
     for (var j = 0u; j < EPT; j++) {
         let i = base + j * WG;
         if i < p.n {
-            let x = a4[i];
-            let y = b4[i];
-            out4[i] = vec4<f32>(op(x.x, y.x), op(x.y, y.y), op(x.z, y.z), op(x.w, y.w));
+            let x = a4[p.off.x / 4u + i];
+            let y = b4[p.off.y / 4u + i];
+            out4[p.off.z / 4u + i] = vec4<f32>(op(x.x, y.x), op(x.y, y.y), op(x.z, y.z), op(x.w, y.w));
         }
     }
 }
@@ -233,9 +240,9 @@ fn ew_general(
         let i = base + j * WG;
         if i < p.n {
             let o = offsets(i);
-            let ia = o.x;
-            let ib = o.y;
-            out[i] = op(a[ia], b[ib]);
+            let ia = p.off.x + o.x;
+            let ib = p.off.y + o.y;
+            out[p.off.z + i] = op(a[ia], b[ib]);
         }
     }
 }
@@ -257,16 +264,16 @@ fn ew_rows4(
             var x: vec4<f32>;
             var y: vec4<f32>;
             if p.sa.w == 1u {
-                x = a4[q.x * p.sa.z / 4u + q.y];
+                x = a4[(p.off.x + q.x * p.sa.z) / 4u + q.y];
             } else {
-                x = vec4<f32>(a[q.x * p.sa.z]);
+                x = vec4<f32>(a[p.off.x + q.x * p.sa.z]);
             }
             if p.sb.w == 1u {
-                y = b4[q.x * p.sb.z / 4u + q.y];
+                y = b4[(p.off.y + q.x * p.sb.z) / 4u + q.y];
             } else {
-                y = vec4<f32>(b[q.x * p.sb.z]);
+                y = vec4<f32>(b[p.off.y + q.x * p.sb.z]);
             }
-            out4[i] = vec4<f32>(op(x.x, y.x), op(x.y, y.y), op(x.z, y.z), op(x.w, y.w));
+            out4[p.off.z / 4u + i] = vec4<f32>(op(x.x, y.x), op(x.y, y.y), op(x.z, y.z), op(x.w, y.w));
         }
     }
 }

@@ -3,8 +3,12 @@
 //     out[obase + sum_d c_d * os_d] = x[ibase + sum_d c_d * is_d]
 // for every coordinate c of the region `shape` (4 dims, padded with leading 1s). Strides are
 // signed (a negative slice step walks backwards). Each thread copies EPT elements,
-// consecutive threads consecutive elements; big grids are folded into 2-D. The host proves
-// every index in bounds (src/ops/layout.rs), so the module is built without runtime checks.
+// consecutive threads consecutive elements; big grids are folded into 2-D. A copy whose input
+// or output spans more than one storage binding is split by the host into tiles of the region:
+// each dispatch binds aligned windows of x and y covering the lowest to the highest element of
+// its tile, and ibase / obase are the tile's first elements inside those windows. The host
+// proves every index in bounds (src/ops/layout.rs: ibase + sum c_d * is_d lies in the bound
+// window for every c in the tile), so the module is built without runtime checks.
 
 struct CopyParams {
     n: u32,

@@ -9,7 +9,11 @@
 //            ln, sin and cos are the polynomials below (also in src/cpu/random.rs), not the
 //            builtins, whose accuracy the WGSL spec leaves loose; so CPU and GPU agree to a
 //            few ulp. Then mean + std * z.
-// Each thread produces one block of four elements.
+// Each thread produces one block of four elements. A tensor larger than one storage binding is
+// written in chunks of whole blocks: `blk0` is the chunk's first block (so the counter stays the
+// global element index / 4 and the values match the unsplit stream) and `yoff` the element
+// offset of the chunk inside the bound window of y. The host binds a window that covers
+// yoff + n elements, so every store is in bounds and the module is built without runtime checks.
 
 struct RandParams {
     n: u32,
@@ -18,8 +22,8 @@ struct RandParams {
     normal: u32,
     mean: f32,
     sdev: f32,
-    _pad0: u32,
-    _pad1: u32,
+    blk0: u32, // first block of this chunk (global)
+    yoff: u32, // element offset of the chunk inside the bound window of y
 }
 
 @group(0) @binding(0) var<uniform> p: RandParams;
@@ -113,12 +117,12 @@ fn rand_block(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let blk = gid.y * nwg.x * WG + gid.x;
-    let i0 = blk * 4u;
+    let lblk = gid.y * nwg.x * WG + gid.x;
+    let i0 = lblk * 4u;
     if i0 >= p.n {
         return;
     }
-    let w = philox(vec4<u32>(blk, 0u, 0u, 0u), vec2<u32>(p.key0, p.key1));
+    let w = philox(vec4<u32>(p.blk0 + lblk, 0u, 0u, 0u), vec2<u32>(p.key0, p.key1));
     var v: vec4<f32>;
     if p.normal != 0u {
         let z01 = box_muller(w.x, w.y);
@@ -130,7 +134,7 @@ fn rand_block(
     }
     for (var j = 0u; j < 4u; j++) {
         if i0 + j < p.n {
-            y[i0 + j] = v[j];
+            y[p.yoff + i0 + j] = v[j];
         }
     }
 }

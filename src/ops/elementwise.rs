@@ -197,9 +197,11 @@ pub(crate) fn trusted_pipeline(
 ) -> Result<Arc<Kernel>> {
     gpu.kernel(key, |device| {
         // SAFETY: every kernel of shaders/elementwise.wgsl, layout.wgsl and random.wgsl guards
-        // its index against `n` and reads operands at offsets the host derives from their
-        // shapes (broadcast strides, slice bounds), binding buffers at least that large; no
-        // loop is unbounded.
+        // its index against `n` (the elements of this dispatch) and reads operands at offsets
+        // the host derives from their shapes (broadcast strides, slice bounds) plus the element
+        // offset of the dispatch inside each bound window; the host binds windows (`Window::
+        // covering`) that cover the first to the last element a dispatch touches, so every
+        // index stays inside its binding; no loop is unbounded.
         let module = unsafe {
             device.create_shader_module_trusted(
                 wgpu::ShaderModuleDescriptor {
@@ -348,7 +350,12 @@ struct EwUniform {
     shape: [usize; 4],
     sa: [usize; 4],
     sb: [usize; 4],
+    /// Element offsets of a, b and out inside their bound windows.
+    off: [usize; 3],
 }
+
+/// Bytes of the elementwise uniform block.
+const EW_UNIFORM_BYTES: usize = 96;
 
 impl EwUniform {
     fn words(&self) -> Result<Vec<u32>> {
@@ -366,6 +373,10 @@ impl EwUniform {
         for d in self.shape {
             w.push(((1.0 / d.max(1) as f64) as f32).to_bits());
         }
+        for v in self.off {
+            w.push(u(v, "window offset")?);
+        }
+        w.push(0);
         Ok(w)
     }
 }
@@ -375,6 +386,73 @@ fn entry(binding: u32, buf: &GpuBuffer, bytes: usize) -> wgpu::BindGroupEntry<'_
         binding,
         resource: buf.binding(bytes as u64),
     }
+}
+
+/// A window of a buffer bound as one operand: a byte offset aligned to
+/// [`window_align`], a size within the binding limit, and the element offset, inside the
+/// window, of the first element a dispatch touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// Byte offset of the binding (a multiple of the alignment).
+    pub offset: u64,
+    /// Bytes bound (a multiple of 4, of 16 where the buffer holds that much).
+    pub size: u64,
+    /// Element offset of the first element used, inside the window.
+    pub elem_off: usize,
+}
+
+impl Window {
+    /// The smallest window from a multiple of `align` that covers elements `start..end` of a
+    /// buffer of `buf_bytes` bytes, its size rounded up to 16 bytes where the buffer allows.
+    pub(crate) fn covering(start: usize, end: usize, align: u64, buf_bytes: u64) -> Window {
+        let s = (start * 4) as u64;
+        let offset = s / align * align;
+        let need = ((end * 4) as u64).saturating_sub(offset).max(4);
+        let size = need
+            .next_multiple_of(16)
+            .min(buf_bytes.saturating_sub(offset))
+            .max(need);
+        Window {
+            offset,
+            size,
+            elem_off: ((s - offset) / 4) as usize,
+        }
+    }
+
+    /// The binding of this window of `buf`.
+    pub(crate) fn of<'a>(&self, binding: u32, buf: &'a GpuBuffer) -> wgpu::BindGroupEntry<'a> {
+        wgpu::BindGroupEntry {
+            binding,
+            resource: buf.binding_range(self.offset, self.size),
+        }
+    }
+
+    /// Whether the window can be bound as `array<vec4<f32>>` read from its element offset.
+    fn vec4_ok(&self) -> bool {
+        self.size.is_multiple_of(16) && self.elem_off.is_multiple_of(4)
+    }
+}
+
+/// Alignment of window offsets: the device's `min_storage_buffer_offset_alignment`, at least
+/// 16 bytes so that vec4 views of a window stay vec4-aligned (alignments are powers of two).
+pub(crate) fn window_align(gpu: &Gpu) -> u64 {
+    u64::from(gpu.limits.min_storage_buffer_offset_alignment).max(16)
+}
+
+/// Elements a window may span so that, with its alignment slack and rounding, it still fits one
+/// storage binding.
+pub(crate) fn window_budget(gpu: &Gpu) -> usize {
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    (limit.saturating_sub(window_align(gpu) + 16) / 4).max(1) as usize
+}
+
+/// Checks that every window fits one binding (the split guarantees it; this turns a slip into
+/// an error naming the limit instead of a validation error).
+pub(crate) fn check_windows(gpu: &Gpu, windows: &[Window], what: &str) -> Result<()> {
+    for w in windows {
+        gpu.check_binding(w.size, what)?;
+    }
+    Ok(())
 }
 
 /// Encodes one pass of `kernel` over `groups` workgroups and submits it.
@@ -404,7 +482,28 @@ pub(crate) fn run_pass(
     Ok(())
 }
 
+/// Rows of the outermost merged dim (of size `shape[k0]`) per dispatch such that every
+/// operand's window spans at most `budget` elements: an operand with stride `s` along that dim
+/// and extent `e` over the inner dims spans `(rows − 1)·s + e` elements (`e` when `s` is 0).
+/// 0 when even one row does not fit.
+fn rows_per_chunk(budget: usize, rows: usize, operands: &[(usize, usize)]) -> usize {
+    operands.iter().fold(rows, |acc, &(s, e)| {
+        let r = if e > budget {
+            0
+        } else {
+            // A stride of 0 (a broadcast operand) spans `e` for any number of rows.
+            (budget - e).checked_div(s).map_or(usize::MAX, |q| q + 1)
+        };
+        acc.min(r)
+    })
+}
+
 /// Runs `expr` on the GPU: `out[i] = op(a[.], b[.])` over `out_shape` with broadcasting.
+///
+/// Operands larger than one storage binding are split along the outermost merged dim of the
+/// output: each dispatch covers rows `r0..r1` of it and binds, per operand, the aligned window
+/// that covers the elements those rows read (a broadcast operand with stride 0 along that dim
+/// is bound whole in every dispatch, so it must fit one binding itself).
 #[allow(clippy::too_many_arguments)]
 fn run_gpu(
     gpu: &Arc<Gpu>,
@@ -425,84 +524,127 @@ fn run_gpu(
         a_shape.iter().product::<usize>(),
         b_shape.iter().product::<usize>(),
     );
-    if n.is_multiple_of(4) && na == n && nb == n {
-        let uni = gpu.uniform(
-            &EwUniform {
-                n: n / 4,
-                alpha,
-                beta,
-                d: 1,
-                shape: [1; 4],
-                sa: [0; 4],
-                sb: [0; 4],
-            }
-            .words()?,
-        )?;
-        let kernel = ew_pipeline(gpu, name, expr, act, "ew_vec4", 1)?;
-        let entries = [
-            entry(0, &uni, 80),
-            entry(4, a, n * 4),
-            entry(5, b, n * 4),
-            entry(6, &out, n * 4),
-        ];
-        run_pass(gpu, &kernel, &entries, n.div_ceil(4 * WG * EPT), name)?;
-    } else {
-        let (shape, sa, sb, ndim) = collapse(
-            pad4(out_shape),
-            broadcast_strides(a_shape),
-            broadcast_strides(b_shape),
-        );
-        let uni = gpu.uniform(
-            &EwUniform {
-                n,
-                alpha,
-                beta,
-                d: 1,
-                shape,
-                sa,
-                sb,
-            }
-            .words()?,
-        )?;
-        let rows4 = rows4_layout(shape, sa, sb, ndim).filter(|_| {
-            // The vec4 views are bound rounded up to 16 bytes: the buffers must hold that.
-            [(a, na), (b, nb)]
-                .iter()
-                .all(|(buf, len)| buf.buffer().size() >= (len * 4).next_multiple_of(16) as u64)
-        });
-        if let Some((shape4, sa4, sb4)) = rows4 {
+    let same = n.is_multiple_of(4) && na == n && nb == n;
+    let (shape, sa, sb, ndim) = collapse(
+        pad4(out_shape),
+        broadcast_strides(a_shape),
+        broadcast_strides(b_shape),
+    );
+    let rows4 = !same && rows4_layout(shape, sa, sb, ndim).is_some();
+    let k0 = 4 - ndim;
+    let inner: usize = shape[k0 + 1..].iter().product();
+    // Elements an operand spans over the inner dims of one outer row.
+    let extent = |s: [usize; 4]| 1 + (k0 + 1..4).map(|k| (shape[k] - 1) * s[k]).sum::<usize>();
+    let (ea, eb) = (extent(sa), extent(sb));
+    let mut rows = rows_per_chunk(
+        window_budget(gpu),
+        shape[k0],
+        &[(sa[k0], ea), (sb[k0], eb), (inner, inner)],
+    );
+    if ndim == 1 && (same || rows4) && rows < shape[k0] {
+        // vec4 kernels over single elements: chunks start at multiples of 4 elements.
+        rows = rows / 4 * 4;
+    }
+    if rows == 0 {
+        let bytes = 4 * ea.max(eb).max(inner) as u64;
+        return Err(Error::OutOfMemory(format!(
+            "{name}: one row of the output's leading dim needs a storage binding of {bytes} bytes, \
+             above this adapter's max_storage_buffer_binding_size of {} bytes (elementwise ops \
+             split only along leading dims)",
+            gpu.limits.max_storage_buffer_binding_size
+        )));
+    }
+    let align = window_align(gpu);
+    let (a_bytes, b_bytes, o_bytes) = (a.buffer().size(), b.buffer().size(), out.buffer().size());
+    let mut r0 = 0;
+    while r0 < shape[k0] {
+        let r1 = (r0 + rows).min(shape[k0]);
+        let mut ls = shape;
+        ls[k0] = r1 - r0;
+        let m: usize = ls.iter().product();
+        let span = |s: usize, e: usize| (r0 * s, r0 * s + (r1 - r0 - 1) * s + e);
+        let (a0, a1) = span(sa[k0], ea);
+        let (b0, b1) = span(sb[k0], eb);
+        let wa = Window::covering(a0, a1, align, a_bytes);
+        let wb = Window::covering(b0, b1, align, b_bytes);
+        let wo = Window::covering(r0 * inner, r0 * inner + m, align, o_bytes);
+        check_windows(gpu, &[wa, wb, wo], name)?;
+        let off = [wa.elem_off, wb.elem_off, wo.elem_off];
+        // An operand read as vec4s along the row (stride 1) needs a vec4-aligned window.
+        let row_ok = |w: &Window, s: [usize; 4]| s[3] == 0 || w.vec4_ok();
+        let layout4 = rows4_layout(ls, sa, sb, ndim)
+            .filter(|_| rows4 && wa.size.is_multiple_of(16) && wb.size.is_multiple_of(16))
+            .filter(|_| row_ok(&wa, sa) && row_ok(&wb, sb) && wo.vec4_ok());
+        if same && wa.vec4_ok() && wb.vec4_ok() && wo.vec4_ok() {
             let uni = gpu.uniform(
                 &EwUniform {
-                    n: n / 4,
+                    n: m / 4,
+                    alpha,
+                    beta,
+                    d: 1,
+                    shape: [1; 4],
+                    sa: [0; 4],
+                    sb: [0; 4],
+                    off,
+                }
+                .words()?,
+            )?;
+            let kernel = ew_pipeline(gpu, name, expr, act, "ew_vec4", 1)?;
+            let entries = [
+                entry(0, &uni, EW_UNIFORM_BYTES),
+                wa.of(4, a),
+                wb.of(5, b),
+                wo.of(6, &out),
+            ];
+            run_pass(gpu, &kernel, &entries, m.div_ceil(4 * WG * EPT), name)?;
+        } else if let Some((shape4, sa4, sb4)) = layout4 {
+            let uni = gpu.uniform(
+                &EwUniform {
+                    n: m / 4,
                     alpha,
                     beta,
                     d: 1,
                     shape: shape4,
                     sa: sa4,
                     sb: sb4,
+                    off,
                 }
                 .words()?,
             )?;
             let kernel = ew_pipeline(gpu, name, expr, act, "ew_rows4", 2)?;
             let entries = [
-                entry(0, &uni, 80),
-                entry(1, a, na * 4),
-                entry(2, b, nb * 4),
-                entry(4, a, (na * 4).next_multiple_of(16)),
-                entry(5, b, (nb * 4).next_multiple_of(16)),
-                entry(6, &out, n * 4),
+                entry(0, &uni, EW_UNIFORM_BYTES),
+                wa.of(1, a),
+                wb.of(2, b),
+                wa.of(4, a),
+                wb.of(5, b),
+                wo.of(6, &out),
             ];
-            run_pass(gpu, &kernel, &entries, n.div_ceil(4 * WG * EPT), name)?;
-            return Ok(out);
+            run_pass(gpu, &kernel, &entries, m.div_ceil(4 * WG * EPT), name)?;
+        } else {
+            let uni = gpu.uniform(
+                &EwUniform {
+                    n: m,
+                    alpha,
+                    beta,
+                    d: 1,
+                    shape: ls,
+                    sa,
+                    sb,
+                    off,
+                }
+                .words()?,
+            )?;
+            let kernel = ew_pipeline(gpu, name, expr, act, "ew_general", ndim)?;
+            let entries = [
+                entry(0, &uni, EW_UNIFORM_BYTES),
+                wa.of(1, a),
+                wb.of(2, b),
+                wo.of(3, &out),
+            ];
+            run_pass(gpu, &kernel, &entries, m.div_ceil(WG * EPT), name)?;
         }
-        let kernel = ew_pipeline(gpu, name, expr, act, "ew_general", ndim)?;
-        let entries = [
-            entry(0, &uni, 80),
-            entry(1, a, na * 4),
-            entry(2, b, nb * 4),
-            entry(3, &out, n * 4),
-        ];
-        run_pass(gpu, &kernel, &entries, n.div_ceil(WG * EPT), name)?;
+        r0 = r1;
     }
     Ok(out)
 }
@@ -752,7 +894,10 @@ fn slerp_gpu(
     if n == 0 {
         return Ok(out);
     }
+    // slerp is not split: each pass binds whole operands.
+    gpu.check_binding((n * 4) as u64, "slerp operand")?;
     let rows = n / d;
+    gpu.check_binding((rows * 8) as u64, "slerp weights")?;
     let coef = gpu.alloc((rows * 8) as u64, "slerp weights")?;
     let uni_rows = gpu.uniform(
         &EwUniform {
@@ -763,6 +908,7 @@ fn slerp_gpu(
             shape: [1; 4],
             sa: [0; 4],
             sb: [0; 4],
+            off: [0; 3],
         }
         .words()?,
     )?;
@@ -771,7 +917,7 @@ fn slerp_gpu(
         gpu,
         &k1,
         &[
-            entry(0, &uni_rows, 80),
+            entry(0, &uni_rows, EW_UNIFORM_BYTES),
             entry(1, a, n * 4),
             entry(2, b, n * 4),
             entry(7, &coef, rows * 8),
@@ -788,6 +934,7 @@ fn slerp_gpu(
             shape: [1; 4],
             sa: [0; 4],
             sb: [0; 4],
+            off: [0; 3],
         }
         .words()?,
     )?;
@@ -796,7 +943,7 @@ fn slerp_gpu(
         gpu,
         &k2,
         &[
-            entry(0, &uni, 80),
+            entry(0, &uni, EW_UNIFORM_BYTES),
             entry(1, a, n * 4),
             entry(2, b, n * 4),
             entry(8, &coef, rows * 8),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::context::{Context, Gpu, GpuBuffer};
 use crate::error::{Error, Result};
-use crate::ops::elementwise::{run_pass, trusted_pipeline};
+use crate::ops::elementwise::{
+    check_windows, run_pass, trusted_pipeline, window_align, window_budget, Window,
+};
 use crate::ops::matmul::host_values;
 use crate::ops::source;
 use crate::tensor::{element_count, DType, Tensor, MAX_DIMS};
@@ -261,13 +263,19 @@ fn collapse(p: &CopyPlan) -> ([usize; 4], [isize; 4], [isize; 4], usize) {
     (s, a, b, dims.len().max(1))
 }
 
-fn plan_words(p: &CopyPlan) -> Result<(Vec<u32>, usize)> {
-    let n = element_count(&p.shape)?;
-    let (shape, is, os, ndim) = collapse(p);
+/// Uniform words of one dispatch: the region `shape` (merged, 4 slots) with the given strides,
+/// from element `ibase` of the bound input window to element `obase` of the output window.
+fn tile_words(
+    shape: [usize; 4],
+    (is, os): ([isize; 4], [isize; 4]),
+    ibase: usize,
+    obase: usize,
+) -> Result<Vec<u32>> {
+    let n: usize = shape.iter().product();
     let mut w = vec![
         i32_of(n as isize, "element count")?,
-        i32_of(p.ibase as isize, "offset")?,
-        i32_of(p.obase as isize, "offset")?,
+        i32_of(ibase as isize, "offset")?,
+        i32_of(obase as isize, "offset")?,
         0,
     ];
     for v in shape {
@@ -281,10 +289,52 @@ fn plan_words(p: &CopyPlan) -> Result<(Vec<u32>, usize)> {
     for d in shape {
         w.push(((1.0 / d.max(1) as f64) as f32).to_bits());
     }
-    Ok((w, ndim))
+    Ok(w)
+}
+
+/// Most dispatches one copy may be split into before it is refused.
+const MAX_TILES: usize = 4096;
+
+/// Tile sizes over the merged region `shape` such that a tile spans at most `budget` elements
+/// of the input (strides `is`) and of the output (strides `os`): starting from the whole
+/// region, the dim contributing most to a span that is too long is halved until both fit.
+pub(crate) fn tile_shape(
+    shape: [usize; 4],
+    is: [isize; 4],
+    os: [isize; 4],
+    budget: usize,
+) -> [usize; 4] {
+    let span = |t: &[usize; 4], s: &[isize; 4]| {
+        1 + (0..4)
+            .map(|k| (t[k] - 1) * s[k].unsigned_abs())
+            .sum::<usize>()
+    };
+    let mut t = shape;
+    loop {
+        let s = if span(&t, &is) > budget {
+            &is
+        } else if span(&t, &os) > budget {
+            &os
+        } else {
+            return t;
+        };
+        // A span above budget ≥ 1 has a dim with t > 1 and a nonzero stride.
+        let Some(k) = (0..4).max_by_key(|&k| (t[k] - 1) * s[k].unsigned_abs()) else {
+            return t;
+        };
+        if t[k] <= 1 {
+            return t;
+        }
+        t[k] = t[k].div_ceil(2);
+    }
 }
 
 /// Runs `plan` on the GPU from `x` (of `x_len` elements) into `y` (of `y_len`).
+///
+/// A plan whose input or output span exceeds one storage binding is split into tiles of its
+/// merged region ([`tile_shape`]); each dispatch binds the aligned windows of `x` and `y` that
+/// cover the lowest to the highest element its tile reads and writes (strides may be negative)
+/// and passes the tile's first elements inside those windows as `ibase` / `obase`.
 fn copy_gpu(
     gpu: &Arc<Gpu>,
     plan: &CopyPlan,
@@ -295,7 +345,20 @@ fn copy_gpu(
     if n == 0 {
         return Ok(());
     }
-    let (words, ndim) = plan_words(plan)?;
+    let (shape, is, os, ndim) = collapse(plan);
+    let t = tile_shape(shape, is, os, window_budget(gpu));
+    let counts: Vec<usize> = (0..4).map(|k| shape[k].div_ceil(t[k])).collect();
+    let tiles: usize = counts.iter().product();
+    if tiles > MAX_TILES {
+        return Err(Error::OutOfMemory(format!(
+            "a strided copy of shape {:?} ({} bytes) would need {tiles} windows of at most \
+             this adapter's max_storage_buffer_binding_size of {} bytes; it is not split that \
+             finely (copy it in smaller pieces)",
+            plan.shape,
+            n * 4,
+            gpu.limits.max_storage_buffer_binding_size
+        )));
+    }
     let kernel = trusted_pipeline(
         gpu,
         &format!("layout/strided_copy/{ndim}"),
@@ -304,22 +367,60 @@ fn copy_gpu(
         "strided_copy",
         &[("WG", 64.0), ("EPT", 4.0), ("NDIM", ndim as f64)],
     )?;
-    let uni = gpu.uniform(&words)?;
-    let entries = [
-        wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uni.binding(80),
-        },
-        wgpu::BindGroupEntry {
-            binding: 1,
-            resource: x.binding((x_len * 4) as u64),
-        },
-        wgpu::BindGroupEntry {
-            binding: 2,
-            resource: y.binding((y_len * 4) as u64),
-        },
-    ];
-    run_pass(gpu, &kernel, &entries, n.div_ceil(256), "strided copy")
+    let align = window_align(gpu);
+    let (x_bytes, y_bytes) = (x.buffer().size(), y.buffer().size());
+    for tile in 0..tiles {
+        // Tile coordinates, the last dim fastest.
+        let (mut rest, mut start, mut local) = (tile, [0usize; 4], [1usize; 4]);
+        for k in (0..4).rev() {
+            start[k] = rest % counts[k] * t[k];
+            rest /= counts[k];
+            local[k] = t[k].min(shape[k] - start[k]);
+        }
+        // (first element, lowest, one past the highest) of a tile with strides `s` from `base`.
+        let bounds = |base: usize, s: &[isize; 4]| {
+            let mut first = base as isize;
+            let (mut lo, mut hi) = (0isize, 0isize);
+            for k in 0..4 {
+                first += start[k] as isize * s[k];
+                let reach = (local[k] as isize - 1) * s[k];
+                lo += reach.min(0);
+                hi += reach.max(0);
+            }
+            (first, first + lo, first + hi + 1)
+        };
+        let (fi, li, hi) = bounds(plan.ibase, &is);
+        let (fo, lo, ho) = bounds(plan.obase, &os);
+        // The plan keeps every element in 0..x_len and 0..y_len (its shape and strides come
+        // from the tensors), so each tile's range does too.
+        if li < 0 || lo < 0 || hi as usize > x_len || ho as usize > y_len {
+            return Err(Error::InvalidArgument(format!(
+                "strided copy of shape {:?} reaches outside its tensors",
+                plan.shape
+            )));
+        }
+        let wi = Window::covering(li as usize, hi as usize, align, x_bytes);
+        let wo = Window::covering(lo as usize, ho as usize, align, y_bytes);
+        check_windows(gpu, &[wi, wo], "strided copy")?;
+        let words = tile_words(
+            local,
+            (is, os),
+            fi as usize - (wi.offset / 4) as usize,
+            fo as usize - (wo.offset / 4) as usize,
+        )?;
+        let uni = gpu.uniform(&words)?;
+        let entries = [
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: uni.binding(80),
+            },
+            wi.of(1, x),
+            wo.of(2, y),
+        ];
+        let m: usize = local.iter().product();
+        run_pass(gpu, &kernel, &entries, m.div_ceil(256), "strided copy")?;
+    }
+    Ok(())
 }
 
 fn check_f32(t: &Tensor, op: &str) -> Result<()> {
@@ -482,5 +583,24 @@ mod tests {
         );
         assert!(concat_shape(&[&[2, 3], &[3, 3]], 1).is_err());
         assert!(concat_shape(&[&[], &[]], 0).is_err());
+    }
+
+    #[test]
+    fn tiles_bound_both_spans() {
+        // A 6000 × 6144 transpose (input strides [1, 6144], output [6000, 1]) under a budget of
+        // 2^25 elements: both dims are halved once, 4 tiles.
+        let t = tile_shape(
+            [1, 1, 6144, 6000],
+            [0, 0, 1, 6144],
+            [0, 0, 6000, 1],
+            1 << 25,
+        );
+        assert_eq!(t, [1, 1, 3072, 3000]);
+        // A contiguous copy that fits is one tile.
+        let t = tile_shape([1, 1, 1, 1000], [0, 0, 0, 1], [0, 0, 0, 1], 1 << 25);
+        assert_eq!(t, [1, 1, 1, 1000]);
+        // Negative strides count by magnitude.
+        let t = tile_shape([1, 1, 1, 100], [0, 0, 0, -1], [0, 0, 0, 1], 30);
+        assert_eq!(t, [1, 1, 1, 25]);
     }
 }

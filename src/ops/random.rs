@@ -5,7 +5,9 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ops::elementwise::{run_pass, trusted_pipeline};
+use crate::ops::elementwise::{
+    check_windows, run_pass, trusted_pipeline, window_align, window_budget, Window,
+};
 use crate::ops::source;
 use crate::tensor::{check_shape, element_count, DType, Tensor};
 
@@ -33,7 +35,7 @@ impl Context {
         check_shape(shape, n)?;
         if let Some(gpu) = self.gpu() {
             let r = (|| {
-                let n32 = u32::try_from(n).map_err(|_| {
+                u32::try_from(n).map_err(|_| {
                     Error::InvalidArgument(format!(
                         "random tensor of shape {shape:?} exceeds the GPU's 32-bit index range"
                     ))
@@ -53,27 +55,36 @@ impl Context {
                         "rand_block",
                         &[("WG", 64.0)],
                     )?;
-                    let uni = gpu.uniform(&[
-                        n32,
-                        key[0],
-                        key[1],
-                        u32::from(normal.is_some()),
-                        mean.to_bits(),
-                        std.to_bits(),
-                        0,
-                        0,
-                    ])?;
-                    let entries = [
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: uni.binding(32),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: y.binding((n * 4) as u64),
-                        },
-                    ];
-                    run_pass(gpu, &kernel, &entries, n.div_ceil(4 * 64), "random")?;
+                    // Chunks of whole blocks, a multiple of the window alignment long, so
+                    // every chunk's window starts exactly at its first element.
+                    let align = window_align(gpu) as usize / 4;
+                    let chunk = (window_budget(gpu) / align * align).max(align);
+                    let mut i0 = 0;
+                    while i0 < n {
+                        let len = chunk.min(n - i0);
+                        let w =
+                            Window::covering(i0, i0 + len, window_align(gpu), y.buffer().size());
+                        check_windows(gpu, &[w], "random tensor")?;
+                        let uni = gpu.uniform(&[
+                            len as u32, // ≤ n, which fits u32 (checked above)
+                            key[0],
+                            key[1],
+                            u32::from(normal.is_some()),
+                            mean.to_bits(),
+                            std.to_bits(),
+                            (i0 / 4) as u32,
+                            w.elem_off as u32, // 0: chunks start at aligned elements
+                        ])?;
+                        let entries = [
+                            wgpu::BindGroupEntry {
+                                binding: 0,
+                                resource: uni.binding(32),
+                            },
+                            w.of(1, &y),
+                        ];
+                        run_pass(gpu, &kernel, &entries, len.div_ceil(4 * 64), "random")?;
+                        i0 += len;
+                    }
                     Ok(y)
                 })??;
                 Ok(Tensor::from_gpu(shape.to_vec(), DType::F32, out))

@@ -8,6 +8,7 @@
 //! adapter by timing once); other axes by a thread per column. Long axes are split into
 //! segments whose partial accumulators later passes combine, without readback in between.
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
@@ -329,6 +330,29 @@ const ROW_PER_THREAD: usize = 256;
 
 /// Rows at least this long are reduced by a workgroup each (when contiguous).
 const ROW_MIN: usize = 64;
+
+thread_local! {
+    /// A cap on the bytes one reduction window binds, below the device's limit (0: none).
+    static WINDOW_CAP: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Caps the bytes every reduction binds per window below the device's
+/// `max_storage_buffer_binding_size` (`None` restores the device limit), on this thread. For
+/// tests: it runs the windowed path, used for inputs larger than one binding, on small inputs.
+/// Results do not depend on it; a cap too small for one segment of a column gives an `Err`.
+#[doc(hidden)]
+pub fn set_window_cap(bytes: Option<u64>) {
+    WINDOW_CAP.with(|c| c.set(bytes.unwrap_or(0)));
+}
+
+/// The bytes a reduction may bind per window on `gpu`.
+fn window_limit(gpu: &Gpu) -> u64 {
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    match WINDOW_CAP.with(Cell::get) {
+        0 => limit,
+        cap => cap.min(limit),
+    }
+}
 
 /// Chosen combine kernels per device (by weak pointer, so a dropped device is never matched).
 static CHOICE: Mutex<Vec<(Weak<Gpu>, ReduceKernel)>> = Mutex::new(Vec::new());
@@ -697,20 +721,24 @@ impl Job<'_> {
             if threads < 16384 && len >= 256 {
                 want = want.max((16384 / threads).min(len.div_ceil(64)));
             }
-            let mut chunk = len.div_ceil(want.max(1)).max(1);
-            // A segment's source (chunk · inner elements) must fit one binding window.
-            let es = if matches!(src, Source::Partials(_)) {
-                16
-            } else {
-                4
-            };
-            let room = self
-                .gpu
-                .limits
-                .max_storage_buffer_binding_size
-                .saturating_sub(self.align());
-            chunk = chunk.min((room / (inner as u64 * es).max(1)).max(1) as usize);
+            let chunk = len.div_ceil(want.max(1)).max(1);
             (64, len.div_ceil(chunk), chunk)
+        };
+        // A segment's source (chunk · inner elements) must fit one binding window: shorter
+        // segments where it would not (multiples of 8 for the rows kernels' vector loads).
+        let es: u64 = if matches!(src, Source::Partials(_)) {
+            16
+        } else {
+            4
+        };
+        let limit = window_limit(self.gpu);
+        let room = limit.saturating_sub(self.align());
+        let fit = (room / (inner as u64 * es).max(1)) as usize;
+        let (groups, chunk) = if chunk > fit {
+            let c = if rows { fit / 8 * 8 } else { fit }.max(1);
+            (len.div_ceil(c), c)
+        } else {
+            (groups, chunk)
         };
         let fin = groups == 1;
         let slots = outputs * groups;
@@ -738,8 +766,6 @@ impl Job<'_> {
         // len))·inner), and so are its slots and its outputs. A run of `per` rows binds at most
         // per·inner·max(chunk·es, slot bytes, 4) bytes plus the alignment slack of each window
         // start, which `per` keeps within one binding.
-        let es: u64 = if from_partials { 16 } else { 4 };
-        let limit = self.gpu.limits.max_storage_buffer_binding_size;
         let unit = inner as u64 * (chunk as u64 * es).max(if fin { 4 } else { 16 });
         let per = (limit.saturating_sub(self.align()) / unit.max(1)) as usize;
         if per == 0 {
@@ -879,7 +905,7 @@ fn run_gpu(
             let out = gpu.alloc((n * 4) as u64, "softmax result")?;
             // Windows of whole elements: input and output share their ranges; the row max and
             // sum (one value per output q = o·inner + j) are bound for the window's outer range.
-            let limit = gpu.limits.max_storage_buffer_binding_size;
+            let limit = window_limit(gpu);
             let room = limit.saturating_sub(job.align()) / 4;
             let slice = len * inner;
             let mut e0 = 0;

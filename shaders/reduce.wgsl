@@ -20,7 +20,12 @@
 // NaN is tested by its bits: compilers may assume no NaN and fold `x != x` or `max`.
 // Accumulators are combined with an error-free TwoSum, and max/argmax with an explicit index
 // tie-break (first index of ties and of NaN), so the combine order does not matter.
-// Every index is checked against the sizes the host passes (module built with runtime checks).
+// Inputs larger than one storage binding are reduced window by window: the host binds x (or the
+// partials), dst and aux from offsets aligned to min_storage_buffer_offset_alignment, and the
+// kernels subtract the window starts (src_start, d_start, a_start) from global indices, so
+// positions and argmax/argmin indices stay global.
+// Every index is bounded by sizes the host derives from the plan and its windows (the module is
+// built without runtime checks; see the SAFETY comment in src/ops/reduce.rs).
 
 struct Params {
     outer: u32,
@@ -41,6 +46,13 @@ struct Params {
     mode: u32,
     lanes: u32,
     vec8_ok: u32,
+    // Windows (inputs larger than one storage binding): the dispatch covers slots
+    // s_off .. s_off + total; every index below is global, and a buffer bound from an aligned
+    // offset is read at (global index - the global index of its binding's first element).
+    s_off: u32,
+    src_start: u32,
+    d_start: u32,
+    a_start: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -73,6 +85,25 @@ fn is_nan(v: f32) -> bool {
 
 fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+// The per-output value of aux (aux2) for global output q.
+fn aux_at(q: u32) -> f32 {
+    return aux[q - p.a_start];
+}
+
+fn aux2_at(q: u32) -> f32 {
+    return aux2[q - p.a_start];
+}
+
+// Input element g (global).
+fn xg(g: u32) -> f32 {
+    return x[g - p.src_start];
+}
+
+// Input elements g..g+3 (g a multiple of 4; src_start a multiple of 8).
+fn x4g(g: u32) -> vec4<f32> {
+    return x4[(g - p.src_start) / 4u];
 }
 
 fn inf() -> f32 {
@@ -112,11 +143,11 @@ fn term(v: f32, q: u32) -> f32 {
             return v * v;
         }
         case 7u: {
-            let d = v - aux[q];
+            let d = v - aux_at(q);
             return d * d;
         }
         case 8u, 9u: {
-            return exp(v - shift(aux[q]));
+            return exp(v - shift(aux_at(q)));
         }
         default: {
             return v;
@@ -140,11 +171,11 @@ fn term4(v: vec4<f32>, q: u32) -> vec4<f32> {
             return v * v;
         }
         case 7u: {
-            let d = v - vec4(aux[q]);
+            let d = v - vec4(aux_at(q));
             return d * d;
         }
         case 8u, 9u: {
-            return exp(v - vec4(shift(aux[q])));
+            return exp(v - vec4(shift(aux_at(q))));
         }
         default: {
             return v;
@@ -231,7 +262,7 @@ fn combine(a: Acc, b: Acc) -> Acc {
 }
 
 fn load_acc(w: u32) -> Acc {
-    let v = pin[w];
+    let v = pin[w - p.src_start];
     return Acc(bitcast<f32>(v.x), bitcast<f32>(v.y), v.z);
 }
 
@@ -259,7 +290,7 @@ fn finish(a: Acc, q: u32) -> u32 {
             r = s / p.div;
         }
         case 8u: {
-            r = log(s) + shift(aux[q]);
+            r = log(s) + shift(aux_at(q));
         }
         default: {}
     }
@@ -268,11 +299,12 @@ fn finish(a: Acc, q: u32) -> u32 {
 
 fn store(a: Acc, idx: u32, q: u32) {
     if p.fin != 0u {
-        dst[idx] = finish(a, q);
+        dst[idx - p.d_start] = finish(a, q);
     } else {
-        dst[4u * idx] = bitcast<u32>(a.v);
-        dst[4u * idx + 1u] = bitcast<u32>(a.c);
-        dst[4u * idx + 2u] = a.i;
+        let d = 4u * idx - p.d_start;
+        dst[d] = bitcast<u32>(a.v);
+        dst[d + 1u] = bitcast<u32>(a.c);
+        dst[d + 2u] = a.i;
     }
 }
 
@@ -302,13 +334,13 @@ fn vec8_part(a: ptr<function, Acc>, base: u32, start: u32, end: u32, t: u32, row
     let full = items / WG;
     for (var i = 0u; i < full; i++) {
         let k = start + 8u * (off * full + i * lanes + lane_t);
-        let v = x8[(base + k) / 8u];
+        let v = x8[(base + k - p.src_start) / 8u];
         add8(a, vec4(lo(v.x), hi(v.x), lo(v.y), hi(v.y)), vec4(lo(v.z), hi(v.z), lo(v.w), hi(v.w)), k, row);
     }
     let j = full * WG + t;
     if j < items {
         let k = start + 8u * j;
-        let v = x8[(base + k) / 8u];
+        let v = x8[(base + k - p.src_start) / 8u];
         add8(a, vec4(lo(v.x), hi(v.x), lo(v.y), hi(v.y)), vec4(lo(v.z), hi(v.z), lo(v.w), hi(v.w)), k, row);
     }
     return start + items * 8u;
@@ -319,12 +351,14 @@ fn vec8_part(a: ptr<function, Acc>, base: u32, start: u32, end: u32, t: u32, row
 }
 //#endif INT64
 
-// Accumulates this thread's elements of (row, segment) for the rows kernel.
-fn row_partial(w: u32, t: u32) -> Acc {
+// Accumulates this thread's elements of (row, segment) for the rows kernel (wl: the slot within
+// the window).
+fn row_partial(wl: u32, t: u32) -> Acc {
     var a = identity();
-    if w >= p.total {
+    if wl >= p.total {
         return a;
     }
+    let w = wl + p.s_off;
     let row = w / p.groups;
     let seg = w % p.groups;
     let start = seg * p.chunk;
@@ -357,16 +391,16 @@ fn row_partial(w: u32, t: u32) -> Acc {
         let full = items / WG;
         for (var i = 0u; i < full; i++) {
             let k = first + 4u * (off * full + i * lanes + lane_t);
-            add4(&a, x4[(base + k) / 4u], k, row);
+            add4(&a, x4g(base + k), k, row);
         }
         let j = full * WG + t;
         if j < items {
             let k = first + 4u * j;
-            add4(&a, x4[(base + k) / 4u], k, row);
+            add4(&a, x4g(base + k), k, row);
         }
         if t == 0u {
             for (var k = end4; k < end; k++) {
-                add(&a, x[base + k], k, row);
+                add(&a, xg(base + k), k, row);
             }
         }
     } else {
@@ -375,7 +409,7 @@ fn row_partial(w: u32, t: u32) -> Acc {
         for (var i = 0u; i < iters; i++) {
             let j = off * iters + i * lanes + lane_t;
             if j < items {
-                add(&a, x[base + start + j], start + j, row);
+                add(&a, xg(base + start + j), start + j, row);
             }
         }
     }
@@ -433,10 +467,11 @@ fn reduce_rows(
     @builtin(subgroup_id) sg: u32,
     @builtin(num_subgroups) nsg: u32,
 ) {
-    let w = wid.x + wid.y * p.grid_x;
-    let a = row_partial(w, t);
+    let wl = wid.x + wid.y * p.grid_x;
+    let a = row_partial(wl, t);
     let r = combine_workgroup(a, t, lane, sg, nsg);
-    if t == 0u && w < p.total {
+    if t == 0u && wl < p.total {
+        let w = wl + p.s_off;
         store(r, w, w / p.groups);
     }
 }
@@ -459,10 +494,11 @@ fn reduce_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let w = wid.x + wid.y * p.grid_x;
-    let a = row_partial(w, t);
+    let wl = wid.x + wid.y * p.grid_x;
+    let a = row_partial(wl, t);
     let r = combine_workgroup(a, t);
-    if t == 0u && w < p.total {
+    if t == 0u && wl < p.total {
+        let w = wl + p.s_off;
         store(r, w, w / p.groups);
     }
 }
@@ -473,10 +509,11 @@ fn reduce_rows(
 // accumulators per invocation.
 @compute @workgroup_size(1)
 fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>) {
-    let w = wid.x + wid.y * p.grid_x;
-    if w >= p.total {
+    let wl = wid.x + wid.y * p.grid_x;
+    if wl >= p.total {
         return;
     }
+    let w = wl + p.s_off;
     let row = w / p.groups;
     let seg = w % p.groups;
     let start = seg * p.chunk;
@@ -493,18 +530,18 @@ fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>) {
     } else if p.vec_ok != 0u {
         let end4 = start + ((end - start) / 4u) * 4u;
         for (var k = start; k < end4; k += 4u) {
-            let v = x4[(base + k) / 4u];
+            let v = x4g(base + k);
             add(&a0, v.x, k, row);
             add(&a1, v.y, k + 1u, row);
             add(&a2, v.z, k + 2u, row);
             add(&a3, v.w, k + 3u, row);
         }
         for (var k = end4; k < end; k++) {
-            add(&a0, x[base + k], k, row);
+            add(&a0, xg(base + k), k, row);
         }
     } else {
         for (var k = start; k < end; k++) {
-            add(&a0, x[base + k], k, row);
+            add(&a0, xg(base + k), k, row);
         }
     }
     store(combine(combine(a0, a1), combine(a2, a3)), w, row);
@@ -512,10 +549,11 @@ fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>) {
 
 @compute @workgroup_size(64)
 fn reduce_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let id = gid.x + gid.y * p.grid_x * 64u;
-    if id >= p.total {
+    let il = gid.x + gid.y * p.grid_x * 64u;
+    if il >= p.total {
         return;
     }
+    let id = il + p.s_off;
     let j = id % p.inner;
     let r = id / p.inner;
     let seg = r % p.groups;
@@ -531,7 +569,7 @@ fn reduce_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     } else {
         for (var k = start; k < end; k++) {
-            add(&a, x[base + k * p.inner], k, q);
+            add(&a, xg(base + k * p.inner), k, q);
         }
     }
     store(a, id, q);
@@ -540,20 +578,21 @@ fn reduce_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
 // softmax (mode 0): exp(x - m) / s; log-softmax (mode 1): (x - shift(m)) - log(s); m = aux, s = aux2.
 @compute @workgroup_size(64)
 fn normalize(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let id = gid.x + gid.y * p.grid_x * 64u;
-    if id >= p.total {
+    let il = gid.x + gid.y * p.grid_x * 64u;
+    if il >= p.total {
         return;
     }
+    let id = il + p.s_off;
     let j = id % p.inner;
     let o = id / (p.len * p.inner);
     let q = o * p.inner + j;
-    let v = x[id];
-    let s = aux2[q];
+    let v = xg(id);
+    let s = aux2_at(q);
     var y: f32;
     if p.mode == 0u {
-        y = exp(v - aux[q]) / s;
+        y = exp(v - aux_at(q)) / s;
     } else {
-        y = (v - shift(aux[q])) - log(s);
+        y = (v - shift(aux_at(q))) - log(s);
     }
-    dst[id] = bitcast<u32>(y);
+    dst[id - p.d_start] = bitcast<u32>(y);
 }

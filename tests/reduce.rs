@@ -117,6 +117,12 @@ fn check(ctx: &Context, x: &Tensor, op: ReduceOp, opts: &ReduceOptions, what: &s
 }
 
 fn run_all(ctx: &Context, kernel: Option<ReduceKernel>) -> usize {
+    run_all_capped(ctx, kernel, None)
+}
+
+/// `run_all` with each GPU dispatch binding at most max(`cap`, 32·inner·4 + 256) bytes, where
+/// inner is the case's column width (a window must hold one segment row of partial slots).
+fn run_all_capped(ctx: &Context, kernel: Option<ReduceKernel>, cap: Option<u64>) -> usize {
     let mut ran = 0;
     for (i, (shape, axis, keepdims)) in cases().into_iter().enumerate() {
         let x = input(ctx, &shape, i as u64);
@@ -131,7 +137,13 @@ fn run_all(ctx: &Context, kernel: Option<ReduceKernel>) -> usize {
                 kernel,
             };
             let what = format!("case {i} {op} shape {shape:?} {opts:?}");
-            if check(ctx, &x, op, &opts, &what) {
+            if let (Some(cap), Ok(plan)) = (cap, ReducePlan::new(op, &shape, &opts)) {
+                let c = cap.max(32 * 4 * plan.inner as u64 + 256);
+                gpu_linalg::ops::reduce::set_window_cap(Some(c));
+            }
+            let ok = check(ctx, &x, op, &opts, &what);
+            gpu_linalg::ops::reduce::set_window_cap(None);
+            if ok {
                 ran += 1;
             }
         }
@@ -476,5 +488,25 @@ fn sums_of_quarters_are_exact() {
                 assert_eq!(f64::from(*g), *e, "{kernel:?} axis {axis}");
             }
         }
+    }
+}
+
+/// Every case again with each dispatch binding at most 1 KiB (and 4 KiB): the windowed path that
+/// inputs larger than one storage binding take, on small inputs — windows that split rows,
+/// cross row boundaries, split the partial passes, softmax outputs and their row statistics.
+#[test]
+fn tiny_binding_windows_match_reference() {
+    let Some(ctx) = common::gpu() else { return };
+    for (cap, kernel) in [
+        (1024, Some(ReduceKernel::Tree)),
+        (4096, Some(ReduceKernel::Serial)),
+    ] {
+        let t = std::time::Instant::now();
+        let ran = run_all_capped(ctx, kernel, Some(cap));
+        eprintln!(
+            "{ran} cases in windows of {cap} bytes ({kernel:?}): {:.1?}",
+            t.elapsed()
+        );
+        assert!(ran > 1500, "{ran}");
     }
 }

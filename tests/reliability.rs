@@ -423,3 +423,203 @@ fn ops_that_do_not_split_name_the_limit() {
         "{e}"
     );
 }
+
+/// The big-reduction tests below each hold a few hundred MB; they run one at a time.
+static BIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn big_lock() -> std::sync::MutexGuard<'static, ()> {
+    BIG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The reduce kernels this adapter runs (subgroup only where supported).
+fn reduce_kernels(ctx: &gpu_linalg::Context) -> Vec<gpu_linalg::ReduceKernel> {
+    use gpu_linalg::ReduceKernel;
+    let mut v = vec![ReduceKernel::Tree, ReduceKernel::Serial];
+    if ctx
+        .reduce(
+            gpu_linalg::ReduceOp::Sum,
+            &ctx.tensor(&[4], &[1.0; 4]).unwrap(),
+            &gpu_linalg::ReduceOptions {
+                kernel: Some(ReduceKernel::Subgroup),
+                ..Default::default()
+            },
+        )
+        .is_ok()
+    {
+        v.push(ReduceKernel::Subgroup);
+    }
+    v
+}
+
+#[test]
+fn full_sum_larger_than_one_binding() {
+    use gpu_linalg::{ReduceOp, ReduceOptions};
+    let Some(ctx) = common::gpu() else { return };
+    let _big = big_lock();
+    let t0 = std::time::Instant::now();
+    let n = 1usize << 26; // 256 MiB of f32
+    if (n * 4) as u64 <= binding_limit(ctx) {
+        eprintln!("binding limit holds 256 MiB: the windowed path is not exercised here");
+    }
+    let v: Vec<f32> = common::data_full(n, 21)
+        .iter()
+        .map(|e| 0.5 + 0.25 * e)
+        .collect();
+    let exact: f64 = v.iter().map(|&x| f64::from(x)).sum();
+    let abs: f64 = v.iter().map(|&x| f64::from(x).abs()).sum();
+    // The documented bound: γ_k·Σ|x| with k = sum_terms(n), plus the final rounding.
+    let k = gpu_linalg::ops::reduce::sum_terms(n);
+    let bound = gpu_linalg::cpu::gamma(k) * abs + gpu_linalg::cpu::F32_UNIT_ROUNDOFF * exact.abs();
+    let x = ctx.tensor(&[n], &v).unwrap();
+    for kernel in reduce_kernels(ctx) {
+        let opts = ReduceOptions {
+            kernel: Some(kernel),
+            ..Default::default()
+        };
+        let s = ctx
+            .reduce(ReduceOp::Sum, &x, &opts)
+            .unwrap_or_else(|e| panic!("{kernel}: {e}"));
+        assert_eq!(s.shape(), &[] as &[usize]);
+        let got = f64::from(s.to_vec().unwrap()[0]);
+        eprintln!(
+            "sum of 2^26 ({kernel}): error {:.3e}, bound {bound:.3e}",
+            (got - exact).abs()
+        );
+        assert!((got - exact).abs() <= bound, "{kernel}: {got} vs {exact}");
+        let mean = f64::from(
+            ctx.reduce(ReduceOp::Mean, &x, &opts)
+                .unwrap()
+                .to_vec()
+                .unwrap()[0],
+        );
+        assert!(
+            (mean - exact / n as f64).abs() <= bound / n as f64 * 2.0,
+            "{kernel}: mean {mean}"
+        );
+    }
+    let max = ctx.max(&x, None).unwrap().to_vec().unwrap()[0];
+    assert_eq!(max, v.iter().copied().fold(f32::MIN, f32::max));
+    eprintln!("full_sum_larger_than_one_binding: {:.1?}", t0.elapsed());
+}
+
+#[test]
+fn argmax_beyond_the_first_window_is_global() {
+    let Some(ctx) = common::gpu() else { return };
+    let _big = big_lock();
+    let t0 = std::time::Instant::now();
+    let n = 1usize << 26;
+    let mut v = common::data(n, 31); // in [-2, 2)
+                                     // Beyond the first binding-sized window (2^25 f32 on a 128 MiB limit), with a later tie.
+    let hi = (3usize << 24) + 12_345;
+    let lo = n - 7;
+    v[hi] = 5.0;
+    v[n - 1] = 5.0;
+    v[lo] = -5.0;
+    let x = ctx.tensor(&[n], &v).unwrap();
+    for kernel in reduce_kernels(ctx) {
+        let opts = |op| {
+            (
+                op,
+                gpu_linalg::ReduceOptions {
+                    kernel: Some(kernel),
+                    ..Default::default()
+                },
+            )
+        };
+        let (op, o) = opts(gpu_linalg::ReduceOp::Argmax);
+        let i = ctx.reduce(op, &x, &o).unwrap().to_vec_u32().unwrap();
+        assert_eq!(i, vec![hi as u32], "{kernel}: argmax");
+        let (op, o) = opts(gpu_linalg::ReduceOp::Argmin);
+        let i = ctx.reduce(op, &x, &o).unwrap().to_vec_u32().unwrap();
+        assert_eq!(i, vec![lo as u32], "{kernel}: argmin");
+    }
+    eprintln!(
+        "argmax_beyond_the_first_window_is_global: {:.1?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn mean_along_axis_1_of_two_long_rows() {
+    use gpu_linalg::{ReduceOp, ReduceOptions, ReducePlan};
+    let Some(ctx) = common::gpu() else { return };
+    let _big = big_lock();
+    let t0 = std::time::Instant::now();
+    let (rows, cols) = (2usize, 1usize << 25); // each row is 128 MiB, the pair 256 MiB
+    let v: Vec<f32> = common::data_full(rows * cols, 41)
+        .iter()
+        .enumerate()
+        .map(|(i, e)| if i < cols { 1.0 + e } else { -3.0 + 0.5 * e })
+        .collect();
+    let x = ctx.tensor(&[rows, cols], &v).unwrap();
+    for kernel in reduce_kernels(ctx) {
+        let opts = ReduceOptions {
+            axis: Some(1),
+            kernel: Some(kernel),
+            ..Default::default()
+        };
+        let plan = ReducePlan::new(ReduceOp::Mean, &[rows, cols], &opts).unwrap();
+        let m = ctx
+            .reduce(ReduceOp::Mean, &x, &opts)
+            .unwrap_or_else(|e| panic!("{kernel}: {e}"));
+        assert_eq!(m.shape(), &[rows]);
+        gpu_linalg::cpu::reduce::reference(&plan, &v)
+            .check(&m.to_vec().unwrap())
+            .unwrap_or_else(|e| panic!("{kernel}: {e}"));
+    }
+    // Argmax along the axis: the index within the row, for a max late in row 1.
+    let mut w = v;
+    w[cols + cols - 100] = 50.0;
+    w[10] = 50.0;
+    let x = ctx.tensor(&[rows, cols], &w).unwrap();
+    let i = ctx.argmax(&x, Some(1)).unwrap().to_vec_u32().unwrap();
+    assert_eq!(i, vec![10, (cols - 100) as u32]);
+    eprintln!("mean_along_axis_1_of_two_long_rows: {:.1?}", t0.elapsed());
+}
+
+#[test]
+fn softmax_larger_than_one_binding() {
+    let Some(ctx) = common::gpu() else { return };
+    let _big = big_lock();
+    let t0 = std::time::Instant::now();
+    let (rows, cols) = (4usize, 1usize << 24); // 256 MiB in and out
+    let n = rows * cols;
+    let v = common::data(n, 51);
+    let x = ctx.tensor(&[rows, cols], &v).unwrap();
+    let cpu = common::cpu();
+    let xc = cpu.tensor(&[rows, cols], &v).unwrap();
+    // Spot checks: a stride through everything plus the edges of rows and of 128 MiB windows.
+    let mut idx: Vec<usize> = (0..n).step_by(65_521).collect();
+    for edge in [0, cols, 2 * cols, 3 * cols, 1 << 25, n] {
+        idx.extend(edge.saturating_sub(40)..(edge + 40).min(n));
+    }
+    for log in [false, true] {
+        let (g, c) = if log {
+            (ctx.log_softmax(&x, None), cpu.log_softmax(&xc, None))
+        } else {
+            (ctx.softmax(&x, None), cpu.softmax(&xc, None))
+        };
+        let g = g.unwrap();
+        assert_eq!(g.shape(), &[rows, cols]);
+        let (g, c) = (g.to_vec().unwrap(), c.unwrap().to_vec().unwrap());
+        for &i in &idx {
+            let tol = 1e-5 * c[i].abs() + if log { 1e-6 } else { 1e-12 };
+            assert!(
+                (g[i] - c[i]).abs() <= tol,
+                "log={log}: element {i}: gpu {} cpu {}",
+                g[i],
+                c[i]
+            );
+        }
+        if !log {
+            for r in 0..rows {
+                let s: f64 = g[r * cols..(r + 1) * cols]
+                    .iter()
+                    .map(|&y| f64::from(y))
+                    .sum();
+                assert!((s - 1.0).abs() < 1e-4, "row {r} sums to {s}");
+            }
+        }
+    }
+    eprintln!("softmax_larger_than_one_binding: {:.1?}", t0.elapsed());
+}

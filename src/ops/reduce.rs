@@ -8,6 +8,7 @@
 //! adapter by timing once); other axes by a thread per column. Long axes are split into
 //! segments whose partial accumulators later passes combine, without readback in between.
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
@@ -330,6 +331,29 @@ const ROW_PER_THREAD: usize = 256;
 /// Rows at least this long are reduced by a workgroup each (when contiguous).
 const ROW_MIN: usize = 64;
 
+thread_local! {
+    /// A cap on the bytes one reduction window binds, below the device's limit (0: none).
+    static WINDOW_CAP: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Caps the bytes every reduction binds per window below the device's
+/// `max_storage_buffer_binding_size` (`None` restores the device limit), on this thread. For
+/// tests: it runs the windowed path, used for inputs larger than one binding, on small inputs.
+/// Results do not depend on it; a cap too small for one segment of a column gives an `Err`.
+#[doc(hidden)]
+pub fn set_window_cap(bytes: Option<u64>) {
+    WINDOW_CAP.with(|c| c.set(bytes.unwrap_or(0)));
+}
+
+/// The bytes a reduction may bind per window on `gpu`.
+fn window_limit(gpu: &Gpu) -> u64 {
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    match WINDOW_CAP.with(Cell::get) {
+        0 => limit,
+        cap => cap.min(limit),
+    }
+}
+
 /// Chosen combine kernels per device (by weak pointer, so a dropped device is never matched).
 static CHOICE: Mutex<Vec<(Weak<Gpu>, ReduceKernel)>> = Mutex::new(Vec::new());
 
@@ -377,9 +401,16 @@ fn pipeline(
     let key = format!("reduce/{kernel}/{entry}/{op}/{wg}/{int64}");
     gpu.kernel(&key, |device| {
         // SAFETY: every index in shaders/reduce.wgsl is guarded by sizes the host derives from
-        // the plan (rows < total, k < end ≤ len, j < items, q < outer·inner, id < total) and
-        // the host binds buffers at least that large (aux: outer·inner values; partials:
-        // 16 bytes per slot); workgroup indices stay below WG. Every loop is bounded by them.
+        // the plan and the dispatch's window (local slot < total, k < end ≤ len, j < items,
+        // id < total) and is global: slot = local + s_off, element = (o·len + k)·inner + j,
+        // output q = o·inner + j. `Job::reduce` and the softmax loop in `run_gpu` bind, for each
+        // window, the source from src_start (aligned down, ≤ the window's first element) to
+        // past its last element, dst from d_start to past its last slot (4 words per partial
+        // slot), and aux/aux2 from a_start to past its last output; the kernel subtracts those
+        // starts, so every access lies inside its binding (vec4/vec8 loads: src_start is a
+        // multiple of 8 elements, loads stay inside their segment). `Job::dispatch` refuses a
+        // window whose binding would exceed the buffer or the binding limit. Workgroup indices
+        // stay below WG. Every loop is bounded by these sizes.
         let module = unsafe {
             device.create_shader_module_trusted(
                 wgpu::ShaderModuleDescriptor {
@@ -482,7 +513,6 @@ struct Job<'a> {
     kernel: ReduceKernel,
     enc: wgpu::CommandEncoder,
     x: &'a GpuBuffer,
-    n: usize,
     keep: Vec<Arc<GpuBuffer>>,
     dummy: Arc<GpuBuffer>,
 }
@@ -495,6 +525,23 @@ struct PassCfg<'a> {
     full_len: usize,
     div: f32,
     fshift: bool,
+}
+
+/// Words of the kernels' uniform `Params`.
+const PARAMS: usize = 24;
+
+/// What one dispatch covers: global index ranges of its source elements (16-byte slots for
+/// partials), of its outputs (for aux / aux2, which hold one value per output), and of the words
+/// of `dst_buf` it writes. Each range is bound from its start aligned down to the device's
+/// offset alignment; the kernel subtracts those starts from its global indices.
+struct Win<'a> {
+    source: Source<'a>,
+    src: (usize, usize),
+    outs: (usize, usize),
+    aux: Option<&'a GpuBuffer>,
+    aux2: Option<&'a GpuBuffer>,
+    dst_buf: &'a GpuBuffer,
+    dst: (usize, usize),
 }
 
 impl Job<'_> {
@@ -510,34 +557,109 @@ impl Job<'_> {
         Ok((gx as u32, gy as u32))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The binding offset alignment in bytes: the device's `min_storage_buffer_offset_alignment`,
+    /// at least 32 so that window starts keep the vec4 and vec8 loads aligned.
+    fn align(&self) -> u64 {
+        u64::from(self.gpu.limits.min_storage_buffer_offset_alignment)
+            .max(32)
+            .next_power_of_two()
+    }
+
+    /// The first index at or below `idx` of elements of `es` bytes whose byte offset is aligned.
+    fn align_down(&self, idx: usize, es: u64) -> usize {
+        let a = self.align();
+        ((idx as u64 * es) / a * a / es) as usize
+    }
+
+    /// Records one dispatch of `entry` over the window `win`; fills the window fields of
+    /// `params` (src_start, d_start, a_start) from it.
     fn dispatch(
         &mut self,
         entry: &str,
         op: u32,
         wg: u32,
-        params: [u32; 20],
+        mut params: [u32; PARAMS],
         grid: (u32, u32),
-        src: Source,
-        aux: Option<&GpuBuffer>,
-        aux2: Option<&GpuBuffer>,
-        dst: &GpuBuffer,
-        dst_bytes: u64,
+        win: &Win,
     ) -> Result<()> {
         let k = pipeline(self.gpu, self.kernel, entry, op, wg)?;
-        let u = self.gpu.uniform(&params)?;
-        let n4 = (self.n / 4) as u64 * 16;
-        let x_bytes = (self.n as u64 * 4).max(4);
-        let d = &*self.dummy;
-        let (x4_buf, x4_bytes) = if n4 >= 16 { (self.x, n4) } else { (d, 16) };
-        let n8 = (self.n / 8) as u64 * 32;
-        let (x8_buf, x8_bytes) = if n8 >= 32 { (self.x, n8) } else { (d, 32) };
-        let (p_buf, p_bytes) = match src {
-            Source::Partials(b) => (b, b.buffer().size()),
-            Source::Input => (d, 16),
+        let es: u64 = match win.source {
+            Source::Input => 4,
+            Source::Partials(_) => 16,
         };
-        let aux_b = aux.unwrap_or(d);
-        let aux2_b = aux2.unwrap_or(d);
+        let src_start = self.align_down(win.src.0, es);
+        let d_start = self.align_down(win.dst.0, 4);
+        let a_start = if win.aux.is_some() || win.aux2.is_some() {
+            self.align_down(win.outs.0, 4)
+        } else {
+            0
+        };
+        params[19] = u32_of(src_start, "window start")?;
+        params[20] = u32_of(d_start, "window start")?;
+        params[21] = u32_of(a_start, "window start")?;
+        let u = self.gpu.uniform(&params)?;
+        let d = &*self.dummy;
+        // Byte ranges of the window's bindings (offsets aligned by align_down).
+        let src_off = src_start as u64 * es;
+        let src_bytes = (win.src.1 - src_start) as u64 * es;
+        let (x_view, x4_view, x8_view, p_view) = match win.source {
+            Source::Input => {
+                let n4 = src_bytes / 16 * 16;
+                let n8 = src_bytes / 32 * 32;
+                (
+                    (self.x, src_off, src_bytes.max(4)),
+                    if n4 >= 16 {
+                        (self.x, src_off, n4)
+                    } else {
+                        (d, 0, 16)
+                    },
+                    if n8 >= 32 {
+                        (self.x, src_off, n8)
+                    } else {
+                        (d, 0, 32)
+                    },
+                    (d, 0, 16),
+                )
+            }
+            Source::Partials(b) => (
+                (d, 0, 4),
+                (d, 0, 16),
+                (d, 0, 32),
+                (b, src_off, src_bytes.max(16)),
+            ),
+        };
+        let a_off = a_start as u64 * 4;
+        let a_bytes = ((win.outs.1 - a_start) as u64 * 4).max(4);
+        let aux_v = match win.aux {
+            Some(b) => (b, a_off, a_bytes),
+            None => (d, 0, 4),
+        };
+        let aux2_v = match win.aux2 {
+            Some(b) => (b, a_off, a_bytes),
+            None => (d, 0, 4),
+        };
+        let dst_view = (
+            win.dst_buf,
+            d_start as u64 * 4,
+            ((win.dst.1 - d_start) as u64 * 4).max(4),
+        );
+        let limit = self.gpu.limits.max_storage_buffer_binding_size;
+        for (b, off, bytes) in [x_view, x4_view, x8_view, p_view, aux_v, aux2_v, dst_view] {
+            // The windows are sized so that this holds; a violation is a bug, reported as such.
+            if bytes > limit || off + bytes > b.buffer().size() {
+                return Err(Error::Kernel(format!(
+                    "reduction window of {bytes} bytes at {off} does not fit a binding of \
+                     {limit} bytes in a buffer of {} bytes",
+                    b.buffer().size()
+                )));
+            }
+        }
+        fn entry_of(binding: u32, v: (&GpuBuffer, u64, u64)) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: v.0.binding_range(v.1, v.2),
+            }
+        }
         let bg = self
             .gpu
             .device
@@ -547,36 +669,15 @@ impl Job<'_> {
                 entries: &[
                     wgpu::BindGroupEntry {
                         binding: 0,
-                        resource: u.binding(80),
+                        resource: u.binding((PARAMS * 4) as u64),
                     },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: self.x.binding(x_bytes),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: x4_buf.binding(x4_bytes),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 3,
-                        resource: aux_b.binding(aux_b.buffer().size()),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 4,
-                        resource: p_buf.binding(p_bytes / 16 * 16),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 5,
-                        resource: dst.binding(dst_bytes),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 6,
-                        resource: aux2_b.binding(aux2_b.buffer().size()),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 7,
-                        resource: x8_buf.binding(x8_bytes),
-                    },
+                    entry_of(1, x_view),
+                    entry_of(2, x4_view),
+                    entry_of(3, aux_v),
+                    entry_of(4, p_view),
+                    entry_of(5, dst_view),
+                    entry_of(6, aux2_v),
+                    entry_of(7, x8_view),
                 ],
             });
         {
@@ -623,6 +724,22 @@ impl Job<'_> {
             let chunk = len.div_ceil(want.max(1)).max(1);
             (64, len.div_ceil(chunk), chunk)
         };
+        // A segment's source (chunk · inner elements) must fit one binding window: shorter
+        // segments where it would not (multiples of 8 for the rows kernels' vector loads).
+        let es: u64 = if matches!(src, Source::Partials(_)) {
+            16
+        } else {
+            4
+        };
+        let limit = window_limit(self.gpu);
+        let room = limit.saturating_sub(self.align());
+        let fit = (room / (inner as u64 * es).max(1)) as usize;
+        let (groups, chunk) = if chunk > fit {
+            let c = if rows { fit / 8 * 8 } else { fit }.max(1);
+            (len.div_ceil(c), c)
+        } else {
+            (groups, chunk)
+        };
         let fin = groups == 1;
         let slots = outputs * groups;
         let dst_bytes = if fin { slots * 4 } else { slots * 16 } as u64;
@@ -632,35 +749,10 @@ impl Job<'_> {
             && !from_partials
             && (len.is_multiple_of(4) || outer == 1)
             && chunk.is_multiple_of(4);
-        let count = if rows { slots } else { slots.div_ceil(64) };
-        let grid = self.grid(count, "reduction")?;
-        let params = [
-            u32_of(outer, "outer size")?,
-            u32_of(len, "axis length")?,
-            u32_of(inner, "inner size")?,
-            u32_of(groups, "segments")?,
-            u32_of(chunk, "segment")?,
-            grid.0,
-            u32_of(slots, "outputs")?,
-            u32_of(cfg.full_len, "axis length")?,
-            cfg.div.to_bits(),
-            u32::from(vec_ok),
-            u32::from(fin),
-            u32::from(from_partials),
-            u32::from(cfg.fshift),
-            f32::INFINITY.to_bits(),
-            f32::NAN.to_bits(),
-            0,
-            lanes_for(self.gpu, wg as u32),
-            u32::from(
-                vec_ok
-                    && (len.is_multiple_of(8) || outer == 1)
-                    && chunk.is_multiple_of(8)
-                    && self.gpu.features.contains(wgpu::Features::SHADER_INT64),
-            ),
-            0,
-            0,
-        ];
+        let vec8_ok = vec_ok
+            && (len.is_multiple_of(8) || outer == 1)
+            && chunk.is_multiple_of(8)
+            && self.gpu.features.contains(wgpu::Features::SHADER_INT64);
         let entry = if serial {
             "reduce_serial"
         } else if rows {
@@ -668,9 +760,77 @@ impl Job<'_> {
         } else {
             "reduce_cols"
         };
-        self.dispatch(
-            entry, cfg.op, wg as u32, params, grid, src, cfg.aux, None, &dst, dst_bytes,
-        )?;
+        // Windows: runs of consecutive segment rows r = outer index · groups + segment, each
+        // with `inner` slots. The source elements of a run are contiguous (those of segment
+        // `seg` of outer index `o` are (o·len + seg·chunk)·inner .. (o·len + min((seg+1)·chunk,
+        // len))·inner), and so are its slots and its outputs. A run of `per` rows binds at most
+        // per·inner·max(chunk·es, slot bytes, 4) bytes plus the alignment slack of each window
+        // start, which `per` keeps within one binding.
+        let unit = inner as u64 * (chunk as u64 * es).max(if fin { 4 } else { 16 });
+        let per = (limit.saturating_sub(self.align()) / unit.max(1)) as usize;
+        if per == 0 {
+            return Err(Error::OutOfMemory(format!(
+                "reduction: one segment of the axis ({chunk} × {inner} elements of {es} bytes, \
+                 {unit} bytes) needs a storage binding above this adapter's \
+                 max_storage_buffer_binding_size of {limit} bytes"
+            )));
+        }
+        // The kernels compute 4·slot (partials) in u32.
+        u32_of(4 * slots, "partial words")?;
+        let seg_rows = outer * groups;
+        let mut r0 = 0;
+        while r0 < seg_rows {
+            let r1 = (r0 + per).min(seg_rows);
+            let (o0, g0) = (r0 / groups, r0 % groups);
+            let (o1, g1) = ((r1 - 1) / groups, (r1 - 1) % groups);
+            let (s0, s1) = (r0 * inner, r1 * inner);
+            let win = Win {
+                source: src,
+                src: (
+                    (o0 * len + g0 * chunk) * inner,
+                    (o1 * len + (g1 * chunk + chunk).min(len)) * inner,
+                ),
+                outs: (o0 * inner, (o1 + 1) * inner),
+                aux: cfg.aux,
+                aux2: None,
+                dst_buf: &dst,
+                dst: if fin { (s0, s1) } else { (4 * s0, 4 * s1) },
+            };
+            let count = if rows {
+                s1 - s0
+            } else {
+                (s1 - s0).div_ceil(64)
+            };
+            let grid = self.grid(count, "reduction")?;
+            let params = [
+                u32_of(outer, "outer size")?,
+                u32_of(len, "axis length")?,
+                u32_of(inner, "inner size")?,
+                u32_of(groups, "segments")?,
+                u32_of(chunk, "segment")?,
+                grid.0,
+                u32_of(s1 - s0, "outputs")?,
+                u32_of(cfg.full_len, "axis length")?,
+                cfg.div.to_bits(),
+                u32::from(vec_ok),
+                u32::from(fin),
+                u32::from(from_partials),
+                u32::from(cfg.fshift),
+                f32::INFINITY.to_bits(),
+                f32::NAN.to_bits(),
+                0,
+                lanes_for(self.gpu, wg as u32),
+                u32::from(vec8_ok),
+                u32_of(s0, "window start")?,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ];
+            self.dispatch(entry, cfg.op, wg as u32, params, grid, &win)?;
+            r0 = r1;
+        }
         if fin {
             return Ok(dst);
         }
@@ -709,7 +869,6 @@ fn run_gpu(
                 label: Some("reduce"),
             }),
         x,
-        n,
         keep: Vec::new(),
         dummy: gpu.alloc(32, "reduction placeholder")?,
     };
@@ -743,31 +902,55 @@ fn run_gpu(
             let mut c = cfg(plan.op, Some(&m));
             c.fshift = log;
             let s = job.reduce(Source::Input, outer, len, inner, c)?;
-            let bytes = (n * 4) as u64;
-            let out = gpu.alloc(bytes, "softmax result")?;
-            let grid = job.grid(n.div_ceil(64), "softmax")?;
-            let mut params = [0u32; 20];
-            params[0] = u32_of(outer, "outer size")?;
-            params[1] = u32_of(len, "axis length")?;
-            params[2] = u32_of(inner, "inner size")?;
-            params[5] = grid.0;
-            params[6] = u32_of(n, "elements")?;
-            params[12] = u32::from(log);
-            params[13] = f32::INFINITY.to_bits();
-            params[14] = f32::NAN.to_bits();
-            params[15] = u32::from(log);
-            job.dispatch(
-                "normalize",
-                plan.op.shader_id(),
-                64,
-                params,
-                grid,
-                Source::Input,
-                Some(&m),
-                Some(&s),
-                &out,
-                bytes,
-            )?;
+            let out = gpu.alloc((n * 4) as u64, "softmax result")?;
+            // Windows of whole elements: input and output share their ranges; the row max and
+            // sum (one value per output q = o·inner + j) are bound for the window's outer range.
+            let limit = window_limit(gpu);
+            let room = limit.saturating_sub(job.align()) / 4;
+            let slice = len * inner;
+            let mut e0 = 0;
+            while e0 < n {
+                let mut per = (room as usize).max(1);
+                let (e1, outs) = loop {
+                    let e1 = (e0 + per).min(n);
+                    let outs = ((e0 / slice) * inner, ((e1 - 1) / slice + 1) * inner);
+                    let a_bytes = (outs.1 - job.align_down(outs.0, 4)) as u64 * 4;
+                    if a_bytes <= limit {
+                        break (e1, outs);
+                    }
+                    if per == 1 {
+                        return Err(Error::OutOfMemory(format!(
+                            "{}: the row statistics of one window need {a_bytes} bytes, above \
+                             this adapter's max_storage_buffer_binding_size of {limit} bytes",
+                            plan.op
+                        )));
+                    }
+                    per /= 2;
+                };
+                let grid = job.grid((e1 - e0).div_ceil(64), "softmax")?;
+                let mut params = [0u32; PARAMS];
+                params[0] = u32_of(outer, "outer size")?;
+                params[1] = u32_of(len, "axis length")?;
+                params[2] = u32_of(inner, "inner size")?;
+                params[5] = grid.0;
+                params[6] = u32_of(e1 - e0, "elements")?;
+                params[12] = u32::from(log);
+                params[13] = f32::INFINITY.to_bits();
+                params[14] = f32::NAN.to_bits();
+                params[15] = u32::from(log);
+                params[18] = u32_of(e0, "window start")?;
+                let win = Win {
+                    source: Source::Input,
+                    src: (e0, e1),
+                    outs,
+                    aux: Some(&m),
+                    aux2: Some(&s),
+                    dst_buf: &out,
+                    dst: (e0, e1),
+                };
+                job.dispatch("normalize", plan.op.shader_id(), 64, params, grid, &win)?;
+                e0 = e1;
+            }
             job.keep.push(m);
             job.keep.push(s);
             out

@@ -307,32 +307,7 @@ impl BoundedReference {
     /// Checks `got`: NaN where the reference is NaN, equal infinities (or f32 overflow), and
     /// |got − exact| ≤ bound elsewhere; the error names the first bad element.
     pub fn check(&self, got: &[f32]) -> crate::error::Result<()> {
-        if got.len() != self.values.len() {
-            return Err(crate::error::Error::Verification(format!(
-                "result has {} elements, reference {} (shape {:?})",
-                got.len(),
-                self.values.len(),
-                self.shape
-            )));
-        }
-        for (i, (&g, &e)) in got.iter().zip(&self.values).enumerate() {
-            let g64 = f64::from(g);
-            let ok = if e.is_nan() || g64.is_nan() {
-                e.is_nan() && g64.is_nan()
-            } else if e.is_infinite() || g64.is_infinite() {
-                e == g64 || (g64.is_infinite() && g64.signum() == e.signum() && e.abs() >= 3.4e38)
-            } else {
-                (g64 - e).abs() <= self.bounds[i]
-            };
-            if !ok {
-                return Err(crate::error::Error::Verification(format!(
-                    "element {i} (flat index, result shape {:?}) is {g} but the f64 reference is {e} \
-                     (allowed error {:.3e})",
-                    self.shape, self.bounds[i]
-                )));
-            }
-        }
-        Ok(())
+        super::check_against(&self.shape, got, &self.values, |i| self.bounds[i])
     }
 }
 

@@ -96,46 +96,61 @@ impl Reference {
     /// and |got − exact| within [`Reference::bound`] elsewhere. The error names the worst
     /// element.
     pub fn check(&self, got: &[f32]) -> Result<()> {
-        if got.len() != self.values.len() {
-            return Err(Error::Verification(format!(
-                "result has {} elements, reference {}",
-                got.len(),
-                self.values.len()
-            )));
-        }
-        let mut worst: Option<(usize, f64)> = None;
-        for (i, (&g, &e)) in got.iter().zip(&self.values).enumerate() {
-            let g = f64::from(g);
-            let bound = self.bound(i);
-            let bad = if e.is_nan() || g.is_nan() {
-                e.is_nan() != g.is_nan()
-            } else if e.is_infinite() || g.is_infinite() {
-                // f32 may overflow where f64 did not.
-                !(e == g || (g.is_infinite() && e.abs() + bound >= f64::from(f32::MAX)))
+        check_against(&self.shape, got, &self.values, |i| self.bound(i))
+    }
+}
+
+/// Checks `got` against exact f64 `values` with a per-element error bound: NaN exactly where
+/// the reference is NaN, equal infinities (or an f32 overflow of a finite value within the
+/// bound of f32::MAX, same sign), and |got − exact| ≤ bound elsewhere. The error names the
+/// worst element. Every reference type of the CPU path checks through this.
+pub fn check_against(
+    shape: &[usize],
+    got: &[f32],
+    values: &[f64],
+    bound: impl Fn(usize) -> f64,
+) -> Result<()> {
+    if got.len() != values.len() {
+        return Err(Error::Verification(format!(
+            "result has {} elements, reference {} (shape {shape:?})",
+            got.len(),
+            values.len()
+        )));
+    }
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &e)) in got.iter().zip(values).enumerate() {
+        let g = f64::from(g);
+        let b = bound(i);
+        let bad = if e.is_nan() || g.is_nan() {
+            e.is_nan() != g.is_nan()
+        } else if e.is_infinite() || g.is_infinite() {
+            // f32 may overflow where f64 did not.
+            !(e == g
+                || (g.is_infinite()
+                    && g.signum() == e.signum()
+                    && e.abs() + b >= f64::from(f32::MAX)))
+        } else {
+            (g - e).abs() > b
+        };
+        if bad {
+            let ratio = if b > 0.0 {
+                (g - e).abs() / b
             } else {
-                (g - e).abs() > bound
+                f64::INFINITY
             };
-            if bad {
-                let ratio = if bound > 0.0 {
-                    (g - e).abs() / bound
-                } else {
-                    f64::INFINITY
-                };
-                if worst.is_none_or(|(_, r)| ratio > r || ratio.is_nan()) {
-                    worst = Some((i, ratio));
-                }
+            if worst.is_none_or(|(_, r)| ratio > r || ratio.is_nan()) {
+                worst = Some((i, ratio));
             }
         }
-        match worst {
-            None => Ok(()),
-            Some((i, ratio)) => Err(Error::Verification(format!(
-                "element {i} (flat index, result shape {:?}) is {} but the f64 reference is {} \
-                 (allowed error {:.3e}, {ratio:.1}× over)",
-                self.shape,
-                got[i],
-                self.values[i],
-                self.bound(i)
-            ))),
-        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((i, ratio)) => Err(Error::Verification(format!(
+            "element {i} (flat index, result shape {shape:?}) is {} but the f64 reference is {} \
+             (allowed error {:.3e}, {ratio:.1}× over)",
+            got[i],
+            values[i],
+            bound(i)
+        ))),
     }
 }

@@ -294,44 +294,7 @@ impl ReduceReference {
     /// overflow of a huge finite value), |got − exact| within the bound elsewhere. The error
     /// names the worst element.
     pub fn check(&self, got: &[f32]) -> Result<()> {
-        if got.len() != self.values.len() {
-            return Err(Error::Verification(format!(
-                "result has {} elements, reference {} (shape {:?})",
-                got.len(),
-                self.values.len(),
-                self.shape
-            )));
-        }
-        let mut worst: Option<(usize, f64)> = None;
-        for (i, (&g, &e)) in got.iter().zip(&self.values).enumerate() {
-            let g = f64::from(g);
-            let b = self.bounds[i];
-            let bad = if e.is_nan() || g.is_nan() {
-                e.is_nan() != g.is_nan()
-            } else if e.is_infinite() || g.is_infinite() {
-                !(e == g || (g.is_infinite() && e.abs() + b >= f64::from(f32::MAX)))
-            } else {
-                (g - e).abs() > b
-            };
-            if bad {
-                let ratio = if b > 0.0 {
-                    (g - e).abs() / b
-                } else {
-                    f64::INFINITY
-                };
-                if worst.is_none_or(|(_, r)| ratio > r || ratio.is_nan()) {
-                    worst = Some((i, ratio));
-                }
-            }
-        }
-        match worst {
-            None => Ok(()),
-            Some((i, ratio)) => Err(Error::Verification(format!(
-                "element {i} (flat index, result shape {:?}) is {} but the f64 reference is {} \
-                 (allowed error {:.3e}, {ratio:.1}× over)",
-                self.shape, got[i], self.values[i], self.bounds[i]
-            ))),
-        }
+        super::check_against(&self.shape, got, &self.values, |i| self.bounds[i])
     }
 
     /// Checks argmax/argmin indices: they must be equal.

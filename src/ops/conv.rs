@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::context::{Context, Gpu, GpuBuffer, View};
 use crate::error::{Error, Result};
 use crate::ops::matmul::host_values;
-use crate::ops::{source, Activation};
+use crate::ops::{source, trusted_pipeline, Activation};
 use crate::tensor::{DType, Tensor};
 
 /// Padding of a convolution.
@@ -570,31 +570,19 @@ fn pipeline(
     constants: &[(&str, f64)],
 ) -> Result<Arc<crate::context::Kernel>> {
     let key = format!("conv/{entry}/{constants:?}");
-    gpu.kernel(&key, |device| {
-        // SAFETY: every index in shaders/conv.wgsl is guarded, clamped or zero-offset against
-        // sizes the host derives from the operand shapes (ConvPlan), and the host binds buffers
-        // at least that large; no loop in it is unbounded.
-        let module = unsafe {
-            device.create_shader_module_trusted(
-                wgpu::ShaderModuleDescriptor {
-                    label: Some("conv.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(source::with_epilogue(source::CONV).into()),
-                },
-                wgpu::ShaderRuntimeChecks::unchecked(),
-            )
-        };
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        })
-    })
+    // SAFETY: every index in shaders/conv.wgsl is guarded, clamped or zero-offset against
+    // sizes the host derives from the operand shapes (ConvPlan) and binding windows, and the
+    // host binds buffers at least that large; no loop in it is unbounded.
+    unsafe {
+        trusted_pipeline(
+            gpu,
+            &key,
+            "conv.wgsl",
+            || source::with_epilogue(source::CONV),
+            entry,
+            constants,
+        )
+    }
 }
 
 /// Runs the convolution. Inputs and outputs larger than one storage binding are processed a

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::context::{Context, Gpu, GpuBuffer, Kernel};
 use crate::error::{Error, Result};
 use crate::ops::matmul::host_values;
-use crate::ops::{source, Activation};
+use crate::ops::{source, trusted_pipeline, Activation};
 use crate::tensor::{DType, Tensor, MAX_DIMS};
 
 /// A one-operand elementwise op (parameters inline).
@@ -186,45 +186,6 @@ pub(crate) fn fold_grid(gpu: &Gpu, groups: usize, what: &str) -> Result<(u32, u3
     Ok((x as u32, y as u32))
 }
 
-/// Builds (once) an unchecked module from `src` and its pipeline for `entry`.
-pub(crate) fn trusted_pipeline(
-    gpu: &Gpu,
-    key: &str,
-    label: &str,
-    src: impl FnOnce() -> String,
-    entry: &str,
-    constants: &[(&str, f64)],
-) -> Result<Arc<Kernel>> {
-    gpu.kernel(key, |device| {
-        // SAFETY: every kernel of shaders/elementwise.wgsl, layout.wgsl and random.wgsl guards
-        // its index against `n` (the elements of this dispatch) and reads operands at offsets
-        // the host derives from their shapes (broadcast strides, slice bounds) plus the element
-        // offset of the dispatch inside each bound window; the host binds windows (`Window::
-        // covering`) that cover the first to the last element a dispatch touches, so every
-        // index stays inside its binding; no loop is unbounded.
-        let module = unsafe {
-            device.create_shader_module_trusted(
-                wgpu::ShaderModuleDescriptor {
-                    label: Some(label),
-                    source: wgpu::ShaderSource::Wgsl(src().into()),
-                },
-                wgpu::ShaderRuntimeChecks::unchecked(),
-            )
-        };
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        })
-    })
-}
-
 /// Merges adjacent dims that every operand walks contiguously (and drops size-1 dims):
 /// returns the 4-slot (shape, strides of a, strides of b), right-aligned, and the dims left.
 pub(crate) fn collapse(
@@ -289,14 +250,19 @@ fn ew_pipeline(
         ("EPT", EPT as f64),
         ("NDIM", ndim as f64),
     ];
-    trusted_pipeline(
-        gpu,
-        &key,
-        "elementwise.wgsl",
-        || module_source(expr),
-        entry,
-        &constants,
-    )
+    // SAFETY: every kernel of shaders/elementwise.wgsl guards its index against `n` and reads
+    // operands at offsets the host derives from their shapes and windows (broadcast strides,
+    // window offsets), binding buffers at least that large; no loop is unbounded.
+    unsafe {
+        trusted_pipeline(
+            gpu,
+            &key,
+            "elementwise.wgsl",
+            || module_source(expr),
+            entry,
+            &constants,
+        )
+    }
 }
 
 /// The elementwise module with `op(a, b)` defined as `expr`.

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use crate::context::{Context, Gpu, GpuBuffer};
 use crate::error::{Error, Result};
-use crate::ops::elementwise::{
-    check_windows, run_pass, trusted_pipeline, window_align, window_budget, Window,
-};
+use crate::ops::elementwise::{check_windows, run_pass, window_align, window_budget, Window};
 use crate::ops::matmul::host_values;
 use crate::ops::source;
+use crate::ops::trusted_pipeline;
 use crate::tensor::{element_count, DType, Tensor, MAX_DIMS};
 
 /// One axis of a [`Context::slice`]: numpy's `start:stop:step` (`None` = the default end).
@@ -359,14 +358,19 @@ fn copy_gpu(
             gpu.limits.max_storage_buffer_binding_size
         )));
     }
-    let kernel = trusted_pipeline(
-        gpu,
-        &format!("layout/strided_copy/{ndim}"),
-        "layout.wgsl",
-        || source::LAYOUT.to_string(),
-        "strided_copy",
-        &[("WG", 64.0), ("EPT", 4.0), ("NDIM", ndim as f64)],
-    )?;
+    // SAFETY: shaders/layout.wgsl guards each element index against the tile's `n` and reads
+    // and writes at offsets derived from the copy plan's strides inside the bound windows
+    // (tiles are chosen so both spans fit them); its loops are bounded by EPT and NDIM.
+    let kernel = unsafe {
+        trusted_pipeline(
+            gpu,
+            &format!("layout/strided_copy/{ndim}"),
+            "layout.wgsl",
+            || source::LAYOUT.to_string(),
+            "strided_copy",
+            &[("WG", 64.0), ("EPT", 4.0), ("NDIM", ndim as f64)],
+        )
+    }?;
     let align = window_align(gpu);
     let (x_bytes, y_bytes) = (x.buffer().size(), y.buffer().size());
     for tile in 0..tiles {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::context::{Context, Gpu, GpuBuffer, View};
 use crate::error::{Error, Result};
-use crate::ops::{source, Activation};
+use crate::ops::{source, trusted_pipeline, Activation};
 use crate::tensor::{DType, Tensor};
 
 /// The matmul kernel families.
@@ -337,31 +337,19 @@ fn pipeline(
     constants: &[(&str, f64)],
 ) -> Result<Arc<crate::context::Kernel>> {
     let key = format!("matmul/{entry}/{constants:?}");
-    gpu.kernel(&key, |device| {
-        // SAFETY: every index in shaders/matmul.wgsl is guarded or clamped by the kernel
-        // itself against sizes the host derives from the operand shapes (MatmulPlan), and the
-        // host binds buffers at least that large; no loop in it is unbounded.
-        let module = unsafe {
-            device.create_shader_module_trusted(
-                wgpu::ShaderModuleDescriptor {
-                    label: Some("matmul.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(source::with_epilogue(source::MATMUL).into()),
-                },
-                wgpu::ShaderRuntimeChecks::unchecked(),
-            )
-        };
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        })
-    })
+    // SAFETY: every index in shaders/matmul.wgsl is guarded or clamped by the kernel itself
+    // against sizes the host derives from the operand shapes (MatmulPlan) and binding windows,
+    // and the host binds buffers at least that large; no loop in it is unbounded.
+    unsafe {
+        trusted_pipeline(
+            gpu,
+            &key,
+            "matmul.wgsl",
+            || source::with_epilogue(source::MATMUL),
+            entry,
+            constants,
+        )
+    }
 }
 
 /// Bytes of the kernels' uniform block (`Params` in shaders/matmul.wgsl).

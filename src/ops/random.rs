@@ -5,10 +5,9 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ops::elementwise::{
-    check_windows, run_pass, trusted_pipeline, window_align, window_budget, Window,
-};
+use crate::ops::elementwise::{check_windows, run_pass, window_align, window_budget, Window};
 use crate::ops::source;
+use crate::ops::trusted_pipeline;
 use crate::tensor::{check_shape, element_count, DType, Tensor};
 
 impl Context {
@@ -47,14 +46,18 @@ impl Context {
                     if n == 0 {
                         return Ok(y);
                     }
-                    let kernel = trusted_pipeline(
-                        gpu,
-                        "random/rand_block",
-                        "random.wgsl",
-                        || source::RANDOM.to_string(),
-                        "rand_block",
-                        &[("WG", 64.0)],
-                    )?;
+                    // SAFETY: shaders/random.wgsl guards every output index against the
+                    // chunk's element count inside the bound output window; no loop in it.
+                    let kernel = unsafe {
+                        trusted_pipeline(
+                            gpu,
+                            "random/rand_block",
+                            "random.wgsl",
+                            || source::RANDOM.to_string(),
+                            "rand_block",
+                            &[("WG", 64.0)],
+                        )
+                    }?;
                     // Chunks of whole blocks, a multiple of the window alignment long, so
                     // every chunk's window starts exactly at its first element.
                     let align = window_align(gpu) as usize / 4;

@@ -29,6 +29,15 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The success contract: exit 0 (stderr shown otherwise).
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The error contract: non-zero exit, exactly one line on stderr (Mesa's own warnings aside),
 /// containing `needle`.
 fn assert_error(out: &Output, needle: &str) {
@@ -73,11 +82,7 @@ fn matmul_on_npy_files_matches_numpy_semantics() {
             "--activation",
             "relu",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let r = read_npy(&c).unwrap();
         assert_eq!(r.shape, vec![2, 2]);
         assert_eq!(r.data, vec![4.5, 0.0, 10.5, 1.0]);
@@ -94,11 +99,7 @@ fn matmul_on_npy_files_matches_numpy_semantics() {
             "--transpose-a",
             "--transpose-b",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let r = read_npy(&c2).unwrap();
         // Bᵀ (2×3) · Aᵀ (3×2) = (A·B)ᵀ
         assert_eq!(r.shape, vec![2, 2]);
@@ -135,11 +136,7 @@ fn float64_fortran_big_endian_inputs_are_read() {
     std::fs::write(&a, f64_fortran_be((2, 3), &[1., 2., 3., 4., 5., 6.])).unwrap();
     std::fs::write(&b, encode_npy_f32(&[3], &[1., 1., 1.]).unwrap()).unwrap();
     let out = run(&["--backend", "cpu", "matmul", s(&a), s(&b), "-o", s(&c)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let r = read_npy(&c).unwrap();
     assert_eq!(r.shape, vec![2]);
     assert_eq!(r.data, vec![6.0, 15.0]);
@@ -191,11 +188,7 @@ fn errors_are_one_line_and_leave_no_output() {
 #[test]
 fn info_names_each_backend_choice() {
     let out = run(&["info"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "--backend auto",
@@ -231,11 +224,7 @@ fn bench_writes_json_csv_and_plot() {
         "--plot",
         s(&p),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("kernel ms") && stdout.contains("33x33x33"),
@@ -319,11 +308,7 @@ fn convolutions_on_npy_files() {
             "--padding",
             "valid",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let r = read_npy(&y).unwrap();
         assert_eq!(r.shape, vec![1, 1, 2, 2]);
         assert_eq!(r.data, vec![0., 0., 2., 4.]);
@@ -342,11 +327,7 @@ fn convolutions_on_npy_files() {
             "--output-padding",
             "1",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         assert_eq!(read_npy(&t).unwrap().shape, vec![1, 1, 7, 7]);
         let x1 = d.join("x1.npy");
         let w1 = d.join("w1.npy");
@@ -366,11 +347,7 @@ fn convolutions_on_npy_files() {
             "--padding",
             "same",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let r = read_npy(&y1).unwrap();
         assert_eq!(r.shape, vec![2, 5]);
         assert_eq!(r.data, vec![3., 6., 9., 12., 9., 1., 1., 1., 1., 1.]);
@@ -762,11 +739,7 @@ fn reductions_on_npy_files() {
             "--axis",
             "-1",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let r = read_npy(&y).unwrap();
         assert_eq!((r.shape, r.data), (vec![2], vec![9., 12.]));
         // argmax over all: a 0-d int64 array holding the flat index.
@@ -781,11 +754,7 @@ fn reductions_on_npy_files() {
             "-o",
             s(&i),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let bytes = std::fs::read(&i).unwrap();
         let header = String::from_utf8_lossy(&bytes[..bytes.len() - 8]);
         assert!(

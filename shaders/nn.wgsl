@@ -104,6 +104,22 @@ fn col_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
 const WG: u32 = 64u;
 var<workgroup> scratch: array<f32, 64>;
 
+// The sum over the workgroup of one value per thread (thread t passes `v`; every thread gets
+// the total). Call in uniform control flow: it has barriers.
+fn workgroup_sum(v: f32, t: u32) -> f32 {
+    scratch[t] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if t < stride {
+            scratch[t] = scratch[t] + scratch[t + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = scratch[0];
+    workgroupBarrier();
+    return total;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn mse_partial(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -124,16 +140,9 @@ fn mse_partial(
             }
         }
     }
-    scratch[lid.x] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if lid.x < stride {
-            scratch[lid.x] = scratch[lid.x] + scratch[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(s, lid.x);
     if lid.x == 0u {
-        out0[group] = scratch[0];
+        out0[group] = total;
     }
 }
 
@@ -189,40 +198,14 @@ fn cross_entropy_rows(
             }
         }
     }
-    scratch[lid.x] = se;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if lid.x < stride {
-            scratch[lid.x] = scratch[lid.x] + scratch[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
-    let sum_exp = scratch[0];
-    workgroupBarrier();
+    let sum_exp = workgroup_sum(se, lid.x);
     var tsum = 1.0;
     var tx = 0.0;
     var cls = 0u;
     var bad = false;
     if probs {
-        scratch[lid.x] = st;
-        workgroupBarrier();
-        for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-            if lid.x < stride {
-                scratch[lid.x] = scratch[lid.x] + scratch[lid.x + stride];
-            }
-            workgroupBarrier();
-        }
-        tsum = scratch[0];
-        workgroupBarrier();
-        scratch[lid.x] = stx;
-        workgroupBarrier();
-        for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-            if lid.x < stride {
-                scratch[lid.x] = scratch[lid.x] + scratch[lid.x + stride];
-            }
-            workgroupBarrier();
-        }
-        tx = scratch[0];
+        tsum = workgroup_sum(st, lid.x);
+        tx = workgroup_sum(stx, lid.x);
     } else if in_range {
         cls = targets_u32[row];
         bad = cls >= p.cols;

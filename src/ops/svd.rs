@@ -320,7 +320,7 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize) -> Result<GpuSvd> 
     order.sort_by(|&x, &y| norms[y].total_cmp(&norms[x]));
     let zt = ZERO_REL * fro;
     let s: Vec<f32> = order.iter().map(|&c| norms[c]).collect();
-    let zero: Vec<usize> = (0..cols).filter(|&q| !(s[q] > zt)).collect();
+    let zero: Vec<usize> = (0..cols).filter(|&q| s[q] <= zt || s[q].is_nan()).collect();
     let mut perm: Vec<u32> = order.iter().map(|&c| c as u32).collect();
     perm.extend(
         s.iter()

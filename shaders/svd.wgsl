@@ -25,7 +25,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> vm: array<f32>;
-// stats[0] = ‖A‖_F², stats[1 + c] = ‖column c of W‖.
+// stats[0] = ‖A·2⁻ᵉ‖_F², stats[1] = 2⁻ᵉ (the power of two that scales max|A| into [0.5, 1), so
+// that no square overflows or underflows), stats[2 + c] = ‖column c of W‖ (W = A·2⁻ᵉ).
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(5) var<storage, read_write> offmax: atomic<u32>;
 // perm[q] = source column of output q, perm[cols + q] = bits of 1/‖column‖ (0 for a zero column).
@@ -46,11 +47,11 @@ fn svd_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     let mn = p.rows * p.cols;
     if idx < mn {
         if p.wide == 1u {
-            w[idx] = a[idx];
+            w[idx] = a[idx] * stats[1];
         } else {
             let c = idx / p.rows;
             let r = idx % p.rows;
-            w[idx] = a[r * p.cols + c];
+            w[idx] = a[r * p.cols + c] * stats[1];
         }
     } else if idx - mn < p.cols * p.cols {
         let i = idx - mn;
@@ -58,13 +59,29 @@ fn svd_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     }
 }
 
-// ‖A‖_F² into stats[0]: one workgroup.
+// The scale 2⁻ᵉ into stats[1] and ‖A·2⁻ᵉ‖_F² into stats[0]: one workgroup. Runs before svd_init.
 @compute @workgroup_size(WG)
 fn svd_fro(@builtin(local_invocation_id) lid: vec3<u32>) {
     let total = p.rows * p.cols;
+    var mx = 0.0;
+    for (var i = lid.x; i < total; i += WG) {
+        mx = max(mx, abs(a[i]));
+    }
+    red[lid.x] = vec3<f32>(mx, 0.0, 0.0);
+    workgroupBarrier();
+    var gm = 0.0;
+    for (var i = 0u; i < WG; i++) {
+        gm = max(gm, red[i].x);
+    }
+    var e = 0;
+    if gm > 0.0 {
+        e = clamp(frexp(gm).exp, -125, 126);
+    }
+    let inv = ldexp(1.0, -e);
+    workgroupBarrier();
     var s = 0.0;
     for (var i = lid.x; i < total; i += WG) {
-        let x = a[i];
+        let x = a[i] * inv;
         s += x * x;
     }
     red[lid.x] = vec3<f32>(s, 0.0, 0.0);
@@ -75,6 +92,7 @@ fn svd_fro(@builtin(local_invocation_id) lid: vec3<u32>) {
             t += red[i].x;
         }
         stats[0] = t;
+        stats[1] = inv;
     }
 }
 
@@ -150,7 +168,7 @@ fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// Column norms of W into stats[1 + c]: one thread per column.
+// Column norms of W into stats[2 + c]: one thread per column.
 @compute @workgroup_size(WG)
 fn svd_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = flat_index(wid, lid);
@@ -163,7 +181,7 @@ fn svd_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
         let x = w[base + r];
         s += x * x;
     }
-    stats[1u + c] = sqrt(s);
+    stats[2u + c] = sqrt(s);
 }
 
 // The thin factors, columns in descending order of singular value: uo (m × k) and vto (k × n),

@@ -139,6 +139,14 @@ fn cases() -> Vec<Case> {
             with_singular_values(m, n, &sigma, 36),
         ));
     }
+    // Scaled far from 1: squares would overflow or underflow f32 without the power-of-two scaling.
+    for (name, scale) in [("huge", 1e30f32), ("tiny", 1e-30)] {
+        let a = common::data_full(9 * 6, 40)
+            .iter()
+            .map(|x| x * scale)
+            .collect();
+        v.push(case(name, 9, 6, a));
+    }
     v.push(case("empty", 0, 5, vec![]));
     v.push(case("empty", 5, 0, vec![]));
     v.push(case("empty", 0, 0, vec![]));
@@ -257,6 +265,15 @@ fn bad_input_is_an_error_naming_the_shape() {
             e.to_string().contains("[2, 2]") && e.to_string().contains("uint32"),
             "{e}"
         );
+    }
+    for ctx in [Some(&cpu), common::gpu()].into_iter().flatten() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let t = ctx
+                .tensor(&[3, 2], &[1.0, 2.0, bad, 4.0, 5.0, 6.0])
+                .unwrap();
+            let e = ctx.svd(&t).unwrap_err();
+            assert!(e.to_string().contains("3×2"), "{e}");
+        }
     }
     // A host tensor works with every backend.
     let h = Tensor::from_vec(&[2, 1], vec![3.0, 4.0]).unwrap();

@@ -12,7 +12,16 @@ pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f3
     if k == 0 {
         return Ok((Vec::new(), Vec::new(), Vec::new()));
     }
-    let mat = Mat::<f32>::from_fn(m, n, |i, j| a[i * n + j]);
+    // Scale max|A| into [0.5, 1) by an exact power of two, so that no square inside the
+    // decomposition overflows or underflows; S is scaled back at the end.
+    let max = a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
+    let e = if max > 0.0 && max.is_finite() {
+        (max.log2().floor() as i32 + 1).clamp(-125, 126)
+    } else {
+        0
+    };
+    let inv = 2f32.powi(-e);
+    let mat = Mat::<f32>::from_fn(m, n, |i, j| a[i * n + j] * inv);
     let svd = mat
         .thin_svd()
         .map_err(|e| Error::InvalidArgument(format!("svd of a {m}×{n} matrix failed: {e:?}")))?;
@@ -30,7 +39,7 @@ pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f3
             vto[q * n + j] = v[(j, c)];
         }
     }
-    let so = order.iter().map(|&c| s[c]).collect();
+    let so = order.iter().map(|&c| s[c] / inv).collect();
     Ok((uo, so, vto))
 }
 

@@ -61,6 +61,13 @@ pub(crate) fn svd_dims(a: &Tensor) -> Result<(usize, usize)> {
     }
 }
 
+/// The error for input with NaN or infinite values (numpy raises `LinAlgError`).
+fn non_finite(m: usize, n: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "svd: the {m}×{n} input holds NaN or infinite values; no SVD exists"
+    ))
+}
+
 fn pipeline(gpu: &Gpu, entry: &str) -> Result<Arc<Kernel>> {
     let key = format!("svd/{entry}/WG={WG}");
     gpu.kernel(&key, |device| {
@@ -226,7 +233,7 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize) -> Result<GpuSvd> 
     };
     let w = gpu.alloc(w_bytes, "svd work matrix")?;
     let v = gpu.alloc(v_bytes, "svd V")?;
-    let stats_bytes = ((cols + 1) * 4) as u64;
+    let stats_bytes = ((cols + 2) * 4) as u64;
     let stats = gpu.alloc(stats_bytes, "svd norms")?;
     let off = gpu.alloc(4, "svd off-diagonal measure")?;
     let mut keep = Vec::new();
@@ -235,19 +242,24 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize) -> Result<GpuSvd> 
     dispatch(
         gpu,
         &mut enc,
-        "svd_init",
+        "svd_fro",
         &params,
-        mn + cols * cols,
-        &Bindings(vec![(1, a, w_bytes), (2, &w, w_bytes), (3, &v, v_bytes)]),
+        1,
+        &Bindings(vec![(1, a, w_bytes), (4, &stats, stats_bytes)]),
         &mut keep,
     )?;
     dispatch(
         gpu,
         &mut enc,
-        "svd_fro",
+        "svd_init",
         &params,
-        1,
-        &Bindings(vec![(1, a, w_bytes), (4, &stats, stats_bytes)]),
+        mn + cols * cols,
+        &Bindings(vec![
+            (1, a, w_bytes),
+            (2, &w, w_bytes),
+            (3, &v, v_bytes),
+            (4, &stats, stats_bytes),
+        ]),
         &mut keep,
     )?;
     gpu.submit(enc);
@@ -295,7 +307,7 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize) -> Result<GpuSvd> 
             }
             let bits: Vec<u32> = bytemuck::pod_collect_to_vec(&off.read(4)?);
             measured = f32::from_bits(bits.first().copied().unwrap_or(0));
-            if measured <= params.tol {
+            if measured <= params.tol || measured.is_nan() {
                 break;
             }
         }
@@ -313,19 +325,26 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize) -> Result<GpuSvd> 
         &mut keep,
     )?;
     gpu.submit(enc);
-    let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((cols + 1) * 4)?);
+    let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((cols + 2) * 4)?);
     let fro = st.first().copied().unwrap_or(0.0).max(0.0).sqrt();
-    let norms = st.get(1..).unwrap_or(&[]);
+    // An exact power of two: W = A·inv.
+    let inv = st.get(1).copied().unwrap_or(1.0);
+    let norms = st.get(2..).unwrap_or(&[]);
+    if !fro.is_finite() || norms.iter().any(|x| !x.is_finite()) {
+        return Err(non_finite(m, n));
+    }
     let mut order: Vec<usize> = (0..cols).collect();
     order.sort_by(|&x, &y| norms[y].total_cmp(&norms[x]));
     let zt = ZERO_REL * fro;
-    let s: Vec<f32> = order.iter().map(|&c| norms[c]).collect();
-    let zero: Vec<usize> = (0..cols).filter(|&q| s[q] <= zt || s[q].is_nan()).collect();
+    let scaled: Vec<f32> = order.iter().map(|&c| norms[c]).collect();
+    let zero: Vec<usize> = (0..cols).filter(|&q| scaled[q] <= zt).collect();
     let mut perm: Vec<u32> = order.iter().map(|&c| c as u32).collect();
     perm.extend(
-        s.iter()
+        scaled
+            .iter()
             .map(|&x| if x > zt { (1.0 / x).to_bits() } else { 0 }),
     );
+    let s: Vec<f32> = scaled.iter().map(|&x| x / inv).collect();
     let perm_buf = gpu.upload(bytemuck::cast_slice(&perm), "svd permutation")?;
     let (u_len, vt_len) = (m * cols, cols * n);
     let uo = gpu.alloc((u_len * 4) as u64, "svd U")?;
@@ -429,6 +448,13 @@ impl Context {
     pub fn svd(&self, a: &Tensor) -> Result<Svd> {
         let (m, n) = svd_dims(a)?;
         let k = m.min(n);
+        let cpu_svd = || -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+            let values = host_values(a)?;
+            if values.iter().any(|x| !x.is_finite()) {
+                return Err(non_finite(m, n));
+            }
+            crate::cpu::svd::fast(&values, m, n)
+        };
         if let Some(gpu) = self.gpu() {
             if k == 0 {
                 return Ok(Svd {
@@ -454,7 +480,7 @@ impl Context {
             if let Some(t) = self.fallback_or(r)? {
                 return Ok(t);
             }
-            let (u, s, vt) = crate::cpu::svd::fast(&host_values(a)?, m, n)?;
+            let (u, s, vt) = cpu_svd()?;
             return Ok(Svd {
                 u: self.tensor(&[m, k], &u)?,
                 s: self.tensor(&[k], &s)?,
@@ -463,7 +489,7 @@ impl Context {
                 off_diagonal: 0.0,
             });
         }
-        let (u, s, vt) = crate::cpu::svd::fast(&host_values(a)?, m, n)?;
+        let (u, s, vt) = cpu_svd()?;
         Ok(Svd {
             u: Tensor::from_vec(&[m, k], u)?,
             s: Tensor::from_vec(&[k], s)?,

@@ -311,3 +311,60 @@ fn timing_256() {
         );
     }
 }
+
+#[test]
+fn cli_writes_the_factors() {
+    use gpu_linalg::npy::{read_npy, write_npy_f32};
+    let d = std::env::temp_dir().join(format!("gpu-linalg-svd-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let (m, n) = (6, 4);
+    let a = common::data_full(m * n, 77);
+    let (pa, pu, ps, pv) = (
+        d.join("a.npy"),
+        d.join("u.npy"),
+        d.join("s.npy"),
+        d.join("vt.npy"),
+    );
+    write_npy_f32(&pa, &[m, n], &a).unwrap();
+    let mut backends = vec!["cpu"];
+    if common::gpu().is_some() {
+        backends.push("gpu");
+    }
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for backend in backends {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-linalg"))
+            .args(["--backend", backend, "--verify", "svd", &arg(&pa)])
+            .args(["--u", &arg(&pu), "--s", &arg(&ps), "--vt", &arg(&pv)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (u, s, vt) = (
+            read_npy(&pu).unwrap(),
+            read_npy(&ps).unwrap(),
+            read_npy(&pv).unwrap(),
+        );
+        assert_eq!(
+            (u.shape.clone(), s.shape.clone(), vt.shape.clone()),
+            (vec![m, n], vec![n], vec![n, n])
+        );
+        let r = ratios(&a, m, n, &u.data, &s.data, &vt.data);
+        assert!(r.iter().all(|x| *x < 35.0), "{backend}: {r:?}");
+        // A 3-D input is refused in one line naming the shape, and nothing is written.
+        let p3 = d.join("a3.npy");
+        write_npy_f32(&p3, &[2, 2, 2], &[1.0; 8]).unwrap();
+        let none = d.join("none.npy");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-linalg"))
+            .args(["--backend", backend, "svd", &arg(&p3), "--s", &arg(&none)])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("[2, 2, 2]"));
+        assert!(!none.exists());
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

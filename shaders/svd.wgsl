@@ -124,11 +124,15 @@ fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
     red[lid.x] = s;
     workgroupBarrier();
-    // Every thread sums the partials in the same order, so all agree on the rotation.
-    var g = vec3<f32>(0.0);
-    for (var t = 0u; t < WG; t++) {
-        g += red[t];
+    if lid.x == 0u {
+        var acc = vec3<f32>(0.0);
+        for (var t = 0u; t < WG; t++) {
+            acc += red[t];
+        }
+        red[0] = acc;
     }
+    workgroupBarrier();
+    let g = red[0];
     let zt2 = p.zrel * p.zrel * stats[0];
     if g.x <= zt2 || g.y <= zt2 {
         return;

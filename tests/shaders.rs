@@ -160,7 +160,10 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
             ]
         }
         "svd" => {
-            let wg = vec![Constants::from([("WG", 64.0)])];
+            let wg: Vec<Constants> = gpu_linalg::SVD_WORKGROUPS
+                .iter()
+                .map(|&w| Constants::from([("WG", f64::from(w))]))
+                .collect();
             vec![
                 ("svd_init", wg.clone()),
                 ("svd_fro", wg.clone()),

@@ -7,7 +7,7 @@ mod common;
 use std::time::Instant;
 
 use gpu_linalg::cpu::svd::{ratios, singular_values_f64, RATIO_EPS};
-use gpu_linalg::{Context, Error, Location, Tensor, MAX_SWEEPS};
+use gpu_linalg::{Context, Error, Location, SvdOptions, Tensor, MAX_SWEEPS, SVD_WORKGROUPS};
 
 struct Case {
     name: String,
@@ -154,14 +154,14 @@ fn cases() -> Vec<Case> {
 }
 
 /// Runs every case on `ctx`, checks the ratios, the order and the values; returns the sweeps.
-fn check_all(ctx: &Context, label: &str) -> Vec<(String, u32)> {
+fn check_all(ctx: &Context, label: &str, opts: &SvdOptions) -> Vec<(String, u32)> {
     let mut failures = Vec::new();
     let mut sweeps = Vec::new();
     for c in cases() {
         let k = c.m.min(c.n);
         let a = ctx.tensor(&[c.m, c.n], &c.a).unwrap();
         let t0 = Instant::now();
-        let svd = match ctx.svd(&a) {
+        let svd = match ctx.svd_with(&a, opts) {
             Ok(s) => s,
             Err(e) => {
                 failures.push(format!("{}: {e}", c.name));
@@ -224,16 +224,34 @@ fn gpu_svd_meets_lapack_ratios() {
     let Some(ctx) = common::gpu() else {
         return;
     };
-    let sweeps = check_all(ctx, "gpu");
-    // Jacobi converges in a handful of sweeps on these sizes; 30 means it did not converge.
-    for (name, s) in &sweeps {
-        assert!(*s < MAX_SWEEPS, "{name}: no convergence in {s} sweeps");
+    // The adapter's default workgroup size, then every variant forced.
+    let variants = std::iter::once(None).chain(SVD_WORKGROUPS.into_iter().map(Some));
+    for workgroup in variants {
+        let label = format!("gpu wg={workgroup:?}");
+        let sweeps = check_all(ctx, &label, &SvdOptions { workgroup });
+        // Jacobi converges in a handful of sweeps on these sizes; 30 means it did not converge.
+        for (name, s) in &sweeps {
+            assert!(
+                *s < MAX_SWEEPS,
+                "{label} {name}: no convergence in {s} sweeps"
+            );
+        }
     }
+    let a = ctx.tensor(&[2, 2], &[1.0; 4]).unwrap();
+    let e = ctx
+        .svd_with(
+            &a,
+            &SvdOptions {
+                workgroup: Some(48),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("48"), "{e}");
 }
 
 #[test]
 fn cpu_svd_meets_lapack_ratios() {
-    check_all(&common::cpu(), "cpu");
+    check_all(&common::cpu(), "cpu", &SvdOptions::default());
 }
 
 #[test]

@@ -68,8 +68,8 @@ fn non_finite(m: usize, n: usize) -> Error {
     ))
 }
 
-fn pipeline(gpu: &Gpu, entry: &str) -> Result<Arc<Kernel>> {
-    let key = format!("svd/{entry}/WG={WG}");
+fn pipeline(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
+    let key = format!("svd/{entry}/WG={wg}");
     gpu.kernel(&key, |device| {
         // Checked module: the round-robin pair indices are computed in the kernel.
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -82,7 +82,7 @@ fn pipeline(gpu: &Gpu, entry: &str) -> Result<Arc<Kernel>> {
             module: &module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WG", f64::from(WG))],
+                constants: &[("WG", f64::from(wg))],
                 zero_initialize_workgroup_memory: false,
             },
             cache: None,
@@ -90,8 +90,38 @@ fn pipeline(gpu: &Gpu, entry: &str) -> Result<Arc<Kernel>> {
     })
 }
 
-/// Workgroup size of every SVD kernel.
-const WG: u32 = 64;
+/// Options of [`Context::svd_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvdOptions {
+    /// Force the workgroup size of the GPU kernels (a power of two, 8 to 256). By default 16
+    /// on CPU-type adapters such as lavapipe, where workgroup memory and wide workgroups cost
+    /// most, and 64 on real GPUs; never wider than the next power of two of the column length.
+    pub workgroup: Option<u32>,
+}
+
+/// The workgroup sizes the SVD kernels are built with.
+pub const SVD_WORKGROUPS: [u32; 6] = [8, 16, 32, 64, 128, 256];
+
+/// The workgroup size for columns of length `rows` on `gpu`.
+fn workgroup(gpu: &Gpu, rows: usize, forced: Option<u32>) -> Result<u32> {
+    if let Some(wg) = forced {
+        if !SVD_WORKGROUPS.contains(&wg) || wg > gpu.limits.max_compute_invocations_per_workgroup {
+            return Err(Error::InvalidArgument(format!(
+                "svd workgroup size {wg} is not one of {SVD_WORKGROUPS:?} within this adapter's \
+                 limit of {} invocations",
+                gpu.limits.max_compute_invocations_per_workgroup
+            )));
+        }
+        return Ok(wg);
+    }
+    let base = if gpu.info.device_type == wgpu::DeviceType::Cpu {
+        16
+    } else {
+        64
+    };
+    let fit = u32::try_from(rows.next_power_of_two()).unwrap_or(u32::MAX);
+    Ok(base.min(fit).max(8))
+}
 
 /// Bytes of the `Params` block.
 const PARAMS_BYTES: u64 = 32;
@@ -111,6 +141,7 @@ struct Params {
     np: u32,
     tol: f32,
     wide: bool,
+    wg: u32,
 }
 
 impl Params {
@@ -129,8 +160,8 @@ impl Params {
 }
 
 /// A 1-D grid of `threads` threads folded into 2-D under the dispatch limit: (gx, gy).
-fn grid(gpu: &Gpu, threads: usize) -> Result<(u32, u32)> {
-    let groups = threads.div_ceil(WG as usize).max(1);
+fn grid(gpu: &Gpu, threads: usize, wg: u32) -> Result<(u32, u32)> {
+    let groups = threads.div_ceil(wg as usize).max(1);
     let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
     let gx = groups.min(limit);
     let gy = groups.div_ceil(gx);
@@ -174,8 +205,8 @@ fn dispatch(
     b: &Bindings,
     keep: &mut Vec<Arc<GpuBuffer>>,
 ) -> Result<()> {
-    let k = pipeline(gpu, entry)?;
-    let (gx, gy) = grid(gpu, threads)?;
+    let k = pipeline(gpu, entry, params.wg)?;
+    let (gx, gy) = grid(gpu, threads, params.wg)?;
     let u = gpu.uniform(&params.words(0, gx))?;
     let bg = bind_group(gpu, &k, b, (&u, 0));
     {
@@ -203,11 +234,12 @@ fn encoder(gpu: &Gpu) -> wgpu::CommandEncoder {
 }
 
 /// Runs the Jacobi SVD of the m×n matrix in `a` (k = min(m, n) ≥ 1).
-fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize) -> Result<GpuSvd> {
+fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize, opts: &SvdOptions) -> Result<GpuSvd> {
     let wide = m < n;
     let (rows, cols) = if wide { (n, m) } else { (m, n) };
     let mn = rows * cols;
-    u32_of(mn + cols * cols + WG as usize, "m·n + k²")?;
+    let wg = workgroup(gpu, rows, opts.workgroup)?;
+    u32_of(mn + cols * cols + 256, "m·n + k²")?;
     let w_bytes = (mn * 4) as u64;
     let v_bytes = (cols * cols * 4) as u64;
     for (bytes, what) in [
@@ -230,6 +262,7 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize) -> Result<GpuSvd> 
         np: u32_of(np, "cols")?,
         tol: svd_tolerance(rows),
         wide,
+        wg,
     };
     let w = gpu.alloc(w_bytes, "svd work matrix")?;
     let v = gpu.alloc(v_bytes, "svd V")?;
@@ -275,7 +308,7 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize) -> Result<GpuSvd> 
             words[s * stride..s * stride + 8].copy_from_slice(&params.words(s as u32, 0));
         }
         let u = gpu.uniform(&words)?;
-        let k = pipeline(gpu, "svd_rotate")?;
+        let k = pipeline(gpu, "svd_rotate", wg)?;
         let b = Bindings(vec![
             (2, &w, w_bytes),
             (3, &v, v_bytes),
@@ -446,6 +479,11 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn svd(&self, a: &Tensor) -> Result<Svd> {
+        self.svd_with(a, &SvdOptions::default())
+    }
+
+    /// [`Context::svd`] with options (GPU kernel tuning; ignored on the CPU backend).
+    pub fn svd_with(&self, a: &Tensor, opts: &SvdOptions) -> Result<Svd> {
         let (m, n) = svd_dims(a)?;
         let k = m.min(n);
         let cpu_svd = || -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
@@ -467,7 +505,7 @@ impl Context {
             }
             let r = (|| {
                 let ab = self.resident(a)?;
-                let out = gpu.scoped("svd", || run_gpu(gpu, &ab, m, n))??;
+                let out = gpu.scoped("svd", || run_gpu(gpu, &ab, m, n, opts))??;
                 let s = self.tensor(&[k], &out.s)?;
                 Ok(Svd {
                     u: Tensor::from_gpu(vec![m, k], DType::F32, out.u),

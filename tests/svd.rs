@@ -139,6 +139,28 @@ fn cases() -> Vec<Case> {
             with_singular_values(m, n, &sigma, 36),
         ));
     }
+    {
+        // Rank 5 by construction: B (48×5) · C (5×40), and its transpose.
+        let (m, n, r) = (48, 40, 5);
+        let b = common::data_full(m * r, 37);
+        let c = common::data_full(r * n, 38);
+        let a: Vec<f32> = (0..m * n)
+            .map(|t| (0..r).map(|q| b[(t / n) * r + q] * c[q * n + t % n]).sum())
+            .collect();
+        let at: Vec<f32> = (0..n * m).map(|t| a[(t % m) * n + t / m]).collect();
+        v.push(case("rank-5", m, n, a));
+        v.push(case("rank-5 wide", n, m, at));
+    }
+    {
+        // Graded columns: column j scaled by 10^(−j/2).
+        let (m, n) = (30, 10);
+        let a = common::data_full(m * n, 39)
+            .iter()
+            .enumerate()
+            .map(|(t, x)| x * 10f32.powf(-((t % n) as f32) / 2.0))
+            .collect();
+        v.push(case("graded", m, n, a));
+    }
     // Scaled far from 1: squares would overflow or underflow f32 without the power-of-two scaling.
     for (name, scale) in [("huge", 1e30f32), ("tiny", 1e-30)] {
         let a = common::data_full(9 * 6, 40)

@@ -84,6 +84,8 @@ fn cases() -> Vec<Case> {
     v.push(rnd("tall", 257, 31, 21));
     v.push(rnd("wide", 7, 100, 22));
     v.push(rnd("wide", 2, 3, 23));
+    v.push(rnd("long", 1000, 3, 24));
+    v.push(rnd("long", 3, 1000, 25));
     // Rank-deficient: duplicate columns, the zero matrix, rank one.
     {
         let (m, n) = (12, 6);

@@ -159,6 +159,19 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 ("normalize", sets(&[64.0])),
             ]
         }
+        "svd" => {
+            let wg: Vec<Constants> = gpu_linalg::SVD_WORKGROUPS
+                .iter()
+                .map(|&w| Constants::from([("WG", f64::from(w))]))
+                .collect();
+            vec![
+                ("svd_init", wg.clone()),
+                ("svd_fro", wg.clone()),
+                ("svd_rotate", wg.clone()),
+                ("svd_norms", wg.clone()),
+                ("svd_gather", wg),
+            ]
+        }
         other => {
             panic!("no variants listed for shader family '{other}': add them to tests/shaders.rs")
         }

@@ -115,6 +115,20 @@ enum Command {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// Thin SVD, numpy.linalg.svd(A, full_matrices=False): U m×k, S k descending, Vt k×n.
+    Svd {
+        /// The m×n matrix (.npy).
+        a: PathBuf,
+        /// Output for U (.npy, m×k).
+        #[arg(long)]
+        u: Option<PathBuf>,
+        /// Output for S (.npy, k).
+        #[arg(long)]
+        s: Option<PathBuf>,
+        /// Output for Vt (.npy, k×n).
+        #[arg(long)]
+        vt: Option<PathBuf>,
+    },
     /// Benchmark the CPU against the GPU (the main job).
     Bench(bench::BenchArgs),
 }
@@ -269,8 +283,52 @@ pub fn run(cli: Cli) -> Result<()> {
                 write_npy_f32(output, y.shape(), &values)
             }
         }
+        Command::Svd { a, u, s, vt } => svd(&cli.global, a, [u, s, vt]),
         Command::Bench(args) => bench::run(&cli.global, args),
     }
+}
+
+/// `svd`: every factor is computed (and verified) before any file is written.
+fn svd(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 3]) -> Result<()> {
+    if outputs.iter().all(|o| o.is_none()) {
+        return Err(Error::InvalidArgument(
+            "svd: name at least one output with --u, --s or --vt".into(),
+        ));
+    }
+    let ctx = context(g)?;
+    let ha = load(a)?;
+    let r = ctx.svd(&ha)?;
+    let (u, s, vt) = (r.u.to_vec()?, r.s.to_vec()?, r.vt.to_vec()?);
+    if g.verify {
+        let (m, n) = match *ha.shape() {
+            [m, n] => (m, n),
+            _ => (0, 0), // unreachable: svd accepted the input as a matrix
+        };
+        let ratios = crate::cpu::svd::ratios(&ha.to_vec()?, m, n, &u, &s, &vt);
+        if ratios.iter().any(|x| x.is_nan() || *x >= 35.0) {
+            return Err(Error::Verification(format!(
+                "svd: LAPACK ratios {ratios:?} (residual, ‖I − UᵀU‖, ‖I − VᵀV‖) reach 35"
+            )));
+        }
+        eprintln!(
+            "verified: LAPACK ratios [{:.2}, {:.2}, {:.2}] below 35; {} Jacobi sweeps ({})",
+            ratios[0],
+            ratios[1],
+            ratios[2],
+            r.sweeps,
+            ctx.description()
+        );
+    }
+    for (path, t, values) in [
+        (outputs[0], &r.u, &u),
+        (outputs[1], &r.s, &s),
+        (outputs[2], &r.vt, &vt),
+    ] {
+        if let Some(p) = path {
+            write_npy_f32(p, t.shape(), values)?;
+        }
+    }
+    Ok(())
 }
 
 fn load(p: &Path) -> Result<Tensor> {

@@ -8,6 +8,7 @@ pub mod matmul;
 pub mod nn;
 pub mod random;
 pub mod reduce;
+pub mod svd;
 
 use crate::error::{Error, Result};
 use crate::ops::Activation;

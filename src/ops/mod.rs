@@ -7,6 +7,7 @@ pub mod matmul;
 pub mod nn;
 pub mod random;
 pub mod reduce;
+pub mod svd;
 
 use std::str::FromStr;
 
@@ -30,6 +31,8 @@ pub(crate) mod source {
     pub const RANDOM: &str = include_str!("../../shaders/random.wgsl");
     /// `shaders/reduce.wgsl`.
     pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+    /// `shaders/svd.wgsl`.
+    pub const SVD: &str = include_str!("../../shaders/svd.wgsl");
 
     /// A kernel source with the shared epilogue prepended.
     pub fn with_epilogue(src: &str) -> String {
@@ -87,6 +90,7 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("nn", source::with_epilogue(source::NN)),
         ("layout", source::LAYOUT.to_string()),
         ("random", source::RANDOM.to_string()),
+        ("svd", source::SVD.to_string()),
     ]
     .into_iter()
     .chain(

@@ -1,0 +1,221 @@
+// One-sided (Hestenes) Jacobi SVD.
+//
+// The host works on the columns of a "work" matrix W of `rows` × `cols` (cols ≤ rows), stored
+// column by column (column c at w[c*rows ..]): A itself for a tall or square A (transposed on
+// the way in), Aᵀ for a wide A (whose rows are already contiguous). V (cols × cols, column j at
+// vm[j*cols ..]) accumulates the rotations. One `svd_rotate` dispatch is one step of the
+// round-robin (tournament) ordering: `np/2` disjoint column pairs, one workgroup each; `np - 1`
+// steps make a sweep. Every workgroup writes its pair's scaled off-diagonal |aᵢ·aⱼ|/(‖aᵢ‖‖aⱼ‖)
+// into `offmax` (an atomic max on the bits of a non-negative f32), read back once per sweep.
+
+override WG: u32 = 64u;
+
+struct Params {
+    rows: u32,   // length of a column of W
+    cols: u32,   // columns of W (= k)
+    np: u32,     // cols rounded up to even
+    step: u32,   // round-robin step, 0 .. np-2
+    tol: f32,    // rotate a pair only when its scaled off-diagonal exceeds this
+    zrel: f32,   // columns with norm ≤ zrel·‖A‖_F count as zero and are never rotated
+    wide: u32,   // 1 when W = Aᵀ
+    gx: u32,     // workgroups along x of a folded 1-D grid
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> vm: array<f32>;
+// stats[0] = ‖A·2⁻ᵉ‖_F², stats[1] = 2⁻ᵉ (the power of two that scales max|A| into [0.5, 1), so
+// that no square overflows or underflows), stats[2 + c] = ‖column c of W‖ (W = A·2⁻ᵉ).
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(5) var<storage, read_write> offmax: atomic<u32>;
+// perm[q] = source column of output q, perm[cols + q] = bits of 1/‖column‖ (0 for a zero column).
+@group(0) @binding(6) var<storage, read> perm: array<u32>;
+@group(0) @binding(7) var<storage, read_write> uo: array<f32>;
+@group(0) @binding(8) var<storage, read_write> vto: array<f32>;
+
+var<workgroup> red: array<vec3<f32>, WG>;
+
+fn flat_index(wid: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * p.gx + wid.x) * WG + lid.x;
+}
+
+// W from A (tall: transpose; wide: copy) and V = I.
+@compute @workgroup_size(WG)
+fn svd_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wid, lid);
+    let mn = p.rows * p.cols;
+    if idx < mn {
+        if p.wide == 1u {
+            w[idx] = a[idx] * stats[1];
+        } else {
+            let c = idx / p.rows;
+            let r = idx % p.rows;
+            w[idx] = a[r * p.cols + c] * stats[1];
+        }
+    } else if idx - mn < p.cols * p.cols {
+        let i = idx - mn;
+        vm[i] = select(0.0, 1.0, i / p.cols == i % p.cols);
+    }
+}
+
+// The scale 2⁻ᵉ into stats[1] and ‖A·2⁻ᵉ‖_F² into stats[0]: one workgroup. Runs before svd_init.
+@compute @workgroup_size(WG)
+fn svd_fro(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let total = p.rows * p.cols;
+    var mx = 0.0;
+    for (var i = lid.x; i < total; i += WG) {
+        mx = max(mx, abs(a[i]));
+    }
+    red[lid.x] = vec3<f32>(mx, 0.0, 0.0);
+    workgroupBarrier();
+    var gm = 0.0;
+    for (var i = 0u; i < WG; i++) {
+        gm = max(gm, red[i].x);
+    }
+    var e = 0;
+    if gm > 0.0 {
+        e = clamp(frexp(gm).exp, -125, 126);
+    }
+    let inv = ldexp(1.0, -e);
+    workgroupBarrier();
+    var s = 0.0;
+    for (var i = lid.x; i < total; i += WG) {
+        let x = a[i] * inv;
+        s += x * x;
+    }
+    red[lid.x] = vec3<f32>(s, 0.0, 0.0);
+    workgroupBarrier();
+    if lid.x == 0u {
+        var t = 0.0;
+        for (var i = 0u; i < WG; i++) {
+            t += red[i].x;
+        }
+        stats[0] = t;
+        stats[1] = inv;
+    }
+}
+
+// Player at round-robin position `pos` in step `step` (position 0 is fixed).
+fn player(pos: u32, step: u32, np: u32) -> u32 {
+    if pos == 0u {
+        return 0u;
+    }
+    return (pos - 1u + step) % (np - 1u) + 1u;
+}
+
+// One round-robin step: workgroup q rotates the pair at positions (q, np-1-q).
+@compute @workgroup_size(WG)
+fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let q = wid.x;
+    let i = player(q, p.step, p.np);
+    let j = player(p.np - 1u - q, p.step, p.np);
+    if i >= p.cols || j >= p.cols {
+        return; // the padding column of an odd count
+    }
+    let m = p.rows;
+    let ci = i * m;
+    let cj = j * m;
+    var s = vec3<f32>(0.0);
+    for (var r = lid.x; r < m; r += WG) {
+        let x = w[ci + r];
+        let y = w[cj + r];
+        s += vec3<f32>(x * x, y * y, x * y);
+    }
+    red[lid.x] = s;
+    workgroupBarrier();
+    if lid.x == 0u {
+        var acc = vec3<f32>(0.0);
+        for (var t = 0u; t < WG; t++) {
+            acc += red[t];
+        }
+        red[0] = acc;
+    }
+    workgroupBarrier();
+    let g = red[0];
+    let zt2 = p.zrel * p.zrel * stats[0];
+    if g.x <= zt2 || g.y <= zt2 {
+        return;
+    }
+    let off = abs(g.z) / (sqrt(g.x) * sqrt(g.y));
+    if lid.x == 0u {
+        atomicMax(&offmax, bitcast<u32>(off));
+    }
+    if !(off > p.tol) {
+        return;
+    }
+    // Rutishauser's rotation: annihilates aᵢ·aⱼ with the smaller angle.
+    let zeta = (g.y - g.x) / (2.0 * g.z);
+    let sg = select(-1.0, 1.0, zeta >= 0.0);
+    var t: f32;
+    if abs(zeta) > 1e15 {
+        t = 0.5 / zeta;
+    } else {
+        t = sg / (abs(zeta) + sqrt(1.0 + zeta * zeta));
+    }
+    let c = 1.0 / sqrt(1.0 + t * t);
+    let sn = t * c;
+    for (var r = lid.x; r < m; r += WG) {
+        let x = w[ci + r];
+        let y = w[cj + r];
+        w[ci + r] = c * x - sn * y;
+        w[cj + r] = sn * x + c * y;
+    }
+    let n = p.cols;
+    let vi = i * n;
+    let vj = j * n;
+    for (var r = lid.x; r < n; r += WG) {
+        let x = vm[vi + r];
+        let y = vm[vj + r];
+        vm[vi + r] = c * x - sn * y;
+        vm[vj + r] = sn * x + c * y;
+    }
+}
+
+// Column norms of W into stats[2 + c]: one thread per column.
+@compute @workgroup_size(WG)
+fn svd_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = flat_index(wid, lid);
+    if c >= p.cols {
+        return;
+    }
+    let base = c * p.rows;
+    var s = 0.0;
+    for (var r = 0u; r < p.rows; r++) {
+        let x = w[base + r];
+        s += x * x;
+    }
+    stats[2u + c] = sqrt(s);
+}
+
+// The thin factors, columns in descending order of singular value: uo (m × k) and vto (k × n),
+// row-major. Tall: U = W·diag(1/σ), Vt = Vᵀ. Wide: U = V, Vt = (W·diag(1/σ))ᵀ.
+@compute @workgroup_size(WG)
+fn svd_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wid, lid);
+    let k = p.cols;
+    let mm = p.rows;
+    let first = select(mm * k, k * k, p.wide == 1u);
+    if idx < first {
+        let r = idx / k;
+        let q = idx % k;
+        if p.wide == 1u {
+            uo[idx] = vm[perm[q] * k + r];
+        } else {
+            uo[idx] = w[perm[q] * mm + r] * bitcast<f32>(perm[k + q]);
+        }
+    } else {
+        let i = idx - first;
+        if p.wide == 1u {
+            if i < k * mm {
+                let q = i / mm;
+                let c = i % mm;
+                vto[i] = w[perm[q] * mm + c] * bitcast<f32>(perm[k + q]);
+            }
+        } else if i < k * k {
+            let q = i / k;
+            let c = i % k;
+            vto[i] = vm[perm[q] * k + c];
+        }
+    }
+}

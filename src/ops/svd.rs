@@ -1,0 +1,556 @@
+//! Singular value decomposition, `numpy.linalg.svd(A, full_matrices=False)`: on the GPU by
+//! one-sided (Hestenes) Jacobi with a parallel round-robin ordering (`shaders/svd.wgsl`), on
+//! the CPU by faer.
+
+use std::sync::Arc;
+
+use crate::context::{Context, Gpu, GpuBuffer, Kernel};
+use crate::error::{Error, Result};
+use crate::ops::matmul::host_values;
+use crate::ops::source;
+use crate::tensor::{DType, Tensor};
+
+/// The thin SVD `A = U · diag(S) · Vt` of an m×n matrix, k = min(m, n).
+#[derive(Clone, Debug)]
+pub struct Svd {
+    /// Left singular vectors as columns, m×k, orthonormal even when A is rank-deficient.
+    pub u: Tensor,
+    /// Singular values, k, non-negative and descending.
+    pub s: Tensor,
+    /// Right singular vectors as rows, k×n.
+    pub vt: Tensor,
+    /// Jacobi sweeps the GPU ran (0 on the CPU backend, and when k ≤ 1).
+    pub sweeps: u32,
+    /// The largest scaled off-diagonal |aᵢ·aⱼ|/(‖aᵢ‖‖aⱼ‖) measured in the last sweep (0 on the
+    /// CPU backend); at most [`svd_tolerance`] when the sweeps converged.
+    pub off_diagonal: f32,
+}
+
+/// Most Jacobi sweeps the GPU runs (LAPACK's sgesvj stops at 30 too).
+pub const MAX_SWEEPS: u32 = 30;
+
+/// ε of the tolerances, 2⁻²³ (LAPACK's "precision" for f32).
+const EPS: f32 = 1.0 / 8_388_608.0;
+
+/// Columns whose norm is at most this multiple of ‖A‖_F·ε count as zero: never rotated, and
+/// their left singular vectors are completed to an orthonormal basis.
+const ZERO_REL: f32 = 4.0 * EPS;
+
+/// The convergence tolerance of the Jacobi sweeps on columns of length `rows`: √rows·ε, as
+/// LAPACK's sgesvj.
+pub fn svd_tolerance(rows: usize) -> f32 {
+    (rows as f32).sqrt() * EPS
+}
+
+/// (m, n) of a valid SVD operand, or an error naming the shape or dtype.
+pub(crate) fn svd_dims(a: &Tensor) -> Result<(usize, usize)> {
+    if a.dtype() != DType::F32 {
+        return Err(Error::InvalidArgument(format!(
+            "svd: input (shape {:?}) is {}; expected float32",
+            a.shape(),
+            a.dtype().name()
+        )));
+    }
+    match *a.shape() {
+        [m, n] => Ok((m, n)),
+        _ => Err(Error::Shape(format!(
+            "svd needs a 2-D matrix; got shape {:?} ({} dims)",
+            a.shape(),
+            a.ndim()
+        ))),
+    }
+}
+
+/// The error for input with NaN or infinite values (numpy raises `LinAlgError`).
+fn non_finite(m: usize, n: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "svd: the {m}×{n} input holds NaN or infinite values; no SVD exists"
+    ))
+}
+
+fn pipeline(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
+    let key = format!("svd/{entry}/WG={wg}");
+    gpu.kernel(&key, |device| {
+        // Checked module: the round-robin pair indices are computed in the kernel.
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("svd.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(source::SVD.into()),
+        });
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("WG", f64::from(wg))],
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        })
+    })
+}
+
+/// Options of [`Context::svd_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvdOptions {
+    /// Force the workgroup size of the GPU kernels (a power of two, 8 to 256). By default 16
+    /// on CPU-type adapters such as lavapipe, where workgroup memory and wide workgroups cost
+    /// most, and 64 on real GPUs; never wider than the next power of two of the column length.
+    pub workgroup: Option<u32>,
+}
+
+/// The workgroup sizes the SVD kernels are built with.
+pub const SVD_WORKGROUPS: [u32; 6] = [8, 16, 32, 64, 128, 256];
+
+/// The workgroup size for columns of length `rows` on `gpu`.
+fn workgroup(gpu: &Gpu, rows: usize, forced: Option<u32>) -> Result<u32> {
+    if let Some(wg) = forced {
+        if !SVD_WORKGROUPS.contains(&wg) || wg > gpu.limits.max_compute_invocations_per_workgroup {
+            return Err(Error::InvalidArgument(format!(
+                "svd workgroup size {wg} is not one of {SVD_WORKGROUPS:?} within this adapter's \
+                 limit of {} invocations",
+                gpu.limits.max_compute_invocations_per_workgroup
+            )));
+        }
+        return Ok(wg);
+    }
+    let base = if gpu.info.device_type == wgpu::DeviceType::Cpu {
+        16
+    } else {
+        64
+    };
+    let fit = u32::try_from(rows.next_power_of_two()).unwrap_or(u32::MAX);
+    Ok(base.min(fit).max(8))
+}
+
+/// Bytes of the `Params` block.
+const PARAMS_BYTES: u64 = 32;
+
+/// Element updates one submission of rotation steps may hold (keeps submissions short).
+const WORK_PER_SUBMIT: usize = 1 << 22;
+
+fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v)
+        .map_err(|_| Error::InvalidArgument(format!("svd: {what} = {v} exceeds u32 indices")))
+}
+
+/// The uniform words of one kernel launch.
+struct Params {
+    rows: u32,
+    cols: u32,
+    np: u32,
+    tol: f32,
+    wide: bool,
+    wg: u32,
+}
+
+impl Params {
+    fn words(&self, step: u32, gx: u32) -> [u32; 8] {
+        [
+            self.rows,
+            self.cols,
+            self.np,
+            step,
+            self.tol.to_bits(),
+            ZERO_REL.to_bits(),
+            u32::from(self.wide),
+            gx,
+        ]
+    }
+}
+
+/// A 1-D grid of `threads` threads folded into 2-D under the dispatch limit: (gx, gy).
+fn grid(gpu: &Gpu, threads: usize, wg: u32) -> Result<(u32, u32)> {
+    let groups = threads.div_ceil(wg as usize).max(1);
+    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let gx = groups.min(limit);
+    let gy = groups.div_ceil(gx);
+    if gy > limit {
+        return Err(Error::InvalidArgument(format!(
+            "svd: {threads} threads exceed this adapter's dispatch limits"
+        )));
+    }
+    Ok((gx as u32, gy as u32))
+}
+
+struct Bindings<'a>(Vec<(u32, &'a GpuBuffer, u64)>);
+
+fn bind_group(gpu: &Gpu, k: &Kernel, b: &Bindings, uniform: (&GpuBuffer, u64)) -> wgpu::BindGroup {
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: uniform.0.buffer(),
+            offset: uniform.1,
+            size: wgpu::BufferSize::new(PARAMS_BYTES),
+        }),
+    }];
+    entries.extend(b.0.iter().map(|(i, buf, bytes)| wgpu::BindGroupEntry {
+        binding: *i,
+        resource: buf.binding(*bytes),
+    }));
+    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &k.layout,
+        entries: &entries,
+    })
+}
+
+/// Encodes one dispatch of `entry` over `threads` threads (a 1-D grid folded into 2-D).
+fn dispatch(
+    gpu: &Arc<Gpu>,
+    enc: &mut wgpu::CommandEncoder,
+    entry: &str,
+    params: &Params,
+    threads: usize,
+    b: &Bindings,
+    keep: &mut Vec<Arc<GpuBuffer>>,
+) -> Result<()> {
+    let k = pipeline(gpu, entry, params.wg)?;
+    let (gx, gy) = grid(gpu, threads, params.wg)?;
+    let u = gpu.uniform(&params.words(0, gx))?;
+    let bg = bind_group(gpu, &k, b, (&u, 0));
+    {
+        let mut pass = gpu.begin_pass(enc);
+        pass.set_pipeline(&k.pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+    }
+    keep.push(u);
+    Ok(())
+}
+
+/// The GPU factors before they become tensors.
+struct GpuSvd {
+    u: Arc<GpuBuffer>,
+    s: Vec<f32>,
+    vt: Arc<GpuBuffer>,
+    sweeps: u32,
+    off: f32,
+}
+
+fn encoder(gpu: &Gpu) -> wgpu::CommandEncoder {
+    gpu.device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("svd") })
+}
+
+/// Runs the Jacobi SVD of the m×n matrix in `a` (k = min(m, n) ≥ 1).
+fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize, opts: &SvdOptions) -> Result<GpuSvd> {
+    let wide = m < n;
+    let (rows, cols) = if wide { (n, m) } else { (m, n) };
+    let mn = rows * cols;
+    let wg = workgroup(gpu, rows, opts.workgroup)?;
+    u32_of(mn + cols * cols + 256, "m·n + k²")?;
+    let w_bytes = (mn * 4) as u64;
+    let v_bytes = (cols * cols * 4) as u64;
+    for (bytes, what) in [
+        (w_bytes, "the svd work matrix"),
+        (v_bytes, "the svd V matrix"),
+    ] {
+        gpu.check_binding(bytes, what)?;
+    }
+    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let np = cols + cols % 2;
+    if np / 2 > limit {
+        return Err(Error::InvalidArgument(format!(
+            "svd: {} column pairs per step exceed this adapter's limit of {limit} workgroups",
+            np / 2
+        )));
+    }
+    let params = Params {
+        rows: u32_of(rows, "rows")?,
+        cols: u32_of(cols, "cols")?,
+        np: u32_of(np, "cols")?,
+        tol: svd_tolerance(rows),
+        wide,
+        wg,
+    };
+    let w = gpu.alloc(w_bytes, "svd work matrix")?;
+    let v = gpu.alloc(v_bytes, "svd V")?;
+    let stats_bytes = ((cols + 2) * 4) as u64;
+    let stats = gpu.alloc(stats_bytes, "svd norms")?;
+    let off = gpu.alloc(4, "svd off-diagonal measure")?;
+    let mut keep = Vec::new();
+
+    let mut enc = encoder(gpu);
+    dispatch(
+        gpu,
+        &mut enc,
+        "svd_fro",
+        &params,
+        1,
+        &Bindings(vec![(1, a, w_bytes), (4, &stats, stats_bytes)]),
+        &mut keep,
+    )?;
+    dispatch(
+        gpu,
+        &mut enc,
+        "svd_init",
+        &params,
+        mn + cols * cols,
+        &Bindings(vec![
+            (1, a, w_bytes),
+            (2, &w, w_bytes),
+            (3, &v, v_bytes),
+            (4, &stats, stats_bytes),
+        ]),
+        &mut keep,
+    )?;
+    gpu.submit(enc);
+
+    // One uniform block per round-robin step, at the device's uniform offset alignment.
+    let (mut sweeps, mut measured) = (0u32, 0f32);
+    if cols >= 2 {
+        let steps = np - 1;
+        let align = u64::from(gpu.limits.min_uniform_buffer_offset_alignment).max(PARAMS_BYTES);
+        let stride = (align / 4) as usize;
+        let mut words = vec![0u32; steps * stride];
+        for s in 0..steps {
+            words[s * stride..s * stride + 8].copy_from_slice(&params.words(s as u32, 0));
+        }
+        let u = gpu.uniform(&words)?;
+        let k = pipeline(gpu, "svd_rotate", wg)?;
+        let b = Bindings(vec![
+            (2, &w, w_bytes),
+            (3, &v, v_bytes),
+            (4, &stats, stats_bytes),
+            (5, &off, 4),
+        ]);
+        let groups: Vec<wgpu::BindGroup> = (0..steps)
+            .map(|s| bind_group(gpu, &k, &b, (&u, s as u64 * align)))
+            .collect();
+        let per_step = (np / 2) * (rows + cols);
+        let per_submit = (WORK_PER_SUBMIT / per_step.max(1)).clamp(1, steps);
+        while sweeps < MAX_SWEEPS {
+            sweeps += 1;
+            let mut s0 = 0;
+            while s0 < steps {
+                let s1 = (s0 + per_submit).min(steps);
+                let mut enc = encoder(gpu);
+                if s0 == 0 {
+                    enc.clear_buffer(off.buffer(), 0, Some(4));
+                }
+                for bg in &groups[s0..s1] {
+                    let mut pass = gpu.begin_pass(&mut enc);
+                    pass.set_pipeline(&k.pipeline);
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups((np / 2) as u32, 1, 1);
+                }
+                gpu.submit(enc);
+                s0 = s1;
+            }
+            let bits: Vec<u32> = bytemuck::pod_collect_to_vec(&off.read(4)?);
+            measured = f32::from_bits(bits.first().copied().unwrap_or(0));
+            if measured <= params.tol || measured.is_nan() {
+                break;
+            }
+        }
+        keep.push(u);
+    }
+
+    let mut enc = encoder(gpu);
+    dispatch(
+        gpu,
+        &mut enc,
+        "svd_norms",
+        &params,
+        cols,
+        &Bindings(vec![(2, &w, w_bytes), (4, &stats, stats_bytes)]),
+        &mut keep,
+    )?;
+    gpu.submit(enc);
+    let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((cols + 2) * 4)?);
+    let fro = st.first().copied().unwrap_or(0.0).max(0.0).sqrt();
+    // An exact power of two: W = A·inv.
+    let inv = st.get(1).copied().unwrap_or(1.0);
+    let norms = st.get(2..).unwrap_or(&[]);
+    if !fro.is_finite() || norms.iter().any(|x| !x.is_finite()) {
+        return Err(non_finite(m, n));
+    }
+    let mut order: Vec<usize> = (0..cols).collect();
+    order.sort_by(|&x, &y| norms[y].total_cmp(&norms[x]));
+    let zt = ZERO_REL * fro;
+    let scaled: Vec<f32> = order.iter().map(|&c| norms[c]).collect();
+    let zero: Vec<usize> = (0..cols).filter(|&q| scaled[q] <= zt).collect();
+    let mut perm: Vec<u32> = order.iter().map(|&c| c as u32).collect();
+    perm.extend(
+        scaled
+            .iter()
+            .map(|&x| if x > zt { (1.0 / x).to_bits() } else { 0 }),
+    );
+    let s: Vec<f32> = scaled.iter().map(|&x| x / inv).collect();
+    let perm_buf = gpu.upload(bytemuck::cast_slice(&perm), "svd permutation")?;
+    let (u_len, vt_len) = (m * cols, cols * n);
+    let uo = gpu.alloc((u_len * 4) as u64, "svd U")?;
+    let vto = gpu.alloc((vt_len * 4) as u64, "svd Vt")?;
+    let mut enc = encoder(gpu);
+    dispatch(
+        gpu,
+        &mut enc,
+        "svd_gather",
+        &params,
+        u_len + vt_len,
+        &Bindings(vec![
+            (2, &w, w_bytes),
+            (3, &v, v_bytes),
+            (6, &perm_buf, (perm.len() * 4) as u64),
+            (7, &uo, (u_len * 4) as u64),
+            (8, &vto, (vt_len * 4) as u64),
+        ]),
+        &mut keep,
+    )?;
+    gpu.submit(enc);
+    if !zero.is_empty() {
+        // The normalised-W factor (U when tall, Vt when wide) lacks the zero columns.
+        let (buf, len) = if wide { (&vto, vt_len) } else { (&uo, u_len) };
+        let mut host: Vec<f32> = bytemuck::pod_collect_to_vec(&buf.read(len * 4)?);
+        if wide {
+            complete_basis(&mut host, rows, cols, (rows, 1), &zero);
+        } else {
+            complete_basis(&mut host, rows, cols, (1, cols), &zero);
+        }
+        gpu.queue
+            .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&host));
+    }
+    drop(keep);
+    Ok(GpuSvd {
+        u: uo,
+        s,
+        vt: vto,
+        sweeps,
+        off: measured,
+    })
+}
+
+/// Replaces vectors `missing` of a set of `count` vectors of length `len` (element `r` of
+/// vector `q` at `q·strides.0 + r·strides.1`) by unit vectors orthogonal to all the others:
+/// Gram–Schmidt (twice, in f64) of the unit vector eₜ least covered by the vectors so far.
+pub(crate) fn complete_basis(
+    data: &mut [f32],
+    len: usize,
+    count: usize,
+    strides: (usize, usize),
+    missing: &[usize],
+) {
+    let at = |q: usize, r: usize| q * strides.0 + r * strides.1;
+    let mut basis: Vec<Vec<f64>> = (0..count)
+        .filter(|q| !missing.contains(q))
+        .map(|q| (0..len).map(|r| f64::from(data[at(q, r)])).collect())
+        .collect();
+    for &q in missing {
+        let t = (0..len)
+            .min_by(|&x, &y| {
+                let cx: f64 = basis.iter().map(|b| b[x] * b[x]).sum();
+                let cy: f64 = basis.iter().map(|b| b[y] * b[y]).sum();
+                cx.total_cmp(&cy)
+            })
+            .unwrap_or(0);
+        let mut x = vec![0.0f64; len];
+        if let Some(e) = x.get_mut(t) {
+            *e = 1.0;
+        }
+        for _ in 0..2 {
+            for b in &basis {
+                let d: f64 = b.iter().zip(&x).map(|(p, q)| p * q).sum();
+                x.iter_mut().zip(b).for_each(|(xi, bi)| *xi -= d * bi);
+            }
+        }
+        let nrm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if nrm > 0.0 {
+            x.iter_mut().for_each(|v| *v /= nrm);
+        }
+        for (r, v) in x.iter().enumerate() {
+            data[at(q, r)] = *v as f32;
+        }
+        basis.push(x);
+    }
+}
+
+impl Context {
+    /// The thin singular value decomposition, as `numpy.linalg.svd(a, full_matrices=False)`:
+    /// `U` m×k, `S` k (descending, non-negative), `Vt` k×n with k = min(m, n); U and V have
+    /// orthonormal columns even when `a` is rank-deficient. On a GPU: one-sided Jacobi, results
+    /// resident on the GPU; on the CPU: faer.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[3.0, 0.0, 0.0, -4.0])?;
+    /// let svd = ctx.svd(&a)?;
+    /// assert_eq!(svd.s.to_vec()?, vec![4.0, 3.0]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn svd(&self, a: &Tensor) -> Result<Svd> {
+        self.svd_with(a, &SvdOptions::default())
+    }
+
+    /// [`Context::svd`] with options (GPU kernel tuning; ignored on the CPU backend).
+    pub fn svd_with(&self, a: &Tensor, opts: &SvdOptions) -> Result<Svd> {
+        let (m, n) = svd_dims(a)?;
+        let k = m.min(n);
+        let cpu_svd = || -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+            let values = host_values(a)?;
+            if values.iter().any(|x| !x.is_finite()) {
+                return Err(non_finite(m, n));
+            }
+            crate::cpu::svd::fast(&values, m, n)
+        };
+        if let Some(gpu) = self.gpu() {
+            if k == 0 {
+                return Ok(Svd {
+                    u: self.zeros(&[m, k])?,
+                    s: self.zeros(&[k])?,
+                    vt: self.zeros(&[k, n])?,
+                    sweeps: 0,
+                    off_diagonal: 0.0,
+                });
+            }
+            let r = (|| {
+                let ab = self.resident(a)?;
+                let out = gpu.scoped("svd", || run_gpu(gpu, &ab, m, n, opts))??;
+                let s = self.tensor(&[k], &out.s)?;
+                Ok(Svd {
+                    u: Tensor::from_gpu(vec![m, k], DType::F32, out.u),
+                    s,
+                    vt: Tensor::from_gpu(vec![k, n], DType::F32, out.vt),
+                    sweeps: out.sweeps,
+                    off_diagonal: out.off,
+                })
+            })();
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+            let (u, s, vt) = cpu_svd()?;
+            return Ok(Svd {
+                u: self.tensor(&[m, k], &u)?,
+                s: self.tensor(&[k], &s)?,
+                vt: self.tensor(&[k, n], &vt)?,
+                sweeps: 0,
+                off_diagonal: 0.0,
+            });
+        }
+        let (u, s, vt) = cpu_svd()?;
+        Ok(Svd {
+            u: Tensor::from_vec(&[m, k], u)?,
+            s: Tensor::from_vec(&[k], s)?,
+            vt: Tensor::from_vec(&[k, n], vt)?,
+            sweeps: 0,
+            off_diagonal: 0.0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_basis_is_orthonormal() {
+        // Two vectors of length 3 given, one missing (vectors as rows).
+        let mut d = vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.8];
+        complete_basis(&mut d, 3, 3, (3, 1), &[1]);
+        let row = |q: usize| [d[3 * q], d[3 * q + 1], d[3 * q + 2]];
+        let dot = |x: [f32; 3], y: [f32; 3]| x[0] * y[0] + x[1] * y[1] + x[2] * y[2];
+        assert!((dot(row(1), row(1)) - 1.0).abs() < 1e-6);
+        assert!(dot(row(1), row(0)).abs() < 1e-6);
+        assert!(dot(row(1), row(2)).abs() < 1e-6);
+    }
+}

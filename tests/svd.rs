@@ -1,0 +1,412 @@
+//! SVD on the GPU (one-sided Jacobi) and the CPU backend (faer), judged by LAPACK's driver-test
+//! ratios and against f64 singular values, on shapes that break the round-robin ordering
+//! (odd counts, one column, wide, empty), rank-deficient and ill-conditioned matrices.
+
+mod common;
+
+use std::time::Instant;
+
+use gpu_linalg::cpu::svd::{ratios, singular_values_f64, RATIO_EPS};
+use gpu_linalg::{Context, Error, Location, SvdOptions, Tensor, MAX_SWEEPS, SVD_WORKGROUPS};
+
+struct Case {
+    name: String,
+    m: usize,
+    n: usize,
+    a: Vec<f32>,
+}
+
+fn case(name: &str, m: usize, n: usize, a: Vec<f32>) -> Case {
+    Case {
+        name: format!("{name} {m}×{n}"),
+        m,
+        n,
+        a,
+    }
+}
+
+/// An m×n matrix with orthonormal-ish mixing and the given singular values: A = Q₁ diag(σ) Q₂
+/// with Q₁, Q₂ from Householder reflections of pseudo-random vectors (built in f64).
+fn with_singular_values(m: usize, n: usize, sigma: &[f64], seed: u64) -> Vec<f32> {
+    let householder = |len: usize, seed: u64| -> Vec<Vec<f64>> {
+        // Product of two reflections applied to the identity: an orthogonal len×len matrix.
+        let mut q: Vec<Vec<f64>> = (0..len)
+            .map(|i| (0..len).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+            .collect();
+        for s in 0..2 {
+            let v: Vec<f64> = common::data_full(len, seed + s)
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect();
+            let vv: f64 = v.iter().map(|x| x * x).sum();
+            if vv == 0.0 {
+                continue;
+            }
+            for row in q.iter_mut() {
+                let d: f64 = row.iter().zip(&v).map(|(a, b)| a * b).sum();
+                row.iter_mut()
+                    .zip(&v)
+                    .for_each(|(x, vi)| *x -= 2.0 * d / vv * vi);
+            }
+        }
+        q
+    };
+    let q1 = householder(m, seed);
+    let q2 = householder(n, seed + 100);
+    let mut a = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let v: f64 = sigma
+                .iter()
+                .enumerate()
+                .map(|(t, s)| q1[i][t] * s * q2[t][j])
+                .sum();
+            a[i * n + j] = v as f32;
+        }
+    }
+    a
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    let rnd = |name: &str, m: usize, n: usize, seed: u64| {
+        case(name, m, n, common::data_full(m * n, seed))
+    };
+    v.push(rnd("random", 1, 1, 1));
+    v.push(case("zero scalar", 1, 1, vec![0.0]));
+    v.push(rnd("row", 1, 9, 2));
+    v.push(rnd("column", 9, 1, 3));
+    for (i, n) in [2usize, 3, 7, 16, 33, 64].into_iter().enumerate() {
+        v.push(rnd("square", n, n, 10 + i as u64));
+    }
+    v.push(case("exact", 5, 4, common::data(20, 4)));
+    v.push(rnd("tall", 100, 7, 20));
+    v.push(rnd("tall", 257, 31, 21));
+    v.push(rnd("wide", 7, 100, 22));
+    v.push(rnd("wide", 2, 3, 23));
+    v.push(rnd("long", 1000, 3, 24));
+    v.push(rnd("long", 3, 1000, 25));
+    // Rank-deficient: duplicate columns, the zero matrix, rank one.
+    {
+        let (m, n) = (12, 6);
+        let mut a = common::data_full(m * n, 30);
+        for i in 0..m {
+            a[i * n + 4] = a[i * n + 1];
+            a[i * n + 5] = a[i * n + 1];
+        }
+        v.push(case("duplicate columns", m, n, a));
+    }
+    {
+        let (m, n) = (6, 12);
+        let mut a = common::data_full(m * n, 31);
+        for j in 0..n {
+            a[3 * n + j] = a[j];
+        }
+        v.push(case("duplicate rows", m, n, a));
+    }
+    v.push(case("zero", 8, 5, vec![0.0; 40]));
+    v.push(case("zero", 5, 8, vec![0.0; 40]));
+    {
+        let (m, n) = (10, 7);
+        let x = common::data_full(m, 32);
+        let y = common::data_full(n, 33);
+        let a = (0..m * n).map(|t| x[t / n] * y[t % n]).collect();
+        v.push(case("rank-1", m, n, a));
+    }
+    {
+        let (m, n) = (20, 16);
+        let sigma: Vec<f64> = (0..n)
+            .map(|i| 10f64.powf(-6.0 * i as f64 / (n - 1) as f64))
+            .collect();
+        v.push(case(
+            "ill-conditioned",
+            m,
+            n,
+            with_singular_values(m, n, &sigma, 34),
+        ));
+        v.push(case(
+            "ill-conditioned wide",
+            n,
+            m,
+            with_singular_values(n, m, &sigma, 35),
+        ));
+    }
+    {
+        let (m, n) = (16, 16);
+        let sigma: Vec<f64> = (0..n).map(|i| if i < 8 { 1.0 } else { 0.0 }).collect();
+        v.push(case(
+            "rank-8, equal σ",
+            m,
+            n,
+            with_singular_values(m, n, &sigma, 36),
+        ));
+    }
+    {
+        // Rank 5 by construction: B (48×5) · C (5×40), and its transpose.
+        let (m, n, r) = (48, 40, 5);
+        let b = common::data_full(m * r, 37);
+        let c = common::data_full(r * n, 38);
+        let a: Vec<f32> = (0..m * n)
+            .map(|t| (0..r).map(|q| b[(t / n) * r + q] * c[q * n + t % n]).sum())
+            .collect();
+        let at: Vec<f32> = (0..n * m).map(|t| a[(t % m) * n + t / m]).collect();
+        v.push(case("rank-5", m, n, a));
+        v.push(case("rank-5 wide", n, m, at));
+    }
+    {
+        // Graded columns: column j scaled by 10^(−j/2).
+        let (m, n) = (30, 10);
+        let a = common::data_full(m * n, 39)
+            .iter()
+            .enumerate()
+            .map(|(t, x)| x * 10f32.powf(-((t % n) as f32) / 2.0))
+            .collect();
+        v.push(case("graded", m, n, a));
+    }
+    // Scaled far from 1: squares would overflow or underflow f32 without the power-of-two scaling.
+    for (name, scale) in [("huge", 1e30f32), ("tiny", 1e-30)] {
+        let a = common::data_full(9 * 6, 40)
+            .iter()
+            .map(|x| x * scale)
+            .collect();
+        v.push(case(name, 9, 6, a));
+    }
+    v.push(case("empty", 0, 5, vec![]));
+    v.push(case("empty", 5, 0, vec![]));
+    v.push(case("empty", 0, 0, vec![]));
+    v
+}
+
+/// Runs every case on `ctx`, checks the ratios, the order and the values; returns the sweeps.
+fn check_all(ctx: &Context, label: &str, opts: &SvdOptions) -> Vec<(String, u32)> {
+    let mut failures = Vec::new();
+    let mut sweeps = Vec::new();
+    for c in cases() {
+        let k = c.m.min(c.n);
+        let a = ctx.tensor(&[c.m, c.n], &c.a).unwrap();
+        let t0 = Instant::now();
+        let svd = match ctx.svd_with(&a, opts) {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push(format!("{}: {e}", c.name));
+                continue;
+            }
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(svd.u.shape(), &[c.m, k], "{}", c.name);
+        assert_eq!(svd.s.shape(), &[k], "{}", c.name);
+        assert_eq!(svd.vt.shape(), &[k, c.n], "{}", c.name);
+        if ctx.is_gpu() {
+            for t in [&svd.u, &svd.s, &svd.vt] {
+                assert!(k == 0 || t.location() == Location::Gpu, "{}", c.name);
+            }
+        }
+        let (u, s, vt) = (
+            svd.u.to_vec().unwrap(),
+            svd.s.to_vec().unwrap(),
+            svd.vt.to_vec().unwrap(),
+        );
+        let r = ratios(&c.a, c.m, c.n, &u, &s, &vt);
+        if r.iter().any(|x| x.is_nan() || *x >= 35.0) {
+            failures.push(format!("{}: ratios {r:?}", c.name));
+        }
+        if s.iter().any(|x| x.is_nan() || *x < 0.0) || s.windows(2).any(|w| w[0] < w[1]) {
+            failures.push(format!("{}: S not descending non-negative: {s:?}", c.name));
+        }
+        let reference = singular_values_f64(&c.a, c.m, c.n).unwrap();
+        let a_norm = reference.first().copied().unwrap_or(0.0);
+        let bound = a_norm * (k.max(1) as f64) * RATIO_EPS * 4.0;
+        for (q, (&x, &y)) in s.iter().zip(&reference).enumerate() {
+            if (f64::from(x) - y).abs() > bound {
+                failures.push(format!(
+                    "{}: σ{q} = {x}, f64 reference {y}, bound {bound:e}",
+                    c.name
+                ));
+            }
+        }
+        if svd.sweeps > MAX_SWEEPS {
+            failures.push(format!("{}: {} sweeps", c.name, svd.sweeps));
+        }
+        eprintln!(
+            "{label} {:<28} sweeps {:>2} off {:.2e} ratios [{:.2}, {:.2}, {:.2}] {:.1} ms",
+            c.name,
+            svd.sweeps,
+            svd.off_diagonal,
+            r[0],
+            r[1],
+            r[2],
+            secs * 1e3
+        );
+        sweeps.push((c.name, svd.sweeps));
+    }
+    assert!(failures.is_empty(), "{label}:\n{}", failures.join("\n"));
+    sweeps
+}
+
+#[test]
+fn gpu_svd_meets_lapack_ratios() {
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    // The adapter's default workgroup size, then every variant forced.
+    let variants = std::iter::once(None).chain(SVD_WORKGROUPS.into_iter().map(Some));
+    for workgroup in variants {
+        let label = format!("gpu wg={workgroup:?}");
+        let sweeps = check_all(ctx, &label, &SvdOptions { workgroup });
+        // Jacobi converges in a handful of sweeps on these sizes; 30 means it did not converge.
+        for (name, s) in &sweeps {
+            assert!(
+                *s < MAX_SWEEPS,
+                "{label} {name}: no convergence in {s} sweeps"
+            );
+        }
+    }
+    let a = ctx.tensor(&[2, 2], &[1.0; 4]).unwrap();
+    let e = ctx
+        .svd_with(
+            &a,
+            &SvdOptions {
+                workgroup: Some(48),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("48"), "{e}");
+}
+
+#[test]
+fn cpu_svd_meets_lapack_ratios() {
+    check_all(&common::cpu(), "cpu", &SvdOptions::default());
+}
+
+#[test]
+fn svd_of_a_diagonal_matrix_is_exact() {
+    let cpu = common::cpu();
+    for ctx in [Some(&cpu), common::gpu()].into_iter().flatten() {
+        let a = ctx
+            .tensor(&[3, 3], &[2.0, 0.0, 0.0, 0.0, -5.0, 0.0, 0.0, 0.0, 3.0])
+            .unwrap();
+        let svd = ctx.svd(&a).unwrap();
+        assert_eq!(svd.s.to_vec().unwrap(), vec![5.0, 3.0, 2.0]);
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_naming_the_shape() {
+    let cpu = common::cpu();
+    for ctx in [Some(&cpu), common::gpu()].into_iter().flatten() {
+        for shape in [vec![4usize], vec![2, 2, 2], vec![]] {
+            let n = shape.iter().product();
+            let t = ctx.tensor(&shape, &vec![1.0; n]).unwrap();
+            let e = ctx.svd(&t).unwrap_err();
+            assert!(matches!(e, Error::Shape(_)), "{e}");
+            assert!(e.to_string().contains(&format!("{shape:?}")), "{e}");
+        }
+        let t = ctx.tensor_u32(&[2, 2], &[1, 2, 3, 4]).unwrap();
+        let e = ctx.svd(&t).unwrap_err();
+        assert!(
+            e.to_string().contains("[2, 2]") && e.to_string().contains("uint32"),
+            "{e}"
+        );
+    }
+    for ctx in [Some(&cpu), common::gpu()].into_iter().flatten() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let t = ctx
+                .tensor(&[3, 2], &[1.0, 2.0, bad, 4.0, 5.0, 6.0])
+                .unwrap();
+            let e = ctx.svd(&t).unwrap_err();
+            assert!(e.to_string().contains("3×2"), "{e}");
+        }
+    }
+    // A host tensor works with every backend.
+    let h = Tensor::from_vec(&[2, 1], vec![3.0, 4.0]).unwrap();
+    let s = cpu.svd(&h).unwrap().s.to_vec().unwrap();
+    assert!((s[0] - 5.0).abs() < 1e-6);
+}
+
+/// Timing of a 256×256 SVD, GPU against CPU (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_256() {
+    let n = 256;
+    let a = common::data_full(n * n, 99);
+    let cpu = common::cpu();
+    for (label, ctx) in [("cpu", Some(&cpu)), ("gpu", common::gpu())] {
+        let Some(ctx) = ctx else { continue };
+        let t = ctx.tensor(&[n, n], &a).unwrap();
+        let _ = ctx.svd(&t).unwrap();
+        let t0 = Instant::now();
+        let svd = ctx.svd(&t).unwrap();
+        let s = svd.s.to_vec().unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        let r = ratios(
+            &a,
+            n,
+            n,
+            &svd.u.to_vec().unwrap(),
+            &s,
+            &svd.vt.to_vec().unwrap(),
+        );
+        eprintln!(
+            "{label} 256×256: {:.1} ms, {} sweeps, ratios {r:?}",
+            secs * 1e3,
+            svd.sweeps
+        );
+    }
+}
+
+#[test]
+fn cli_writes_the_factors() {
+    use gpu_linalg::npy::{read_npy, write_npy_f32};
+    let d = std::env::temp_dir().join(format!("gpu-linalg-svd-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let (m, n) = (6, 4);
+    let a = common::data_full(m * n, 77);
+    let (pa, pu, ps, pv) = (
+        d.join("a.npy"),
+        d.join("u.npy"),
+        d.join("s.npy"),
+        d.join("vt.npy"),
+    );
+    write_npy_f32(&pa, &[m, n], &a).unwrap();
+    let mut backends = vec!["cpu"];
+    if common::gpu().is_some() {
+        backends.push("gpu");
+    }
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for backend in backends {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-linalg"))
+            .args(["--backend", backend, "--verify", "svd", &arg(&pa)])
+            .args(["--u", &arg(&pu), "--s", &arg(&ps), "--vt", &arg(&pv)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (u, s, vt) = (
+            read_npy(&pu).unwrap(),
+            read_npy(&ps).unwrap(),
+            read_npy(&pv).unwrap(),
+        );
+        assert_eq!(
+            (u.shape.clone(), s.shape.clone(), vt.shape.clone()),
+            (vec![m, n], vec![n], vec![n, n])
+        );
+        let r = ratios(&a, m, n, &u.data, &s.data, &vt.data);
+        assert!(r.iter().all(|x| *x < 35.0), "{backend}: {r:?}");
+        // A 3-D input is refused in one line naming the shape, and nothing is written.
+        let p3 = d.join("a3.npy");
+        write_npy_f32(&p3, &[2, 2, 2], &[1.0; 8]).unwrap();
+        let none = d.join("none.npy");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-linalg"))
+            .args(["--backend", backend, "svd", &arg(&p3), "--s", &arg(&none)])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("[2, 2, 2]"));
+        assert!(!none.exists());
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

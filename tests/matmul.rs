@@ -409,13 +409,19 @@ fn subnormal_inputs_do_not_crash_and_stay_within_the_bound() {
 #[test]
 fn every_candidate_on_small_rectangular_shapes() {
     let Some(ctx) = common::gpu() else { return };
-    for cfg in MatmulConfig::candidates().into_iter().chain([MatmulConfig::NAIVE]) {
+    for cfg in MatmulConfig::candidates()
+        .into_iter()
+        .chain([MatmulConfig::NAIVE])
+    {
         for n in 1..=14usize {
             let a = common::data(n * (n + 1), n as u64);
             let b = common::data((n + 1) * n, n as u64 + 50);
             let ta = ctx.tensor(&[n, n + 1], &a).unwrap();
             let tb = ctx.tensor(&[n + 1, n], &b).unwrap();
-            let opts = MatmulOptions { kernel: Some(cfg), ..Default::default() };
+            let opts = MatmulOptions {
+                kernel: Some(cfg),
+                ..Default::default()
+            };
             let c = ctx.matmul_with(&ta, &tb, &opts).unwrap().to_vec().unwrap();
             reference_for(&ta, &tb, &MatmulOptions::default())
                 .unwrap()

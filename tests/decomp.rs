@@ -445,3 +445,82 @@ fn randomized_svd_gpu() {
 fn randomized_svd_cpu() {
     check_randomized(&common::cpu(), "cpu");
 }
+
+#[test]
+fn cli_eigh_and_pca_on_npy_files() {
+    use gpu_linalg::npy::{read_npy, write_npy_f32};
+    let d = std::env::temp_dir().join(format!("gpu-linalg-decomp-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gpu-linalg"))
+            .env("GPU_LINALG_NO_TUNING_CACHE", "1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    write_npy_f32(&d.join("a.npy"), &[2, 2], &[2.0, 1.0, 1.0, 2.0]).unwrap();
+    write_npy_f32(&d.join("x.npy"), &[6, 4], &pca_data(6, 4, 3)).unwrap();
+    write_npy_f32(&d.join("bad.npy"), &[2, 2], &[1.0, 2.0, 3.0, 1.0]).unwrap();
+    let mut backends = vec!["cpu"];
+    if common::gpu().is_some() {
+        backends.push("gpu");
+    }
+    for backend in backends {
+        let out = run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "eigh",
+            &p("a.npy"),
+            "--values",
+            &p("w.npy"),
+            "--vectors",
+            &p("z.npy"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let w = read_npy(&d.join("w.npy")).unwrap();
+        assert_eq!(w.shape, vec![2]);
+        assert!((w.data[0] - 1.0).abs() < 1e-5 && (w.data[1] - 3.0).abs() < 1e-5);
+        assert_eq!(read_npy(&d.join("z.npy")).unwrap().shape, vec![2, 2]);
+        let out = run(&[
+            "--backend",
+            backend,
+            "pca",
+            &p("x.npy"),
+            "-k",
+            "2",
+            "--components",
+            &p("c.npy"),
+            "--explained-variance-ratio",
+            &p("r.npy"),
+            "--projected",
+            &p("t.npy"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(read_npy(&d.join("c.npy")).unwrap().shape, vec![2, 4]);
+        assert_eq!(read_npy(&d.join("r.npy")).unwrap().shape, vec![2]);
+        assert_eq!(read_npy(&d.join("t.npy")).unwrap().shape, vec![6, 2]);
+        let out = run(&[
+            "--backend",
+            backend,
+            "eigh",
+            &p("bad.npy"),
+            "--values",
+            &p("no.npy"),
+        ]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("max|A−Aᵀ| = 1e0"));
+        assert!(!d.join("no.npy").exists());
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -524,3 +524,47 @@ fn cli_eigh_and_pca_on_npy_files() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Timings for the README (`cargo test --release --test decomp -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn timings() {
+    let mut ctxs = vec![("cpu", common::cpu())];
+    if common::gpu().is_some() {
+        ctxs.push((
+            "gpu",
+            Context::with_backend(gpu_linalg::Backend::Gpu).unwrap(),
+        ));
+    }
+    for (label, ctx) in &ctxs {
+        for n in [64usize, 128, 256] {
+            let host = random_symmetric(n, 1);
+            let a = ctx.tensor(&[n, n], &host).unwrap();
+            ctx.eigh(&a).unwrap();
+            let t = Instant::now();
+            let e = ctx.eigh(&a).unwrap();
+            let w = e.values.to_vec().unwrap();
+            let dt = t.elapsed();
+            let r = eigh_ratios(&host, n, &w, &e.vectors.to_vec().unwrap());
+            eprintln!(
+                "{label} eigh {n}×{n}: {dt:.1?}, ratios {:.2} {:.2}",
+                r[0], r[1]
+            );
+        }
+        let (m, n, r) = (512usize, 256usize, 10usize);
+        let sigma: Vec<f64> = (0..n).map(|i| 1.0 / (i + 1) as f64).collect();
+        let a = ctx
+            .tensor(&[m, n], &with_spectrum(m, n, &sigma, 3))
+            .unwrap();
+        let t = Instant::now();
+        ctx.svd(&a).unwrap().s.to_vec().unwrap();
+        eprintln!("{label} full svd {m}×{n}: {:.1?}", t.elapsed());
+        let t = Instant::now();
+        ctx.randomized_svd(&a, r, &RandomizedSvdOptions::default())
+            .unwrap()
+            .s
+            .to_vec()
+            .unwrap();
+        eprintln!("{label} randomized svd {m}×{n} r={r}: {:.1?}", t.elapsed());
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use gpu_linalg::cpu::decomp::{eigenvalues_f64, eigh_ratios, frobenius_distance, pca_reference};
 use gpu_linalg::cpu::svd::{singular_values_f64, RATIO_EPS};
-use gpu_linalg::{Context, Error, RandomizedSvdOptions, Tensor};
+use gpu_linalg::{Context, Error, Location, RandomizedSvdOptions, Tensor};
 
 /// An n×n orthogonal matrix (row-major, f64): Gram–Schmidt (twice) of pseudo-random columns.
 fn orthogonal(n: usize, seed: u64) -> Vec<f64> {
@@ -141,6 +141,7 @@ fn check_eigh(ctx: &Context, label: &str) {
             .unwrap_or_else(|e| panic!("{label} {name}: {e}"));
         assert_eq!(e.values.shape(), &[n]);
         assert_eq!(e.vectors.shape(), &[n, n]);
+        on_device(ctx, &[&e.values, &e.vectors]);
         let w = e.values.to_vec().unwrap();
         let z = e.vectors.to_vec().unwrap();
         // The lower triangle, symmetrised: what eigh decomposes.
@@ -231,6 +232,9 @@ fn check_pca(ctx: &Context, label: &str) {
         let comps = pca.components.to_vec().unwrap();
         assert_eq!(pca.components.shape(), &[k, p]);
         assert_eq!(pca.projected.shape(), &[m, k]);
+        if k > 0 {
+            on_device(ctx, &[&pca.components, &pca.projected, &pca.mean]);
+        }
         for q in 0..k {
             let row = &comps[q * p..(q + 1) * p];
             let dot: f64 = row
@@ -298,43 +302,67 @@ fn check_pca(ctx: &Context, label: &str) {
 }
 
 fn check_low_rank(ctx: &Context, label: &str) {
-    let (m, n) = (30usize, 20usize);
-    let a = common::data_full(m * n, 5);
+    check_low_rank_shape(ctx, label, 12, 25);
+    check_low_rank_shape(ctx, label, 30, 20);
+    let at = ctx.tensor(&[30, 20], &[0.5; 600]).unwrap();
+    let msg = ctx.low_rank(&at, 21).unwrap_err().to_string();
+    assert!(msg.contains("[30, 20]"), "{msg}");
+}
+
+fn check_low_rank_shape(ctx: &Context, label: &str, m: usize, n: usize) {
+    let a = common::data_full(m * n, 5 + m as u64);
     let at = ctx.tensor(&[m, n], &a).unwrap();
     let s = singular_values_f64(&a, m, n).unwrap();
     let anorm = s.iter().map(|v| v * v).sum::<f64>().sqrt();
-    for r in [0usize, 1, 5, 19, 20] {
+    let k = m.min(n);
+    for r in [0, 1, 5, k - 1, k] {
         let lr = ctx.low_rank(&at, r).unwrap();
         assert_eq!(lr.approx.shape(), &[m, n]);
+        on_device(ctx, &[&lr.approx]);
         let tail = s[r..].iter().map(|v| v * v).sum::<f64>().sqrt();
         let err = f64::from(lr.error);
         assert!(
             (err - tail).abs() <= 1e-5 * anorm,
-            "{label} low_rank r={r}: error {err} vs {tail}"
+            "{label} low_rank {m}×{n} r={r}: error {err} vs {tail}"
         );
         let dist = frobenius_distance(&a, &lr.approx.to_vec().unwrap());
         assert!(
             (dist - tail).abs() <= 1e-5 * anorm,
-            "{label} low_rank r={r}: ‖A − approx‖ {dist} vs {tail}"
+            "{label} low_rank {m}×{n} r={r}: ‖A − approx‖ {dist} vs {tail}"
         );
     }
-    let msg = ctx.low_rank(&at, 21).unwrap_err().to_string();
-    assert!(msg.contains("[30, 20]"), "{msg}");
+}
+
+/// Results stay where the context computes: on the GPU for a GPU context.
+fn on_device(ctx: &Context, ts: &[&Tensor]) {
+    let want = if ctx.is_gpu() {
+        Location::Gpu
+    } else {
+        Location::Host
+    };
+    for t in ts {
+        assert!(
+            t.is_empty() || t.location() == want,
+            "result on {:?}",
+            t.location()
+        );
+    }
 }
 
 /// (name, rows, cols, σᵢ as a function of i).
 type Spectrum = (&'static str, usize, usize, fn(usize) -> f64);
 
 fn check_randomized(ctx: &Context, label: &str) {
-    let spectra: [Spectrum; 3] = [
+    let spectra: [Spectrum; 4] = [
         ("0.5^i", 80, 60, |i| 0.5f64.powi(i as i32)),
         ("i^-2", 80, 60, |i| ((i + 1) as f64).powi(-2)),
         ("i^-1", 160, 120, |i| 1.0 / (i + 1) as f64),
+        ("i^-2 wide", 40, 90, |i| ((i + 1) as f64).powi(-2)),
     ];
     let mut worst = 0.0f64;
     let t0 = Instant::now();
     for (si, &(name, m, n, f)) in spectra.iter().enumerate() {
-        let sigma: Vec<f64> = (0..n).map(f).collect();
+        let sigma: Vec<f64> = (0..m.min(n)).map(f).collect();
         let a = with_spectrum(m, n, &sigma, 31 + si as u64);
         let at = ctx.tensor(&[m, n], &a).unwrap();
         let s = singular_values_f64(&a, m, n).unwrap();
@@ -347,6 +375,13 @@ fn check_randomized(ctx: &Context, label: &str) {
             assert_eq!(svd.u.shape(), &[m, r]);
             assert_eq!(svd.s.shape(), &[r]);
             assert_eq!(svd.vt.shape(), &[r, n]);
+            on_device(ctx, &[&svd.u, &svd.s, &svd.vt]);
+            assert_eq!(
+                ctx.is_gpu(),
+                svd.sweeps > 0,
+                "{label}: Jacobi sweeps {}",
+                svd.sweeps
+            );
             let approx = reconstruct(ctx, &svd.u, &svd.s, &svd.vt);
             let err = frobenius_distance(&a, &approx);
             let opt = s[r..].iter().map(|v| v * v).sum::<f64>().sqrt();

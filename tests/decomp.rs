@@ -124,6 +124,10 @@ fn eigh_cases() -> Vec<(String, usize, Vec<f32>)> {
     v.push(("rank-5 PSD 64".into(), 64, symmetric_with(&psd, 11)));
     let graded: Vec<f64> = (0..33).map(|i| 10f64.powf(-f64::from(i) / 4.0)).collect();
     v.push(("graded 33".into(), 33, symmetric_with(&graded, 13)));
+    for (tag, scale) in [("huge", 1e30f32), ("tiny", 1e-30)] {
+        let a: Vec<f32> = random_symmetric(17, 88).iter().map(|x| x * scale).collect();
+        v.push((format!("{tag} 17"), 17, a));
+    }
     // Upper triangle off by a rounding-level amount: numpy reads the lower one.
     let mut near = random_symmetric(8, 77);
     near[1] += 1e-7;

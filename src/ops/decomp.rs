@@ -164,6 +164,16 @@ impl Context {
                 vectors: self.tensor(&[n, n], &z)?,
             });
         }
+        // Scale max|A| into [0.5, 1) by an exact power of two, so that neither the shift nor
+        // the Rayleigh quotients overflow or underflow; the eigenvalues are scaled back.
+        let max = sym.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
+        let e = if max > 0.0 {
+            (max.log2().floor() as i32 + 1).clamp(-125, 126)
+        } else {
+            0
+        };
+        let (down, up) = (2f32.powi(-e), 2f32.powi(e));
+        let sym: Vec<f32> = sym.iter().map(|x| x * down).collect();
         // Shift: both norms bound the spectral radius.
         let inf = (0..n)
             .map(|i| {
@@ -198,7 +208,7 @@ impl Context {
                 z[r * n + q] = vt[col * n + r];
             }
         }
-        let w: Vec<f32> = order.iter().map(|&col| rayleigh[col]).collect();
+        let w: Vec<f32> = order.iter().map(|&col| rayleigh[col] * up).collect();
         Ok(Eigh {
             values: self.tensor(&[n], &w)?,
             vectors: self.tensor(&[n, n], &z)?,

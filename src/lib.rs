@@ -42,6 +42,7 @@ pub mod tensor;
 pub use context::{list_adapters, AdapterSummary, Backend, Context, ContextOptions, DeviceSummary};
 pub use error::{Error, Result};
 pub use ops::conv::{ConvConfig, ConvKind, ConvOptions, ConvPlan, Padding};
+pub use ops::decomp::{Eigh, LowRank, Pca, RandomizedSvdOptions};
 pub use ops::elementwise::{broadcast_shapes, BinaryOp, UnaryOp};
 pub use ops::layout::Slice;
 pub use ops::matmul::{MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan};

@@ -129,6 +129,41 @@ enum Command {
         #[arg(long)]
         vt: Option<PathBuf>,
     },
+    /// Symmetric eigen-decomposition, numpy.linalg.eigh(A): eigenvalues ascending, eigenvectors
+    /// as columns; the lower triangle is used.
+    Eigh {
+        /// The symmetric n×n matrix (.npy).
+        a: PathBuf,
+        /// Output for the eigenvalues (.npy, n).
+        #[arg(long)]
+        values: Option<PathBuf>,
+        /// Output for the eigenvectors (.npy, n×n, as columns).
+        #[arg(long)]
+        vectors: Option<PathBuf>,
+    },
+    /// PCA, sklearn.decomposition.PCA(n_components=K).fit(X) with X samples × features.
+    Pca {
+        /// The samples × features data (.npy).
+        x: PathBuf,
+        /// Number of components (at most min(samples, features)).
+        #[arg(short = 'k', long)]
+        components_count: usize,
+        /// Output for the components (.npy, K × features, as rows).
+        #[arg(long)]
+        components: Option<PathBuf>,
+        /// Output for the explained variance (.npy, K; n−1 normalisation).
+        #[arg(long)]
+        explained_variance: Option<PathBuf>,
+        /// Output for the explained variance ratio (.npy, K).
+        #[arg(long)]
+        explained_variance_ratio: Option<PathBuf>,
+        /// Output for the per-feature mean (.npy, features).
+        #[arg(long)]
+        mean: Option<PathBuf>,
+        /// Output for the projected data (.npy, samples × K).
+        #[arg(long)]
+        projected: Option<PathBuf>,
+    },
     /// Benchmark the CPU against the GPU (the main job).
     Bench(bench::BenchArgs),
 }
@@ -284,6 +319,27 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Svd { a, u, s, vt } => svd(&cli.global, a, [u, s, vt]),
+        Command::Eigh { a, values, vectors } => eigh(&cli.global, a, [values, vectors]),
+        Command::Pca {
+            x,
+            components_count,
+            components,
+            explained_variance,
+            explained_variance_ratio,
+            mean,
+            projected,
+        } => pca(
+            &cli.global,
+            x,
+            *components_count,
+            [
+                components,
+                explained_variance,
+                explained_variance_ratio,
+                mean,
+                projected,
+            ],
+        ),
         Command::Bench(args) => bench::run(&cli.global, args),
     }
 }
@@ -326,6 +382,72 @@ fn svd(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 3]) -> Result<()> {
     ] {
         if let Some(p) = path {
             write_npy_f32(p, t.shape(), values)?;
+        }
+    }
+    Ok(())
+}
+
+/// `eigh`: both outputs are computed (and verified) before any file is written.
+fn eigh(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 2]) -> Result<()> {
+    if outputs.iter().all(|o| o.is_none()) {
+        return Err(Error::InvalidArgument(
+            "eigh: name at least one output with --values or --vectors".into(),
+        ));
+    }
+    let ctx = context(g)?;
+    let ha = load(a)?;
+    let r = ctx.eigh(&ha)?;
+    let (w, z) = (r.values.to_vec()?, r.vectors.to_vec()?);
+    if g.verify {
+        let n = w.len();
+        let sym = crate::ops::decomp::symmetric_from_lower(&ha.to_vec()?, n)?;
+        let ratios = crate::cpu::decomp::eigh_ratios(&sym, n, &w, &z);
+        if ratios.iter().any(|x| x.is_nan() || *x >= 60.0) {
+            return Err(Error::Verification(format!(
+                "eigh: LAPACK ratios {ratios:?} (residual, ‖I − ZᵀZ‖) reach 60"
+            )));
+        }
+        eprintln!(
+            "verified: LAPACK ratios [{:.2}, {:.2}] below 60 ({})",
+            ratios[0],
+            ratios[1],
+            ctx.description()
+        );
+    }
+    for (path, t, values) in [(outputs[0], &r.values, &w), (outputs[1], &r.vectors, &z)] {
+        if let Some(p) = path {
+            write_npy_f32(p, t.shape(), values)?;
+        }
+    }
+    Ok(())
+}
+
+/// `pca`: every output is computed before any file is written.
+fn pca(g: &GlobalOpts, x: &Path, k: usize, outputs: [&Option<PathBuf>; 5]) -> Result<()> {
+    if outputs.iter().all(|o| o.is_none()) {
+        return Err(Error::InvalidArgument(
+            "pca: name at least one output with --components, --explained-variance, \
+             --explained-variance-ratio, --mean or --projected"
+                .into(),
+        ));
+    }
+    let ctx = context(g)?;
+    let hx = load(x)?;
+    let r = ctx.pca(&hx, k)?;
+    let tensors = [
+        &r.components,
+        &r.explained_variance,
+        &r.explained_variance_ratio,
+        &r.mean,
+        &r.projected,
+    ];
+    let values = tensors
+        .iter()
+        .map(|t| t.to_vec())
+        .collect::<Result<Vec<_>>>()?;
+    for ((path, t), v) in outputs.iter().zip(tensors).zip(&values) {
+        if let Some(p) = path {
+            write_npy_f32(p, t.shape(), v)?;
         }
     }
     Ok(())

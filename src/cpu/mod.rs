@@ -2,6 +2,7 @@
 //! results, and a fast multi-threaded backend used where no GPU is worth using.
 
 pub mod conv;
+pub mod decomp;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;

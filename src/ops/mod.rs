@@ -1,6 +1,7 @@
 //! Host side of each kernel family: shape checks, planning, dispatch.
 
 pub mod conv;
+pub mod decomp;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;

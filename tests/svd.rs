@@ -252,7 +252,14 @@ fn gpu_svd_meets_lapack_ratios() {
     let variants = std::iter::once(None).chain(SVD_WORKGROUPS.into_iter().map(Some));
     for workgroup in variants {
         let label = format!("gpu wg={workgroup:?}");
-        let sweeps = check_all(ctx, &label, &SvdOptions { workgroup });
+        let sweeps = check_all(
+            ctx,
+            &label,
+            &SvdOptions {
+                workgroup,
+                ..SvdOptions::default()
+            },
+        );
         // Jacobi converges in a handful of sweeps on these sizes; 30 means it did not converge.
         for (name, s) in &sweeps {
             assert!(
@@ -261,12 +268,24 @@ fn gpu_svd_meets_lapack_ratios() {
             );
         }
     }
+    // The QR preconditioning forced on for every tall case, and off.
+    for qr_first in [Some(true), Some(false)] {
+        let label = format!("gpu qr_first={qr_first:?}");
+        let opts = SvdOptions {
+            qr_first,
+            ..SvdOptions::default()
+        };
+        for (name, s) in &check_all(ctx, &label, &opts) {
+            assert!(*s < MAX_SWEEPS, "{label} {name}: {s} sweeps");
+        }
+    }
     let a = ctx.tensor(&[2, 2], &[1.0; 4]).unwrap();
     let e = ctx
         .svd_with(
             &a,
             &SvdOptions {
                 workgroup: Some(48),
+                ..SvdOptions::default()
             },
         )
         .unwrap_err();
@@ -351,6 +370,42 @@ fn timing_256() {
             secs * 1e3,
             svd.sweeps
         );
+    }
+}
+
+/// Sweeps and time of tall SVDs with and without the QR first (run with `--ignored
+/// --nocapture`).
+#[test]
+#[ignore]
+fn timing_tall_qr_first() {
+    let Some(ctx) = common::gpu() else { return };
+    for (m, n) in [(4096usize, 64usize), (1000, 7)] {
+        let a = common::data_full(m * n, 5);
+        let t = ctx.tensor(&[m, n], &a).unwrap();
+        for qr_first in [Some(false), Some(true)] {
+            let opts = SvdOptions {
+                qr_first,
+                ..SvdOptions::default()
+            };
+            let _ = ctx.svd_with(&t, &opts).unwrap().s.to_vec().unwrap();
+            let t0 = Instant::now();
+            let svd = ctx.svd_with(&t, &opts).unwrap();
+            let s = svd.s.to_vec().unwrap();
+            let secs = t0.elapsed().as_secs_f64();
+            let r = ratios(
+                &a,
+                m,
+                n,
+                &svd.u.to_vec().unwrap(),
+                &s,
+                &svd.vt.to_vec().unwrap(),
+            );
+            eprintln!(
+                "{m}×{n} qr_first={qr_first:?}: {:.1} ms, {} sweeps, ratios {r:?}",
+                secs * 1e3,
+                svd.sweeps
+            );
+        }
     }
 }
 

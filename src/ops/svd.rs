@@ -97,7 +97,20 @@ pub struct SvdOptions {
     /// on CPU-type adapters such as lavapipe, where workgroup memory and wide workgroups cost
     /// most, and 64 on real GPUs; never wider than the next power of two of the column length.
     pub workgroup: Option<u32>,
+    /// Whether the GPU first factors a tall A = Q·R ([`Context::qr`]), runs Jacobi on the n×n R
+    /// and returns U = Q·U_R. By default (`None`) it does when m ≥ [`SVD_QR_RATIO`]·n and
+    /// n ≥ [`SVD_QR_MIN_COLS`] (below that the QR's round trips cost more than they save).
+    pub qr_first: Option<bool>,
 }
+
+/// Tall matrices with m ≥ this multiple of n are first reduced by a QR on the GPU (unless
+/// [`SvdOptions::qr_first`] says otherwise): Jacobi sweeps then touch n×n columns, not m×n.
+pub const SVD_QR_RATIO: usize = 2;
+
+/// Fewest columns for which the default SVD runs the QR first (see [`SvdOptions::qr_first`]):
+/// on lavapipe a 4096×64 SVD takes 75 ms instead of 325 with it, a 1000×7 one 5.5 instead
+/// of 2.3.
+pub const SVD_QR_MIN_COLS: usize = 16;
 
 /// The workgroup sizes the SVD kernels are built with.
 pub const SVD_WORKGROUPS: [u32; 6] = [8, 16, 32, 64, 128, 256];
@@ -504,6 +517,23 @@ impl Context {
                 });
             }
             let r = (|| {
+                let qr_first = opts
+                    .qr_first
+                    .unwrap_or(m >= SVD_QR_RATIO * n && n >= SVD_QR_MIN_COLS)
+                    && m > n;
+                if qr_first {
+                    let qr = self.qr(a)?;
+                    let rb = self.resident(&qr.r)?;
+                    let out = gpu.scoped("svd", || run_gpu(gpu, &rb, n, n, opts))??;
+                    let ur = Tensor::from_gpu(vec![n, n], DType::F32, out.u);
+                    return Ok(Svd {
+                        u: self.matmul(&qr.q, &ur)?,
+                        s: self.tensor(&[k], &out.s)?,
+                        vt: Tensor::from_gpu(vec![k, n], DType::F32, out.vt),
+                        sweeps: out.sweeps,
+                        off_diagonal: out.off,
+                    });
+                }
                 let ab = self.resident(a)?;
                 let out = gpu.scoped("svd", || run_gpu(gpu, &ab, m, n, opts))??;
                 let s = self.tensor(&[k], &out.s)?;

@@ -247,3 +247,37 @@ fn bad_input() {
         assert_eq!(g.qr(&empty).unwrap().r.shape(), &[0, 0]);
     }
 }
+
+#[test]
+fn cli_writes_q_and_r() {
+    use gpu_linalg::npy::{read_npy, write_npy_f32};
+    let d = std::env::temp_dir().join(format!("gpu-linalg-qr-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let (m, n) = (7, 4);
+    let a = common::data_full(m * n, 78);
+    let (pa, pq, pr) = (d.join("a.npy"), d.join("q.npy"), d.join("r.npy"));
+    write_npy_f32(&pa, &[m, n], &a).unwrap();
+    let mut backends = vec!["cpu"];
+    if common::gpu().is_some() {
+        backends.push("gpu");
+    }
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for backend in backends {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-linalg"))
+            .args(["--backend", backend, "--verify", "qr", &arg(&pa)])
+            .args(["--q", &arg(&pq), "--r", &arg(&pr)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (q, r) = (read_npy(&pq).unwrap(), read_npy(&pr).unwrap());
+        assert_eq!((q.shape.clone(), r.shape.clone()), (vec![m, n], vec![n, n]));
+        let rt = ratios(&a, m, n, &q.data, &r.data);
+        assert!(rt.iter().all(|x| *x < 35.0), "{backend}: {rt:?}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -47,7 +47,10 @@ pub use ops::elementwise::{broadcast_shapes, BinaryOp, UnaryOp};
 pub use ops::layout::Slice;
 pub use ops::matmul::{MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan};
 pub use ops::nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
+pub use ops::qr::{Qr, MAX_QR_PASSES};
 pub use ops::reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
-pub use ops::svd::{svd_tolerance, Svd, SvdOptions, MAX_SWEEPS, SVD_WORKGROUPS};
+pub use ops::svd::{
+    svd_tolerance, Svd, SvdOptions, MAX_SWEEPS, SVD_QR_MIN_COLS, SVD_QR_RATIO, SVD_WORKGROUPS,
+};
 pub use ops::Activation;
 pub use tensor::{DType, Location, Tensor};

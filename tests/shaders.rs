@@ -172,6 +172,17 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 ("svd_gather", wg),
             ]
         }
+        "svd_batched" => {
+            let wg = vec![Constants::from([(
+                "WG",
+                f64::from(gpu_linalg::ops::svd::BATCHED_WORKGROUP),
+            )])];
+            vec![
+                ("svd_batched_init", wg.clone()),
+                ("svd_batched_sweep", wg.clone()),
+                ("svd_batched_finish", wg),
+            ]
+        }
         other => {
             panic!("no variants listed for shader family '{other}': add them to tests/shaders.rs")
         }

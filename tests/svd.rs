@@ -252,7 +252,14 @@ fn gpu_svd_meets_lapack_ratios() {
     let variants = std::iter::once(None).chain(SVD_WORKGROUPS.into_iter().map(Some));
     for workgroup in variants {
         let label = format!("gpu wg={workgroup:?}");
-        let sweeps = check_all(ctx, &label, &SvdOptions { workgroup });
+        let sweeps = check_all(
+            ctx,
+            &label,
+            &SvdOptions {
+                workgroup,
+                ..SvdOptions::default()
+            },
+        );
         // Jacobi converges in a handful of sweeps on these sizes; 30 means it did not converge.
         for (name, s) in &sweeps {
             assert!(
@@ -261,12 +268,24 @@ fn gpu_svd_meets_lapack_ratios() {
             );
         }
     }
+    // The QR preconditioning forced on for every tall case, and off.
+    for qr_first in [Some(true), Some(false)] {
+        let label = format!("gpu qr_first={qr_first:?}");
+        let opts = SvdOptions {
+            qr_first,
+            ..SvdOptions::default()
+        };
+        for (name, s) in &check_all(ctx, &label, &opts) {
+            assert!(*s < MAX_SWEEPS, "{label} {name}: {s} sweeps");
+        }
+    }
     let a = ctx.tensor(&[2, 2], &[1.0; 4]).unwrap();
     let e = ctx
         .svd_with(
             &a,
             &SvdOptions {
                 workgroup: Some(48),
+                ..SvdOptions::default()
             },
         )
         .unwrap_err();
@@ -354,6 +373,42 @@ fn timing_256() {
     }
 }
 
+/// Sweeps and time of tall SVDs with and without the QR first (run with `--ignored
+/// --nocapture`).
+#[test]
+#[ignore]
+fn timing_tall_qr_first() {
+    let Some(ctx) = common::gpu() else { return };
+    for (m, n) in [(4096usize, 64usize), (1000, 7)] {
+        let a = common::data_full(m * n, 5);
+        let t = ctx.tensor(&[m, n], &a).unwrap();
+        for qr_first in [Some(false), Some(true)] {
+            let opts = SvdOptions {
+                qr_first,
+                ..SvdOptions::default()
+            };
+            let _ = ctx.svd_with(&t, &opts).unwrap().s.to_vec().unwrap();
+            let t0 = Instant::now();
+            let svd = ctx.svd_with(&t, &opts).unwrap();
+            let s = svd.s.to_vec().unwrap();
+            let secs = t0.elapsed().as_secs_f64();
+            let r = ratios(
+                &a,
+                m,
+                n,
+                &svd.u.to_vec().unwrap(),
+                &s,
+                &svd.vt.to_vec().unwrap(),
+            );
+            eprintln!(
+                "{m}×{n} qr_first={qr_first:?}: {:.1} ms, {} sweeps, ratios {r:?}",
+                secs * 1e3,
+                svd.sweeps
+            );
+        }
+    }
+}
+
 #[test]
 fn cli_writes_the_factors() {
     use gpu_linalg::npy::{read_npy, write_npy_f32};
@@ -409,4 +464,137 @@ fn cli_writes_the_factors() {
         assert!(!none.exists());
     }
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Checks every matrix of a batched SVD by the driver-test ratios and its S against f64.
+fn check_batched(ctx: &Context, label: &str, batch: usize, m: usize, n: usize, a: &[f32]) -> u32 {
+    let k = m.min(n);
+    let t = ctx.tensor(&[batch, m, n], a).unwrap();
+    let t0 = Instant::now();
+    let svd = ctx.svd_batched(&t).unwrap();
+    let (u, s, vt) = (
+        svd.u.to_vec().unwrap(),
+        svd.s.to_vec().unwrap(),
+        svd.vt.to_vec().unwrap(),
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(svd.u.shape(), &[batch, m, k]);
+    assert_eq!(svd.s.shape(), &[batch, k]);
+    assert_eq!(svd.vt.shape(), &[batch, k, n]);
+    if ctx.is_gpu() {
+        assert_eq!(svd.u.location(), Location::Gpu);
+    }
+    let mut worst = [0.0f64; 3];
+    for b in 0..batch {
+        let ab = &a[b * m * n..(b + 1) * m * n];
+        let (ub, sb, vb) = (
+            &u[b * m * k..(b + 1) * m * k],
+            &s[b * k..(b + 1) * k],
+            &vt[b * k * n..(b + 1) * k * n],
+        );
+        let r = ratios(ab, m, n, ub, sb, vb);
+        assert!(
+            r.iter().all(|x| *x < 35.0),
+            "{label} {m}×{n} matrix {b}: ratios {r:?}"
+        );
+        for (w, x) in worst.iter_mut().zip(r) {
+            *w = w.max(x);
+        }
+        assert!(
+            sb.windows(2).all(|w| w[0] >= w[1]),
+            "{label} matrix {b}: {sb:?}"
+        );
+        let reference = singular_values_f64(ab, m, n).unwrap();
+        let bound = reference.first().copied().unwrap_or(0.0) * k as f64 * RATIO_EPS * 4.0;
+        for (&x, &y) in sb.iter().zip(&reference) {
+            assert!(
+                (f64::from(x) - y).abs() <= bound,
+                "{label} matrix {b}: σ {x} vs {y}"
+            );
+        }
+    }
+    eprintln!(
+        "{label} batched {batch}×{m}×{n}: worst ratios {worst:.2?}, sweeps {}, {:.1} ms",
+        svd.sweeps,
+        secs * 1e3
+    );
+    svd.sweeps
+}
+
+fn batched_cases(ctx: &Context, label: &str) {
+    check_batched(ctx, label, 1000, 16, 16, &common::data_full(1000 * 256, 61));
+    check_batched(ctx, label, 37, 5, 3, &common::data_full(37 * 15, 62));
+    check_batched(ctx, label, 37, 3, 5, &common::data_full(37 * 15, 63));
+    check_batched(ctx, label, 5, 1, 1, &common::data_full(5, 64));
+    check_batched(ctx, label, 3, 32, 32, &common::data_full(3 * 1024, 65));
+    check_batched(ctx, label, 3, 32, 7, &common::data_full(3 * 224, 66));
+    // Rank-deficient members: a zero matrix, duplicate columns, rank one, all in one batch.
+    let (m, n) = (6, 4);
+    let mut a = common::data_full(4 * m * n, 67);
+    a[..m * n].fill(0.0);
+    for i in 0..m {
+        a[m * n + i * n + 3] = a[m * n + i * n];
+    }
+    let x = common::data_full(m, 68);
+    let y = common::data_full(n, 69);
+    for t in 0..m * n {
+        a[2 * m * n + t] = x[t / n] * y[t % n];
+    }
+    check_batched(ctx, label, 4, m, n, &a);
+    let at: Vec<f32> = (0..4)
+        .flat_map(|b| {
+            let a = &a;
+            (0..n).flat_map(move |j| (0..m).map(move |i| a[b * m * n + i * n + j]))
+        })
+        .collect();
+    check_batched(ctx, label, 4, n, m, &at);
+}
+
+#[test]
+fn gpu_svd_batched() {
+    let Some(ctx) = common::gpu() else { return };
+    batched_cases(ctx, "gpu");
+    let big = ctx.tensor(&[2, 33, 4], &vec![1.0; 264]).unwrap();
+    let e = ctx.svd_batched(&big).unwrap_err();
+    assert!(
+        e.to_string().contains("32") && e.to_string().contains("[2, 33, 4]"),
+        "{e}"
+    );
+    let mut v = vec![1.0; 2 * 9];
+    v[13] = f32::NAN;
+    let bad = ctx.tensor(&[2, 3, 3], &v).unwrap();
+    let e = ctx.svd_batched(&bad).unwrap_err();
+    assert!(e.to_string().contains("[2, 3, 3]"), "{e}");
+    let empty = ctx.tensor(&[0, 4, 4], &[]).unwrap();
+    assert_eq!(ctx.svd_batched(&empty).unwrap().s.shape(), &[0, 4]);
+}
+
+#[test]
+fn cpu_svd_batched() {
+    let ctx = common::cpu();
+    batched_cases(&ctx, "cpu");
+    let m2 = ctx.tensor(&[4, 4], &[1.0; 16]).unwrap();
+    assert!(matches!(ctx.svd_batched(&m2), Err(Error::Shape(_))));
+}
+
+/// 10,000 SVDs of 16×16 in one call, GPU against the CPU (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_batched_10000() {
+    let (b, n) = (10_000, 16);
+    let a = common::data_full(b * n * n, 70);
+    let cpu = common::cpu();
+    for (label, ctx) in [("cpu", Some(&cpu)), ("gpu", common::gpu())] {
+        let Some(ctx) = ctx else { continue };
+        let t = ctx.tensor(&[b, n, n], &a).unwrap();
+        let _ = ctx.svd_batched(&t).unwrap().s.to_vec().unwrap();
+        let t0 = Instant::now();
+        let svd = ctx.svd_batched(&t).unwrap();
+        let _ = svd.s.to_vec().unwrap();
+        eprintln!(
+            "{label} svd_batched 10000×16×16: {:.1} ms, {} sweeps",
+            t0.elapsed().as_secs_f64() * 1e3,
+            svd.sweeps
+        );
+    }
 }

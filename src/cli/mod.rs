@@ -115,6 +115,18 @@ enum Command {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// Reduced QR, numpy.linalg.qr(A, mode='reduced'): Q m×k orthonormal, R k×n upper
+    /// triangular with a non-negative diagonal.
+    Qr {
+        /// The m×n matrix (.npy).
+        a: PathBuf,
+        /// Output for Q (.npy, m×k).
+        #[arg(long)]
+        q: Option<PathBuf>,
+        /// Output for R (.npy, k×n).
+        #[arg(long)]
+        r: Option<PathBuf>,
+    },
     /// Thin SVD, numpy.linalg.svd(A, full_matrices=False): U m×k, S k descending, Vt k×n.
     Svd {
         /// The m×n matrix (.npy).
@@ -319,6 +331,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Svd { a, u, s, vt } => svd(&cli.global, a, [u, s, vt]),
+        Command::Qr { a, q, r } => qr(&cli.global, a, [q, r]),
         Command::Eigh { a, values, vectors } => eigh(&cli.global, a, [values, vectors]),
         Command::Pca {
             x,
@@ -448,6 +461,44 @@ fn pca(g: &GlobalOpts, x: &Path, k: usize, outputs: [&Option<PathBuf>; 5]) -> Re
     for ((path, t), v) in outputs.iter().zip(tensors).zip(&values) {
         if let Some(p) = path {
             write_npy_f32(p, t.shape(), v)?;
+        }
+    }
+    Ok(())
+}
+
+/// `qr`: both factors are computed (and verified) before any file is written.
+fn qr(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 2]) -> Result<()> {
+    if outputs.iter().all(|o| o.is_none()) {
+        return Err(Error::InvalidArgument(
+            "qr: name at least one output with --q or --r".into(),
+        ));
+    }
+    let ctx = context(g)?;
+    let ha = load(a)?;
+    let f = ctx.qr(&ha)?;
+    let (q, r) = (f.q.to_vec()?, f.r.to_vec()?);
+    if g.verify {
+        let (m, n) = match *ha.shape() {
+            [m, n] => (m, n),
+            _ => (0, 0), // unreachable: qr accepted the input as a matrix
+        };
+        let ratios = crate::cpu::qr::ratios(&ha.to_vec()?, m, n, &q, &r);
+        if ratios.iter().any(|x| x.is_nan() || *x >= 35.0) {
+            return Err(Error::Verification(format!(
+                "qr: LAPACK ratios {ratios:?} (residual, ‖I − QᵀQ‖) reach 35"
+            )));
+        }
+        eprintln!(
+            "verified: LAPACK ratios [{:.2}, {:.2}] below 35; {} CholeskyQR passes ({})",
+            ratios[0],
+            ratios[1],
+            f.passes,
+            ctx.description()
+        );
+    }
+    for (path, t, values) in [(outputs[0], &f.q, &q), (outputs[1], &f.r, &r)] {
+        if let Some(p) = path {
+            write_npy_f32(p, t.shape(), values)?;
         }
     }
     Ok(())

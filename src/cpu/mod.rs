@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod layout;
 pub mod matmul;
 pub mod nn;
+pub mod qr;
 pub mod random;
 pub mod reduce;
 pub mod svd;

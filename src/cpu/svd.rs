@@ -43,6 +43,36 @@ pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f3
     Ok((uo, so, vto))
 }
 
+/// [`fast`] on each of `batch` row-major m×n matrices stored one after the other, in
+/// parallel: (U [batch, m, k], S [batch, k], Vt [batch, k, n]) concatenated.
+pub fn fast_batched(
+    a: &[f32],
+    batch: usize,
+    m: usize,
+    n: usize,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    use rayon::prelude::*;
+    let per = m * n;
+    if a.len() < batch * per {
+        return Err(Error::Shape(format!(
+            "svd_batched: {} values for {batch} matrices of {m}×{n}",
+            a.len()
+        )));
+    }
+    let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = a
+        .par_chunks(per.max(1))
+        .take(batch)
+        .map(|x| fast(x, m, n))
+        .collect::<Result<_>>()?;
+    let (mut u, mut s, mut vt) = (Vec::new(), Vec::new(), Vec::new());
+    for (pu, ps, pv) in parts {
+        u.extend(pu);
+        s.extend(ps);
+        vt.extend(pv);
+    }
+    Ok((u, s, vt))
+}
+
 /// ε of the driver-test ratios, 2⁻²³.
 pub const RATIO_EPS: f64 = 1.0 / 8_388_608.0;
 

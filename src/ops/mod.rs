@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod layout;
 pub mod matmul;
 pub mod nn;
+pub mod qr;
 pub mod random;
 pub mod reduce;
 pub mod svd;
@@ -34,6 +35,8 @@ pub(crate) mod source {
     pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
     /// `shaders/svd.wgsl`.
     pub const SVD: &str = include_str!("../../shaders/svd.wgsl");
+    /// `shaders/svd_batched.wgsl`.
+    pub const SVD_BATCHED: &str = include_str!("../../shaders/svd_batched.wgsl");
 
     /// A kernel source with the shared epilogue prepended.
     pub fn with_epilogue(src: &str) -> String {
@@ -92,6 +95,7 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("layout", source::LAYOUT.to_string()),
         ("random", source::RANDOM.to_string()),
         ("svd", source::SVD.to_string()),
+        ("svd_batched", source::SVD_BATCHED.to_string()),
     ]
     .into_iter()
     .chain(

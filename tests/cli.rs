@@ -820,3 +820,71 @@ fn reductions_on_npy_files() {
         assert!(!bad.exists());
     }
 }
+
+#[test]
+fn lowrank_and_values_only_svd() {
+    let d = tmpdir("lowrank");
+    let a = d.join("a.npy");
+    // Rank 1: the rank-1 approximation is A itself.
+    let v: Vec<f32> = (0..6 * 4)
+        .map(|i| (i / 4) as f32 + 1.0)
+        .zip((0..6 * 4).map(|i| (i % 4) as f32 - 1.5))
+        .map(|(r, c)| r * c)
+        .collect();
+    write_npy_f32(&a, &[6, 4], &v).unwrap();
+    for backend in backends() {
+        let o = d.join(format!("lr-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "lowrank",
+            s(&a),
+            "-r",
+            "1",
+            "-o",
+            s(&o),
+        ]);
+        assert_ok(&out);
+        let r = read_npy(&o).unwrap();
+        assert_eq!(r.shape, vec![6, 4]);
+        for (x, y) in r.data.iter().zip(&v) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+        let o2 = d.join(format!("lr-rand-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "lowrank",
+            s(&a),
+            "-r",
+            "1",
+            "-o",
+            s(&o2),
+            "--randomized",
+            "--seed",
+            "7",
+        ]);
+        assert_ok(&out);
+        let sv = d.join(format!("s-{backend}.npy"));
+        let out = run(&[
+            "--backend",
+            backend,
+            "svd",
+            s(&a),
+            "--values-only",
+            "--s",
+            s(&sv),
+        ]);
+        assert_ok(&out);
+        assert_eq!(read_npy(&sv).unwrap().shape, vec![4]);
+    }
+    let bad = d.join("bad.npy");
+    assert_error(
+        &run(&["svd", s(&a), "--values-only", "--u", s(&bad)]),
+        "--values-only",
+    );
+    assert_error(&run(&["lowrank", s(&a), "-r", "9", "-o", s(&bad)]), "9");
+    assert!(!bad.exists());
+}

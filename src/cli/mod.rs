@@ -140,6 +140,33 @@ enum Command {
         /// Output for Vt (.npy, k×n).
         #[arg(long)]
         vt: Option<PathBuf>,
+        /// Only the singular values (numpy's compute_uv=False): needs --s, refuses --u/--vt.
+        #[arg(long)]
+        values_only: bool,
+    },
+    /// Best rank-r approximation U_r·diag(S_r)·V_rᵀ (exact, or randomized with --randomized);
+    /// prints the Frobenius error.
+    Lowrank {
+        /// The m×n matrix (.npy).
+        a: PathBuf,
+        /// The rank.
+        #[arg(short = 'r', long)]
+        rank: usize,
+        /// Output for the approximation (.npy, m×n).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Halko–Martinsson–Tropp randomized SVD instead of the full SVD.
+        #[arg(long)]
+        randomized: bool,
+        /// Extra sketch columns (randomized).
+        #[arg(long, default_value_t = 10)]
+        oversample: usize,
+        /// Power iterations (randomized).
+        #[arg(long, default_value_t = 2)]
+        power_iters: usize,
+        /// Seed of the Gaussian sketch (randomized).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Symmetric eigen-decomposition, numpy.linalg.eigh(A): eigenvalues ascending, eigenvectors
     /// as columns; the lower triangle is used.
@@ -330,7 +357,36 @@ pub fn run(cli: Cli) -> Result<()> {
                 write_npy_f32(output, y.shape(), &values)
             }
         }
-        Command::Svd { a, u, s, vt } => svd(&cli.global, a, [u, s, vt]),
+        Command::Svd {
+            a,
+            u,
+            s,
+            vt,
+            values_only,
+        } => {
+            if *values_only && (u.is_some() || vt.is_some() || s.is_none()) {
+                return Err(Error::InvalidArgument(
+                    "svd --values-only writes only --s: name --s and neither --u nor --vt".into(),
+                ));
+            }
+            svd(&cli.global, a, [u, s, vt])
+        }
+        Command::Lowrank {
+            a,
+            rank,
+            output,
+            randomized,
+            oversample,
+            power_iters,
+            seed,
+        } => {
+            let opts = (*randomized).then_some(crate::RandomizedSvdOptions {
+                oversampling: *oversample,
+                power_iterations: *power_iters,
+                seed: *seed,
+            });
+            lowrank(&cli.global, a, *rank, output, opts)
+        }
         Command::Qr { a, q, r } => qr(&cli.global, a, [q, r]),
         Command::Eigh { a, values, vectors } => eigh(&cli.global, a, [values, vectors]),
         Command::Pca {
@@ -463,6 +519,60 @@ fn pca(g: &GlobalOpts, x: &Path, k: usize, outputs: [&Option<PathBuf>; 5]) -> Re
             write_npy_f32(p, t.shape(), v)?;
         }
     }
+    Ok(())
+}
+
+/// `lowrank`: the approximation is computed (and, with --verify, its error checked against
+/// the f64 singular values) before the file is written.
+fn lowrank(
+    g: &GlobalOpts,
+    a: &Path,
+    rank: usize,
+    output: &Path,
+    randomized: Option<crate::RandomizedSvdOptions>,
+) -> Result<()> {
+    let ctx = context(g)?;
+    let ha = load(a)?;
+    let (approx, error) = match randomized {
+        None => {
+            let lr = ctx.low_rank(&ha, rank)?;
+            (lr.approx, f64::from(lr.error))
+        }
+        Some(opts) => {
+            let t = ctx.randomized_svd(&ha, rank, &opts)?;
+            // U_r·diag(S_r) by row broadcasting, then times Vt_r.
+            let us = ctx.mul(&t.u, &t.s)?;
+            let approx = ctx.matmul(&us, &t.vt)?;
+            let diff = ctx.sub(&ha, &approx)?;
+            let err = f64::from(
+                ctx.norm(&diff, None)?
+                    .to_vec()?
+                    .first()
+                    .copied()
+                    .unwrap_or(f32::NAN),
+            );
+            (approx, err)
+        }
+    };
+    let values = approx.to_vec()?;
+    if g.verify {
+        let (m, n) = match *ha.shape() {
+            [m, n] => (m, n),
+            _ => (0, 0),
+        };
+        let sigma = crate::cpu::svd::singular_values_f64(&ha.to_vec()?, m, n)?;
+        let optimum = sigma.iter().skip(rank).map(|s| s * s).sum::<f64>().sqrt();
+        let norm = sigma.first().copied().unwrap_or(0.0);
+        let allowed = 1.05 * optimum + 1e-5 * norm * (m.max(n) as f64);
+        if error > allowed {
+            return Err(Error::Verification(format!(
+                "lowrank: Frobenius error {error:.6e} exceeds 1.05 × the optimum {optimum:.6e}"
+            )));
+        }
+        eprintln!("verified: Frobenius error {error:.6e}, optimum {optimum:.6e}");
+    }
+    write_npy_f32(output, approx.shape(), &values)?;
+    println!("rank-{rank} Frobenius error: {error:.6e}");
     Ok(())
 }
 

@@ -171,6 +171,36 @@ fn cases() -> Vec<Case> {
             .collect();
         v.push(case(name, 9, 6, a));
     }
+    // LAPACK's driver-test types: identity, evenly spaced singular values with condition 10³
+    // and 10⁶, clustered at 1 with one small value, and the long shapes of the issue.
+    {
+        let n = 8;
+        let id = (0..n * n)
+            .map(|t| if t % (n + 1) == 0 { 1.0 } else { 0.0 })
+            .collect();
+        v.push(case("identity", n, n, id));
+        for (cond, seed) in [(1e3, 41u64), (1e6, 42)] {
+            let (m, n) = (40, 30);
+            let sigma: Vec<f64> = (0..n)
+                .map(|i| 1.0 - (1.0 - 1.0 / cond) * i as f64 / (n - 1) as f64)
+                .collect();
+            v.push(case(
+                &format!("evenly spaced, κ = {cond:e}"),
+                m,
+                n,
+                with_singular_values(m, n, &sigma, seed),
+            ));
+        }
+        let sigma: Vec<f64> = (0..32).map(|i| if i < 31 { 1.0 } else { 1e-6 }).collect();
+        v.push(case(
+            "clustered",
+            32,
+            32,
+            with_singular_values(32, 32, &sigma, 43),
+        ));
+    }
+    v.push(rnd("tall", 1000, 20, 44));
+    v.push(rnd("wide", 20, 1000, 45));
     v.push(case("empty", 0, 5, vec![]));
     v.push(case("empty", 5, 0, vec![]));
     v.push(case("empty", 0, 0, vec![]));
@@ -596,5 +626,25 @@ fn timing_batched_10000() {
             t0.elapsed().as_secs_f64() * 1e3,
             svd.sweeps
         );
+    }
+}
+
+/// Sizes up to 512 (the issue's largest), once on the chosen configuration.
+#[test]
+fn gpu_svd_up_to_512() {
+    let Some(ctx) = common::gpu() else { return };
+    for (n, seed) in [(200usize, 50u64), (512, 51)] {
+        let a = common::data_full(n * n, seed);
+        let t = ctx.tensor(&[n, n], &a).unwrap();
+        let r = ctx.svd(&t).unwrap();
+        let (u, s, vt) = (
+            r.u.to_vec().unwrap(),
+            r.s.to_vec().unwrap(),
+            r.vt.to_vec().unwrap(),
+        );
+        let q = ratios(&a, n, n, &u, &s, &vt);
+        assert!(q.iter().all(|x| *x < 35.0), "{n}×{n}: ratios {q:?}");
+        assert!(s.windows(2).all(|w| w[0] >= w[1]) && s.iter().all(|x| *x >= 0.0));
+        eprintln!("{n}×{n}: ratios {q:?}, {} sweeps", r.sweeps);
     }
 }

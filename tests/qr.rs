@@ -25,49 +25,12 @@ fn case(name: &str, m: usize, n: usize, a: Vec<f32>) -> Case {
     }
 }
 
-/// A = Q₁ diag(σ) Q₂ with Q₁, Q₂ products of two Householder reflections (built in f64).
-fn with_singular_values(m: usize, n: usize, sigma: &[f64], seed: u64) -> Vec<f32> {
-    let orth = |len: usize, seed: u64| -> Vec<Vec<f64>> {
-        let mut q: Vec<Vec<f64>> = (0..len)
-            .map(|i| (0..len).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
-            .collect();
-        for s in 0..2 {
-            let v: Vec<f64> = common::data_full(len, seed + s)
-                .iter()
-                .map(|&x| f64::from(x))
-                .collect();
-            let vv: f64 = v.iter().map(|x| x * x).sum();
-            for row in q.iter_mut() {
-                let d: f64 = row.iter().zip(&v).map(|(a, b)| a * b).sum();
-                row.iter_mut()
-                    .zip(&v)
-                    .for_each(|(x, vi)| *x -= 2.0 * d / vv * vi);
-            }
-        }
-        q
-    };
-    let q1 = orth(m, seed);
-    let q2 = orth(n, seed + 100);
-    let mut a = vec![0.0f32; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let v: f64 = sigma
-                .iter()
-                .enumerate()
-                .map(|(t, s)| q1[i][t] * s * q2[t][j])
-                .sum();
-            a[i * n + j] = v as f32;
-        }
-    }
-    a
-}
-
 fn conditioned(m: usize, n: usize, kappa: f64, seed: u64) -> Vec<f32> {
     let k = m.min(n);
     let sigma: Vec<f64> = (0..k)
         .map(|i| kappa.powf(-(i as f64) / (k.max(2) - 1) as f64))
         .collect();
-    with_singular_values(m, n, &sigma, seed)
+    common::with_singular_values(m, n, &sigma, seed)
 }
 
 fn cases() -> Vec<Case> {

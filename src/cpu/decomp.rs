@@ -46,11 +46,7 @@ pub fn eigh_ratios(a: &[f32], n: usize, w: &[f32], z: &[f32]) -> [f64; 2] {
     if n == 0 {
         return [0.0, 0.0];
     }
-    let norm1 = |f: &dyn Fn(usize, usize) -> f64| -> f64 {
-        (0..n)
-            .map(|j| (0..n).map(|i| f(i, j).abs()).sum::<f64>())
-            .fold(0.0, f64::max)
-    };
+    let norm1 = |f: &dyn Fn(usize, usize) -> f64| super::norm1(n, n, f);
     let zf = |i: usize, j: usize| f64::from(z[i * n + j]);
     let an = norm1(&|i, j| f64::from(a[i * n + j]));
     let resid = norm1(&|i, j| {

@@ -157,3 +157,11 @@ pub fn check_against(
         ))),
     }
 }
+
+/// The 1-norm (largest absolute column sum) of the `rows × cols` matrix whose (i, j) entry is
+/// `f(i, j)`, in f64: what LAPACK's driver-test ratios measure with.
+pub(crate) fn norm1(rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64) -> f64 {
+    (0..cols)
+        .map(|j| (0..rows).map(|i| f(i, j).abs()).sum::<f64>())
+        .fold(0.0, f64::max)
+}

@@ -3,6 +3,7 @@
 //! (Cholesky, triangular inverse and product, all f64), and the driver-test ratios the tests
 //! judge every QR by.
 
+use super::norm1;
 use crate::error::{Error, Result};
 
 /// Reduced Householder QR of the row-major m×n matrix `a`, computed in f64: (Q m×k, R k×n),
@@ -137,11 +138,6 @@ pub fn upper_product(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
 pub fn ratios(a: &[f32], m: usize, n: usize, q: &[f32], r: &[f32]) -> [f64; 2] {
     let eps = crate::cpu::svd::RATIO_EPS;
     let k = m.min(n);
-    let norm1 = |rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64| -> f64 {
-        (0..cols)
-            .map(|j| (0..rows).map(|i| f(i, j).abs()).sum::<f64>())
-            .fold(0.0, f64::max)
-    };
     let an = norm1(m, n, &|i, j| f64::from(a[i * n + j]));
     let resid = norm1(m, n, &|i, j| {
         let qr: f64 = (0..k)

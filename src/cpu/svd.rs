@@ -1,6 +1,7 @@
 //! CPU singular value decomposition: the fast backend (faer's thin SVD) and the f64 checks the
 //! tests judge every result by (LAPACK's driver-test ratios).
 
+use super::norm1;
 use faer::Mat;
 
 use crate::error::{Error, Result};
@@ -81,11 +82,6 @@ pub const RATIO_EPS: f64 = 1.0 / 8_388_608.0;
 /// if the residual is 0 and 1/ε otherwise. Factors are row-major: U m×k, S k, Vt k×n.
 pub fn ratios(a: &[f32], m: usize, n: usize, u: &[f32], s: &[f32], vt: &[f32]) -> [f64; 3] {
     let k = m.min(n);
-    let norm1 = |rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64| -> f64 {
-        (0..cols)
-            .map(|j| (0..rows).map(|i| f(i, j).abs()).sum::<f64>())
-            .fold(0.0, f64::max)
-    };
     let an = norm1(m, n, &|i, j| f64::from(a[i * n + j]));
     let resid = norm1(m, n, &|i, j| {
         let usv: f64 = (0..k)

@@ -60,3 +60,45 @@ pub fn data_full(len: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// An m×n matrix with orthonormal-ish mixing and the given singular values: A = Q₁ diag(σ) Q₂
+/// with Q₁, Q₂ from Householder reflections of pseudo-random vectors (built in f64).
+pub fn with_singular_values(m: usize, n: usize, sigma: &[f64], seed: u64) -> Vec<f32> {
+    let householder = |len: usize, seed: u64| -> Vec<Vec<f64>> {
+        // Product of two reflections applied to the identity: an orthogonal len×len matrix.
+        let mut q: Vec<Vec<f64>> = (0..len)
+            .map(|i| (0..len).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+            .collect();
+        for s in 0..2 {
+            let v: Vec<f64> = data_full(len, seed + s)
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect();
+            let vv: f64 = v.iter().map(|x| x * x).sum();
+            if vv == 0.0 {
+                continue;
+            }
+            for row in q.iter_mut() {
+                let d: f64 = row.iter().zip(&v).map(|(a, b)| a * b).sum();
+                row.iter_mut()
+                    .zip(&v)
+                    .for_each(|(x, vi)| *x -= 2.0 * d / vv * vi);
+            }
+        }
+        q
+    };
+    let q1 = householder(m, seed);
+    let q2 = householder(n, seed + 100);
+    let mut a = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let v: f64 = sigma
+                .iter()
+                .enumerate()
+                .map(|(t, s)| q1[i][t] * s * q2[t][j])
+                .sum();
+            a[i * n + j] = v as f32;
+        }
+    }
+    a
+}

@@ -30,23 +30,7 @@ override EPT: u32 = 4u;
 // Dims left after the host merged contiguous ones (the rightmost NDIM of `shape`).
 override NDIM: u32 = 4u;
 
-// (i / d, i % d) through f32 reciprocals (see shaders/elementwise.wgsl): no integer division,
-// which lavapipe cannot vectorise.
-fn divmod(i: u32, d: u32, inv: f32) -> vec2<u32> {
-    var q = u32(f32(i) * inv);
-    var r = i32(i - q * d);
-    q = u32(i32(q) + i32(floor(f32(r) * inv)));
-    r = i32(i - q * d);
-    if r < 0 {
-        q = q - 1u;
-        r = r + i32(d);
-    }
-    if r >= i32(d) {
-        q = q + 1u;
-        r = r - i32(d);
-    }
-    return vec2<u32>(q, u32(r));
-}
+// `divmod` comes from shaders/divmod.wgsl, prepended by the host.
 
 // (input, output) offsets of region element i, relative to the bases.
 fn offsets(i: u32) -> vec2<i32> {

@@ -268,7 +268,8 @@ fn ew_pipeline(
 /// The elementwise module with `op(a, b)` defined as `expr`.
 fn module_source(expr: &str) -> String {
     format!(
-        "{}\nfn op(a: f32, b: f32) -> f32 {{\n    return {expr};\n}}\n",
+        "{}\n{}\nfn op(a: f32, b: f32) -> f32 {{\n    return {expr};\n}}\n",
+        source::DIVMOD,
         source::with_epilogue(source::ELEMENTWISE)
     )
 }
@@ -865,19 +866,23 @@ fn slerp_gpu(
     let rows = n / d;
     gpu.check_binding((rows * 8) as u64, "slerp weights")?;
     let coef = gpu.alloc((rows * 8) as u64, "slerp weights")?;
-    let uni_rows = gpu.uniform(
-        &EwUniform {
-            n: rows,
-            alpha: t,
-            beta: 0.0,
-            d,
-            shape: [1; 4],
-            sa: [0; 4],
-            sb: [0; 4],
-            off: [0; 3],
-        }
-        .words()?,
-    )?;
+    // The two passes share every uniform field but the element count.
+    let uniform = |count: usize| -> Result<Arc<GpuBuffer>> {
+        gpu.uniform(
+            &EwUniform {
+                n: count,
+                alpha: t,
+                beta: 0.0,
+                d,
+                shape: [1; 4],
+                sa: [0; 4],
+                sb: [0; 4],
+                off: [0; 3],
+            }
+            .words()?,
+        )
+    };
+    let uni_rows = uniform(rows)?;
     let k1 = ew_pipeline(gpu, "slerp", "a", 0, "slerp_coef", 1)?;
     run_pass(
         gpu,
@@ -891,19 +896,7 @@ fn slerp_gpu(
         rows.div_ceil(WG),
         "slerp weights",
     )?;
-    let uni = gpu.uniform(
-        &EwUniform {
-            n,
-            alpha: t,
-            beta: 0.0,
-            d,
-            shape: [1; 4],
-            sa: [0; 4],
-            sb: [0; 4],
-            off: [0; 3],
-        }
-        .words()?,
-    )?;
+    let uni = uniform(n)?;
     let k2 = ew_pipeline(gpu, "slerp", "a", 0, "slerp_apply", 1)?;
     run_pass(
         gpu,

@@ -366,7 +366,7 @@ fn copy_gpu(
             gpu,
             &format!("layout/strided_copy/{ndim}"),
             "layout.wgsl",
-            || source::LAYOUT.to_string(),
+            source::layout,
             "strided_copy",
             &[("WG", 64.0), ("EPT", 4.0), ("NDIM", ndim as f64)],
         )

@@ -29,6 +29,13 @@ pub(crate) mod source {
     pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
     /// `shaders/layout.wgsl`.
     pub const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
+    /// `shaders/divmod.wgsl`: vectorisable integer division, shared by elementwise and layout.
+    pub const DIVMOD: &str = include_str!("../../shaders/divmod.wgsl");
+
+    /// The layout module with `divmod` prepended.
+    pub fn layout() -> String {
+        format!("{DIVMOD}\n{LAYOUT}")
+    }
     /// `shaders/random.wgsl`.
     pub const RANDOM: &str = include_str!("../../shaders/random.wgsl");
     /// `shaders/reduce.wgsl`.
@@ -92,7 +99,7 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("matmul", source::with_epilogue(source::MATMUL)),
         ("conv", source::with_epilogue(source::CONV)),
         ("nn", source::with_epilogue(source::NN)),
-        ("layout", source::LAYOUT.to_string()),
+        ("layout", source::layout()),
         ("random", source::RANDOM.to_string()),
         ("svd", source::SVD.to_string()),
         ("svd_batched", source::SVD_BATCHED.to_string()),

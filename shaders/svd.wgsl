@@ -33,6 +33,9 @@ struct Params {
 @group(0) @binding(6) var<storage, read> perm: array<u32>;
 @group(0) @binding(7) var<storage, read_write> uo: array<f32>;
 @group(0) @binding(8) var<storage, read_write> vto: array<f32>;
+// order[slot] = the column playing round-robin slot `slot` (cols for the padding slot of an odd
+// count): the columns sorted by descending norm at the start of each sweep (de Rijk).
+@group(0) @binding(9) var<storage, read> order: array<u32>;
 
 var<workgroup> red: array<vec3<f32>, WG>;
 
@@ -108,8 +111,8 @@ fn player(pos: u32, step: u32, np: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let q = wid.x;
-    let i = player(q, p.step, p.np);
-    let j = player(p.np - 1u - q, p.step, p.np);
+    let i = order[player(q, p.step, p.np)];
+    let j = order[player(p.np - 1u - q, p.step, p.np)];
     if i >= p.cols || j >= p.cols {
         return; // the padding column of an odd count
     }

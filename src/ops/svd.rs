@@ -101,6 +101,11 @@ pub struct SvdOptions {
     /// and returns U = Q·U_R. By default (`None`) it does when m ≥ [`SVD_QR_RATIO`]·n and
     /// n ≥ [`SVD_QR_MIN_COLS`] (below that the QR's round trips cost more than they save).
     pub qr_first: Option<bool>,
+    /// Whether the columns are sorted by descending norm before each sweep (de Rijk's
+    /// pivoting: the round-robin then meets columns of near norms in a better order). It costs
+    /// one norm kernel and a readback of k floats per sweep. By default (`None`) it is on: on
+    /// lavapipe it took random 256×256 matrices from 11–13 sweeps to 11–12.
+    pub sort_columns: Option<bool>,
 }
 
 /// Tall matrices with m ≥ this multiple of n are first reduced by a QR on the GPU (unless
@@ -322,11 +327,15 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize, opts: &SvdOptions)
         }
         let u = gpu.uniform(&words)?;
         let k = pipeline(gpu, "svd_rotate", wg)?;
+        let sort = opts.sort_columns.unwrap_or(true);
+        let mut slots: Vec<u32> = (0..np as u32).collect();
+        let order = gpu.upload(bytemuck::cast_slice(&slots), "svd order")?;
         let b = Bindings(vec![
             (2, &w, w_bytes),
             (3, &v, v_bytes),
             (4, &stats, stats_bytes),
             (5, &off, 4),
+            (9, &order, (np * 4) as u64),
         ]);
         let groups: Vec<wgpu::BindGroup> = (0..steps)
             .map(|s| bind_group(gpu, &k, &b, (&u, s as u64 * align)))
@@ -355,6 +364,24 @@ fn run_gpu(gpu: &Arc<Gpu>, a: &GpuBuffer, m: usize, n: usize, opts: &SvdOptions)
             measured = f32::from_bits(bits.first().copied().unwrap_or(0));
             if measured <= params.tol || measured.is_nan() {
                 break;
+            }
+            if sort {
+                let mut enc = encoder(gpu);
+                dispatch(
+                    gpu,
+                    &mut enc,
+                    "svd_norms",
+                    &params,
+                    cols,
+                    &Bindings(vec![(2, &w, w_bytes), (4, &stats, stats_bytes)]),
+                    &mut keep,
+                )?;
+                gpu.submit(enc);
+                let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((cols + 2) * 4)?);
+                let norms = st.get(2..).unwrap_or(&[]);
+                slots[..cols].sort_by(|&x, &y| norms[y as usize].total_cmp(&norms[x as usize]));
+                gpu.queue
+                    .write_buffer(order.buffer(), 0, bytemuck::cast_slice(&slots));
             }
         }
         keep.push(u);

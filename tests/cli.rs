@@ -284,6 +284,80 @@ fn bench_writes_json_csv_and_plot() {
 }
 
 #[test]
+fn bench_times_the_decompositions_with_their_sweeps() {
+    let d = tmpdir("bench-decomp");
+    let j = d.join("d.json");
+    let out = run(&[
+        "bench",
+        "--ops",
+        "svd,eigh,qr",
+        "--sizes",
+        "24,40x9",
+        "--repeat",
+        "1",
+        "--json",
+        s(&j),
+    ]);
+    // eigh takes only square sizes: the error names the size and the op.
+    assert_error(&out, "40x9");
+    let out = run(&[
+        "bench",
+        "--ops",
+        "svd,qr",
+        "--sizes",
+        "24,40x9",
+        "--repeat",
+        "1",
+        "--json",
+        s(&j),
+    ]);
+    assert_ok(&out);
+    let text = std::fs::read_to_string(&j).unwrap();
+    for needle in [
+        "\"shape\": \"24x24\"",
+        "\"shape\": \"40x9\"",
+        "\"op\": \"qr\"",
+    ] {
+        assert!(text.contains(needle), "{needle} missing: {text}");
+    }
+    let j2 = d.join("b.json");
+    let out = run(&[
+        "bench",
+        "--ops",
+        "svd-batched,eigh",
+        "--sizes",
+        "33",
+        "--repeat",
+        "1",
+    ]);
+    assert_error(&out, "BxMxN");
+    let out = run(&[
+        "bench",
+        "--ops",
+        "svd-batched",
+        "--sizes",
+        "50x5x7",
+        "--repeat",
+        "1",
+        "--json",
+        s(&j2),
+    ]);
+    assert_ok(&out);
+    let batched = std::fs::read_to_string(&j2).unwrap();
+    assert!(batched.contains("1 thread"), "{batched}");
+    if common::gpu().is_some() {
+        // Every GPU row of the Jacobi family reports its sweeps; no decomposition has a rate.
+        for text in [&text, &batched] {
+            for r in text.lines().filter(|l| l.contains("\"backend\": \"gpu\"")) {
+                assert!(r.contains("\"gflops\": null"), "{r}");
+                let jacobi = !r.contains("\"op\": \"qr\"");
+                assert_eq!(!r.contains("\"sweeps\": null"), jacobi, "{r}");
+            }
+        }
+    }
+}
+
+#[test]
 fn convolutions_on_npy_files() {
     let d = tmpdir("conv");
     let (x, w, b) = (d.join("x.npy"), d.join("w.npy"), d.join("b.npy"));

@@ -21,20 +21,28 @@ use crate::{
 };
 
 /// The ops `bench` knows, with their default sizes (conv2d runs fixed ResNet-like layers).
-const OPS: &[(&str, &[usize])] = &[
-    ("matmul", &[256, 512, 1024]),
+const OPS: &[(&str, &[&str])] = &[
+    ("matmul", &["256", "512", "1024"]),
     ("conv2d", &[]),
-    ("reduce", &[1 << 20, 1 << 22, 1 << 24]),
+    ("reduce", &["1048576", "4194304", "16777216"]),
+    ("svd", &["64", "128", "256", "512", "1024", "4096x256"]),
+    ("eigh", &["64", "128", "256", "512", "1024"]),
+    ("qr", &["1024x64", "4096x256"]),
+    ("svd-batched", &["10000x16x16"]),
 ];
 
 /// Arguments of `gpu-linalg bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Comma-separated ops to run (available: matmul, conv2d, reduce).
+    /// Comma-separated ops to run (available: matmul, conv2d, reduce, svd, eigh, qr,
+    /// svd-batched). The decompositions are not in the default set: on a software adapter a
+    /// 1024×1024 SVD takes minutes.
     #[arg(long, default_value = "matmul,conv2d,reduce")]
     ops: String,
-    /// Comma-separated sizes: n for square matmul (default 256,512,1024), elements for reduce
-    /// (default 2^20, 2^22, 2^24); conv2d always runs its fixed ResNet-like layers.
+    /// Comma-separated sizes: n or MxKxN for matmul (default 256,512,1024), elements for reduce
+    /// (default 2^20, 2^22, 2^24), n or MxN for svd and qr (svd: 64…1024 and 4096x256), n for
+    /// eigh (64…1024), BxMxN for svd-batched (10000x16x16); conv2d always runs its fixed
+    /// ResNet-like layers.
     #[arg(long)]
     sizes: Option<String>,
     /// Timed repeats per measurement, after one warm-up.
@@ -78,6 +86,8 @@ pub(crate) struct Row {
     pub bytes: f64,
     /// Timed repeats.
     pub repeats: usize,
+    /// Jacobi sweeps of the run (GPU rows of the SVD family).
+    pub sweeps: Option<u32>,
 }
 
 impl Row {
@@ -87,7 +97,7 @@ impl Row {
     }
 
     fn gflops(&self, secs: f64) -> Option<f64> {
-        (!self.is_bandwidth()).then(|| self.flops / secs / 1e9)
+        (self.flops > 0.0).then(|| self.flops / secs / 1e9)
     }
 
     fn gbs(&self, secs: f64) -> Option<f64> {
@@ -97,6 +107,12 @@ impl Row {
     /// GFLOP/s, or GB/s for bandwidth-bound ops.
     pub fn rate(&self, secs: f64) -> f64 {
         self.gflops(secs).or(self.gbs(secs)).unwrap_or(f64::NAN)
+    }
+
+    /// True for ops reported in seconds only (iterative decompositions, whose flop count
+    /// depends on the sweeps and has no agreed convention).
+    pub fn is_time_only(&self) -> bool {
+        self.flops == 0.0 && self.bytes == 0.0
     }
 }
 
@@ -145,7 +161,7 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     if let Some(p) = &args.plot {
         plot::check_format(p)?;
     }
-    let ops: Vec<(&str, Vec<usize>)> = args
+    let ops: Vec<(&str, Vec<Vec<usize>>)> = args
         .ops
         .split(',')
         .map(str::trim)
@@ -157,7 +173,7 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
                     OPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                 ))
             })?;
-            Ok((*name, parse_sizes(&args.sizes, defaults)?))
+            Ok((*name, parse_sizes(name, &args.sizes, defaults)?))
         })
         .collect::<Result<_>>()?;
 
@@ -274,24 +290,46 @@ fn check_output_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn parse_sizes(s: &Option<String>, default: &[usize]) -> Result<Vec<usize>> {
-    match s {
-        None => Ok(default.to_vec()),
-        Some(s) => s
-            .split(',')
-            .map(|x| match x.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Ok(n),
+/// The sizes of `op`: each `n` or `AxB[xC]` becomes its list of dimensions, checked against
+/// the forms the op takes.
+fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec<usize>>> {
+    let forms: &[usize] = match op {
+        "matmul" => &[1, 3],
+        "svd" | "qr" => &[1, 2],
+        "svd-batched" => &[3],
+        "conv2d" => return Ok(Vec::new()),
+        _ => &[1],
+    };
+    let items: Vec<&str> = match s {
+        Some(s) => s.split(',').map(str::trim).collect(),
+        None => default.to_vec(),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let dims: Option<Vec<usize>> = item
+                .split('x')
+                .map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0))
+                .collect();
+            match dims {
+                Some(d) if forms.contains(&d.len()) => Ok(d),
                 _ => Err(Error::InvalidArgument(format!(
-                    "bad size '{x}' in --sizes; expected positive numbers like 256,512"
+                    "bad size '{item}' in --sizes for {op}; expected {}",
+                    match op {
+                        "matmul" => "n or MxKxN, like 256 or 512x1024x256",
+                        "svd" | "qr" => "n or MxN, like 256 or 4096x256",
+                        "svd-batched" => "BxMxN, like 10000x16x16",
+                        _ => "a positive number like 1024",
+                    }
                 ))),
-            })
-            .collect(),
-    }
+            }
+        })
+        .collect()
 }
 
 fn print_header() {
     println!(
-        "{:<7} {:<24} {:<39} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}  (reduce rows: GB/s)",
+        "{:<11} {:<24} {:<39} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>6}  (reduce rows: GB/s)",
         "op",
         "shape",
         "backend",
@@ -302,7 +340,8 @@ fn print_header() {
         "GFLOP/s",
         "kern GF/s",
         "e2e GF/s",
-        "vs CPU"
+        "vs CPU",
+        "sweeps"
     );
 }
 
@@ -311,8 +350,14 @@ fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 }
 
 fn print_row(r: &Row, cpu_s: f64) {
+    // Decompositions have no rate: their rate columns print "-".
+    let rate = |secs: Option<f64>| {
+        fmt_opt(secs.filter(|_| !r.is_time_only()), |s| {
+            format!("{:.2}", r.rate(s))
+        })
+    };
     println!(
-        "{:<7} {:<24} {:<39} {:>10.3} {:>9.3} {:>10} {:>10} {:>9.2} {:>9} {:>9} {:>7.2}×",
+        "{:<11} {:<24} {:<39} {:>10.3} {:>9.3} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7.2}× {:>6}",
         r.op,
         r.shape,
         r.label,
@@ -320,10 +365,13 @@ fn print_row(r: &Row, cpu_s: f64) {
         r.spread_s * 1e3,
         fmt_opt(r.kernel_s, |s| format!("{:.3}", s * 1e3)),
         fmt_opt(r.e2e_s, |s| format!("{:.3}", s * 1e3)),
-        r.rate(r.median_s),
-        fmt_opt(r.kernel_s, |s| format!("{:.2}", r.rate(s))),
-        fmt_opt(r.e2e_s, |s| format!("{:.2}", r.rate(s))),
-        cpu_s / r.median_s
+        rate(Some(r.median_s)),
+        rate(r.kernel_s),
+        rate(r.e2e_s),
+        cpu_s / r.median_s,
+        r.sweeps
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into())
     );
 }
 
@@ -348,18 +396,25 @@ fn check_against_cpu(
     Ok(())
 }
 
-/// Times `f` `repeat` times after a warm-up, returning (median, spread) of its wall time and the
-/// median of the kernel time it reports.
+/// Times `f` up to `repeat` times (after a warm-up when `warm`; stopping early once
+/// [`MEASURE_BUDGET_S`] is spent), returning the median and spread of its wall time, the
+/// median kernel time it reports, and the repeats run.
 fn time_gpu_op(
     ctx: &Context,
     repeat: usize,
+    warm: bool,
     f: &dyn Fn() -> Result<()>,
-) -> Result<(f64, f64, Option<f64>)> {
-    f()?;
-    ctx.synchronize()?; // the warm-up must not run inside the first timed repeat
+) -> Result<(f64, f64, Option<f64>, usize)> {
+    if warm {
+        f()?;
+        ctx.synchronize()?; // the warm-up must not run inside the first timed repeat
+    }
+    let start = Instant::now();
     let mut wall = Vec::new();
     let mut kernel = Vec::new();
-    for _ in 0..repeat.max(1) {
+    while wall.len() < repeat.max(1)
+        && (wall.is_empty() || start.elapsed().as_secs_f64() < MEASURE_BUDGET_S)
+    {
         let (w, k) = ctx.time_gpu(|| {
             let t = Instant::now();
             f()?;
@@ -369,27 +424,86 @@ fn time_gpu_op(
         wall.push(w);
         kernel.extend(k);
     }
+    let done = wall.len();
     let (med, spread) = stats(wall);
     let k = (!kernel.is_empty()).then(|| stats(kernel).0);
-    Ok((med, spread, k))
+    Ok((med, spread, k, done))
 }
 
-fn time_plain(repeat: usize, f: &dyn Fn() -> Result<()>) -> Result<(f64, f64)> {
-    f()?;
+/// Times `f` like [`time_gpu_op`] without kernel times: (median, spread, repeats run).
+fn time_plain(repeat: usize, warm: bool, f: &dyn Fn() -> Result<()>) -> Result<(f64, f64, usize)> {
+    if warm {
+        f()?;
+    }
+    let start = Instant::now();
     let mut ts = Vec::new();
-    for _ in 0..repeat.max(1) {
+    while ts.len() < repeat.max(1)
+        && (ts.is_empty() || start.elapsed().as_secs_f64() < MEASURE_BUDGET_S)
+    {
         let t = Instant::now();
         f()?;
         ts.push(t.elapsed().as_secs_f64());
     }
-    Ok(stats(ts))
+    let done = ts.len();
+    let (med, spread) = stats(ts);
+    Ok((med, spread, done))
+}
+
+/// What one run of an op produced: its output tensors and, for the Jacobi family on a GPU,
+/// the sweeps it took.
+struct Output {
+    tensors: Vec<Tensor>,
+    sweeps: Option<u32>,
+}
+
+impl From<Tensor> for Output {
+    fn from(t: Tensor) -> Self {
+        Output {
+            tensors: vec![t],
+            sweeps: None,
+        }
+    }
+}
+
+impl Output {
+    /// The output tensors read back.
+    fn read(&self) -> Result<Vec<Vec<f32>>> {
+        self.tensors.iter().map(Tensor::to_vec).collect()
+    }
+
+    /// Drops the outputs unread (the caller synchronizes).
+    fn wait(self) -> Result<()> {
+        drop(self.tensors);
+        Ok(())
+    }
+}
+
+/// The outputs of a run, with the sweeps where the context is a GPU one.
+fn output(ctx: &Context, tensors: Vec<Tensor>, sweeps: u32) -> Output {
+    Output {
+        tensors,
+        sweeps: ctx.is_gpu().then_some(sweeps),
+    }
 }
 
 /// Runs one op on a context with an optional forced kernel (parsed by the op itself).
-type RunFn = dyn Fn(&Context, &[Tensor], Option<&str>) -> Result<Tensor>;
+type RunFn = dyn Fn(&Context, &[Tensor], Option<&str>) -> Result<Output> + Send + Sync;
+
+/// Judges the outputs (read back) of a decomposition by LAPACK's driver-test ratios; the
+/// message names the worst ratio.
+type JudgeFn = dyn Fn(&[Vec<f32>]) -> Result<()> + Send + Sync;
+
+/// How a GPU result is verified before it is timed.
+enum Verify {
+    /// Element by element against the CPU backend's result: both lie within γ_terms·mag of
+    /// the exact result (mag is the op on absolute values).
+    AgainstCpu { terms: usize },
+    /// Decompositions, defined only up to signs: by the ratios of the factors.
+    Ratios(Box<JudgeFn>),
+}
 
 /// Names the GPU kernel a context chose for a case.
-type ChosenFn = dyn Fn(&Context) -> Result<String>;
+type ChosenFn = dyn Fn(&Context) -> Result<String> + Send + Sync;
 
 /// One benchmark: an op at one shape, its inputs, and how to run it.
 struct BenchCase {
@@ -399,9 +513,10 @@ struct BenchCase {
     flops: f64,
     /// Bytes read (bandwidth-bound ops; flops is then 0).
     bytes: f64,
-    /// Terms summed per output element (the error bound's k).
-    terms: usize,
+    verify: Verify,
     inputs: Vec<(Vec<usize>, Vec<f32>)>,
+    /// Also time the CPU backend on one thread (a rayon pool of one).
+    cpu_one_thread: bool,
     /// Appended to every row label (e.g. marks the equivalent-GEMM rows of conv layers).
     note: &'static str,
     /// Extra GPU kernels to time beside the chosen one: (forced kernel, label suffix).
@@ -428,7 +543,8 @@ fn matmul_case(m: usize, k: usize, n: usize, note: &'static str) -> Result<Bench
         note,
         flops: plan.flops(),
         bytes: 0.0,
-        terms: k,
+        verify: Verify::AgainstCpu { terms: k },
+        cpu_one_thread: false,
         inputs: vec![
             (vec![m, k], values(m * k, 1)),
             (vec![k, n], values(k * n, 2)),
@@ -449,6 +565,7 @@ fn matmul_case(m: usize, k: usize, n: usize, note: &'static str) -> Result<Bench
                     ..Default::default()
                 },
             )
+            .map(Output::from)
         }),
     })
 }
@@ -475,7 +592,8 @@ fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<
         size: plan.flops() / 1e6,
         flops: plan.flops(),
         bytes: 0.0,
-        terms: plan.k(),
+        verify: Verify::AgainstCpu { terms: plan.k() },
+        cpu_one_thread: false,
         inputs: vec![
             (x.to_vec(), values(x.iter().product(), 3)),
             (w.to_vec(), values(w.iter().product(), 4)),
@@ -494,7 +612,7 @@ fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<
                 kernel,
                 ..Default::default()
             };
-            ctx.conv2d(&t[0], &t[1], &o)
+            ctx.conv2d(&t[0], &t[1], &o).map(Output::from)
         }),
     })
 }
@@ -507,7 +625,10 @@ fn reduce_case(n: usize) -> BenchCase {
         size: n as f64,
         flops: 0.0,
         bytes: (n * 4) as f64,
-        terms: crate::ops::reduce::sum_terms(n),
+        verify: Verify::AgainstCpu {
+            terms: crate::ops::reduce::sum_terms(n),
+        },
+        cpu_one_thread: false,
         inputs: vec![(vec![n], values(n, 5))],
         note: "",
         baselines: vec![],
@@ -522,6 +643,7 @@ fn reduce_case(n: usize) -> BenchCase {
                     ..Default::default()
                 },
             )
+            .map(Output::from)
         }),
     }
 }
@@ -545,12 +667,223 @@ fn gpu_copy(ctx: &Context, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) -> Resu
     })
 }
 
+/// Pseudo-random values with full mantissas, uniform in [-1, 1) (xorshift): well-conditioned
+/// dense test matrices for the decompositions.
+fn random_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Fails with the ratios when any of them reaches `bound`.
+fn ratios_below(what: &str, ratios: &[f64], bound: f64) -> Result<()> {
+    if ratios.iter().all(|r| *r < bound) {
+        Ok(())
+    } else {
+        Err(Error::Verification(format!(
+            "{what}: LAPACK test ratios {ratios:.3?} reach {bound}"
+        )))
+    }
+}
+
+/// A decomposition case reported in seconds (flops and bytes 0).
+fn decomposition_case(
+    op: &'static str,
+    shape: String,
+    size: f64,
+    input: (Vec<usize>, Vec<f32>),
+    judge: Box<JudgeFn>,
+    run: Box<RunFn>,
+) -> BenchCase {
+    BenchCase {
+        op,
+        shape,
+        size,
+        flops: 0.0,
+        bytes: 0.0,
+        verify: Verify::Ratios(judge),
+        cpu_one_thread: op == "svd-batched",
+        inputs: vec![input],
+        note: "",
+        baselines: vec![],
+        chosen: Box::new(move |_| {
+            Ok(match op {
+                "eigh" => "jacobi on A + c·I".to_string(),
+                "qr" => "cholesky-qr".to_string(),
+                "svd-batched" => "jacobi, invocation per matrix".to_string(),
+                _ => "one-sided jacobi".to_string(),
+            })
+        }),
+        run,
+    }
+}
+
+/// The thin SVD of a random m×n matrix, judged by LAPACK's ratios (< 35).
+fn svd_case(m: usize, n: usize) -> BenchCase {
+    let a = random_values(m * n, 6);
+    let keep = a.clone();
+    decomposition_case(
+        "svd",
+        format!("{m}x{n}"),
+        ((m * n * n.min(m)) as f64).cbrt(),
+        (vec![m, n], a),
+        Box::new(move |o| {
+            ratios_below(
+                &format!("svd {m}x{n}"),
+                &crate::cpu::svd::ratios(&keep, m, n, &o[0], &o[1], &o[2]),
+                35.0,
+            )
+        }),
+        Box::new(|ctx: &Context, t: &[Tensor], _| {
+            let r = ctx.svd(&t[0])?;
+            Ok(output(ctx, vec![r.u, r.s, r.vt], r.sweeps))
+        }),
+    )
+}
+
+/// The eigen-decomposition of a random symmetric n×n matrix, judged by LAPACK's ratios (< 60).
+fn eigh_case(n: usize) -> BenchCase {
+    let b = random_values(n * n, 7);
+    let a: Vec<f32> = (0..n * n)
+        .map(|i| 0.5 * (b[i] + b[(i % n) * n + i / n]))
+        .collect();
+    let keep = a.clone();
+    decomposition_case(
+        "eigh",
+        format!("{n}x{n}"),
+        n as f64,
+        (vec![n, n], a),
+        Box::new(move |o| {
+            ratios_below(
+                &format!("eigh {n}x{n}"),
+                &crate::cpu::decomp::eigh_ratios(&keep, n, &o[0], &o[1]),
+                60.0,
+            )
+        }),
+        Box::new(|ctx: &Context, t: &[Tensor], _| {
+            let r = ctx.eigh(&t[0])?;
+            Ok(output(ctx, vec![r.values, r.vectors], r.sweeps))
+        }),
+    )
+}
+
+/// The reduced QR of a random m×n matrix, judged by LAPACK's ratios (< 35).
+fn qr_case(m: usize, n: usize) -> BenchCase {
+    let a = random_values(m * n, 8);
+    let keep = a.clone();
+    decomposition_case(
+        "qr",
+        format!("{m}x{n}"),
+        ((m * n * n.min(m)) as f64).cbrt(),
+        (vec![m, n], a),
+        Box::new(move |o| {
+            ratios_below(
+                &format!("qr {m}x{n}"),
+                &crate::cpu::qr::ratios(&keep, m, n, &o[0], &o[1]),
+                35.0,
+            )
+        }),
+        Box::new(|ctx: &Context, t: &[Tensor], _| {
+            let r = ctx.qr(&t[0])?;
+            Ok(Output {
+                tensors: vec![r.q, r.r],
+                sweeps: None,
+            })
+        }),
+    )
+}
+
+/// The SVDs of `batch` random m×n matrices in one call, every matrix judged by LAPACK's ratios.
+fn svd_batched_case(batch: usize, m: usize, n: usize) -> BenchCase {
+    let a = random_values(batch * m * n, 9);
+    let keep = a.clone();
+    let k = m.min(n);
+    decomposition_case(
+        "svd-batched",
+        format!("{batch}x{m}x{n}"),
+        batch as f64,
+        (vec![batch, m, n], a),
+        Box::new(move |o| {
+            let mut worst = [0.0f64; 3];
+            for b in 0..batch {
+                let r = crate::cpu::svd::ratios(
+                    &keep[b * m * n..(b + 1) * m * n],
+                    m,
+                    n,
+                    &o[0][b * m * k..(b + 1) * m * k],
+                    &o[1][b * k..(b + 1) * k],
+                    &o[2][b * k * n..(b + 1) * k * n],
+                );
+                for (w, x) in worst.iter_mut().zip(r) {
+                    *w = w.max(x);
+                }
+            }
+            ratios_below(
+                &format!("svd-batched {batch}x{m}x{n} (worst matrix)"),
+                &worst,
+                35.0,
+            )
+        }),
+        Box::new(|ctx: &Context, t: &[Tensor], _| {
+            let r = ctx.svd_batched(&t[0])?;
+            Ok(output(ctx, vec![r.u, r.s, r.vt], r.sweeps))
+        }),
+    )
+}
+
 /// The cases of `op` (matmul: square sizes; conv2d: the fixed layers, each followed by a
 /// matmul of its equivalent GEMM shape M = OH·OW, K = C_in·KH·KW, N = C_out when ungrouped).
-fn cases_for(op: &str, sizes: &[usize]) -> Result<Vec<BenchCase>> {
+fn cases_for(op: &str, sizes: &[Vec<usize>]) -> Result<Vec<BenchCase>> {
+    let square = |d: &[usize]| -> (usize, usize) {
+        match *d {
+            [m, n] => (m, n),
+            [n, ..] => (n, n),
+            [] => (0, 0),
+        }
+    };
     match op {
-        "matmul" => sizes.iter().map(|&n| matmul_case(n, n, n, "")).collect(),
-        "reduce" => Ok(sizes.iter().map(|&n| reduce_case(n)).collect()),
+        "matmul" => sizes
+            .iter()
+            .map(|d| match **d {
+                [m, k, n] => matmul_case(m, k, n, " [shape]"),
+                _ => {
+                    let n = d.first().copied().unwrap_or(0);
+                    matmul_case(n, n, n, "")
+                }
+            })
+            .collect(),
+        "reduce" => Ok(sizes
+            .iter()
+            .map(|d| reduce_case(d.first().copied().unwrap_or(0)))
+            .collect()),
+        "svd" => Ok(sizes
+            .iter()
+            .map(|d| {
+                let (m, n) = square(d);
+                svd_case(m, n)
+            })
+            .collect()),
+        "eigh" => Ok(sizes.iter().map(|d| eigh_case(square(d).0)).collect()),
+        "qr" => Ok(sizes
+            .iter()
+            .map(|d| {
+                let (m, n) = square(d);
+                qr_case(m, n)
+            })
+            .collect()),
+        "svd-batched" => Ok(sizes
+            .iter()
+            .map(|d| match **d {
+                [b, m, n] => svd_batched_case(b, m, n),
+                _ => svd_batched_case(0, 0, 0),
+            })
+            .collect()),
         "conv2d" => {
             let mut out = Vec::new();
             for &(x, w, pad, groups) in CONV_LAYERS {
@@ -573,6 +906,14 @@ fn cases_for(op: &str, sizes: &[usize]) -> Result<Vec<BenchCase>> {
     }
 }
 
+/// Most seconds one measurement (all its repeats) runs before it stops repeating: a 1024×1024
+/// SVD on a software adapter takes minutes, a matmul milliseconds.
+const MEASURE_BUDGET_S: f64 = 20.0;
+
+/// Seconds above which a run counts as long: its verification run is its warm-up, and its
+/// measurements stop at [`MEASURE_BUDGET_S`].
+const LONG_RUN_S: f64 = 0.5;
+
 fn bench_case(
     args: &BenchArgs,
     case: &BenchCase,
@@ -582,7 +923,7 @@ fn bench_case(
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let what = format!("{} {}", case.op, case.shape);
-    let row = |backend, label: String, t: (f64, f64, Option<f64>, Option<f64>), reps| Row {
+    let row = |backend, label: String, t: (f64, f64, Option<f64>, Option<f64>), reps, sweeps| Row {
         op: case.op.into(),
         shape: case.shape.clone(),
         size: case.size,
@@ -595,6 +936,7 @@ fn bench_case(
         flops: case.flops,
         bytes: case.bytes,
         repeats: reps,
+        sweeps,
     };
     let upload = |ctx: &Context, abs: bool| -> Result<Vec<Tensor>> {
         case.inputs
@@ -609,24 +951,52 @@ fn bench_case(
             })
             .collect()
     };
-    // CPU first: its result checks every GPU result.
+    // CPU first: its result checks every GPU result (or, for decompositions, is judged too).
     bar.set_message(format!("{what} on the CPU"));
     let ct = upload(cpu, false)?;
-    let cpu_out = (case.run)(cpu, &ct, None)?.to_vec()?;
-    let mag = (case.run)(cpu, &upload(cpu, true)?, None)?.to_vec()?;
-    let (cpu_s, cpu_spread) = time_plain(args.repeat, &|| (case.run)(cpu, &ct, None).map(drop))?;
+    let t0 = Instant::now();
+    let cpu_out = (case.run)(cpu, &ct, None)?.read()?;
+    let long = t0.elapsed().as_secs_f64() > LONG_RUN_S;
+    let mag = match &case.verify {
+        Verify::AgainstCpu { .. } => (case.run)(cpu, &upload(cpu, true)?, None)?.read()?,
+        Verify::Ratios(judge) => {
+            judge(&cpu_out).map_err(|e| Error::Verification(format!("CPU backend: {e}")))?;
+            Vec::new()
+        }
+    };
+    let cpu_run = || (case.run)(cpu, &ct, None).and_then(Output::wait);
+    let (cpu_s, cpu_spread, cpu_reps) = time_plain(args.repeat, !long, &cpu_run)?;
+    let lib = match case.op {
+        "reduce" => "rayon",
+        "qr" => "householder",
+        _ => "faer",
+    };
     let r = row(
         "cpu",
-        format!(
-            "cpu ({}){}",
-            if case.op == "reduce" { "rayon" } else { "faer" },
-            case.note
-        ),
+        format!("cpu ({lib}){}", case.note),
         (cpu_s, cpu_spread, None, None),
-        args.repeat,
+        cpu_reps,
+        None,
     );
     bar.suspend(|| print_row(&r, cpu_s));
     rows.push(r);
+    if case.cpu_one_thread {
+        bar.set_message(format!("{what} on one CPU thread"));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("a one-thread pool: {e}")))?;
+        let (s1, spread1, reps1) = pool.install(|| time_plain(args.repeat, !long, &cpu_run))?;
+        let r = row(
+            "cpu",
+            format!("cpu ({lib}, 1 thread)"),
+            (s1, spread1, None, None),
+            reps1,
+            None,
+        );
+        bar.suspend(|| print_row(&r, cpu_s));
+        rows.push(r);
+    }
     bar.inc(1);
     for t in gpus {
         let ctx = &t.ctx;
@@ -640,22 +1010,32 @@ fn bench_case(
         );
         for (kernel, label) in kernels {
             bar.set_message(format!("{what} on {label}"));
-            let got = (case.run)(ctx, &gt, kernel)?.to_vec()?;
-            check_against_cpu(&what, case.terms, &got, &cpu_out, &mag)?;
+            let t0 = Instant::now();
+            let out = (case.run)(ctx, &gt, kernel)?;
+            let sweeps = out.sweeps;
+            let got = out.read()?;
+            let long = t0.elapsed().as_secs_f64() > LONG_RUN_S;
+            match &case.verify {
+                Verify::AgainstCpu { terms } => {
+                    check_against_cpu(&what, *terms, &got[0], &cpu_out[0], &mag[0])?
+                }
+                Verify::Ratios(judge) => judge(&got)?,
+            }
             // Baseline kernels are slow: fewer repeats.
             let reps = if kernel.is_some() {
                 args.repeat.min(3)
             } else {
                 args.repeat
             };
-            let (med, spread, kern) =
-                time_gpu_op(ctx, reps, &|| (case.run)(ctx, &gt, kernel).map(drop))?;
-            let (e2e, _) = time_plain(reps, &|| {
+            let (med, spread, kern, done) = time_gpu_op(ctx, reps, !long, &|| {
+                (case.run)(ctx, &gt, kernel).and_then(Output::wait)
+            })?;
+            let (e2e, _, _) = time_plain(reps, !long, &|| {
                 (case.run)(ctx, &upload(ctx, false)?, kernel)?
-                    .to_vec()
+                    .read()
                     .map(drop)
             })?;
-            let r = row("gpu", label, (med, spread, kern, Some(e2e)), reps);
+            let r = row("gpu", label, (med, spread, kern, Some(e2e)), done, sweeps);
             bar.suspend(|| print_row(&r, cpu_s));
             rows.push(r);
             bar.inc(1);
@@ -666,9 +1046,9 @@ fn bench_case(
             let bytes = case.bytes as u64;
             let src = ctx.resident(&gt[0])?;
             let dst = ctx.resident(&ctx.zeros(&case.inputs[0].0)?)?;
-            let (med, spread, kern) =
-                time_gpu_op(ctx, args.repeat, &|| gpu_copy(ctx, &src, &dst, bytes))?;
-            let (e2e, _) = time_plain(args.repeat, &|| {
+            let (med, spread, kern, done) =
+                time_gpu_op(ctx, args.repeat, true, &|| gpu_copy(ctx, &src, &dst, bytes))?;
+            let (e2e, _, _) = time_plain(args.repeat, true, &|| {
                 let s = ctx.resident(&ctx.tensor(&case.inputs[0].0, &case.inputs[0].1)?)?;
                 gpu_copy(ctx, &s, &dst, bytes)?;
                 Tensor::from_gpu(case.inputs[0].0.clone(), DType::F32, dst.clone())
@@ -679,7 +1059,8 @@ fn bench_case(
                 "gpu",
                 format!("{} buffer copy (bandwidth limit)", t.label),
                 (med, spread, kern, Some(e2e)),
-                args.repeat,
+                done,
+                None,
             );
             bar.suspend(|| print_row(&r, cpu_s));
             rows.push(r);
@@ -719,7 +1100,7 @@ fn to_json(m: &Machine, rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": {}, \"repeats\": {}}}",
+                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": {}, \"repeats\": {}, \"sweeps\": {}}}",
                 json_str(&r.op),
                 json_str(&r.shape),
                 json_str(r.backend),
@@ -730,7 +1111,8 @@ fn to_json(m: &Machine, rows: &[Row]) -> String {
                 json_num(r.e2e_s),
                 json_num(r.gflops(r.median_s)),
                 json_num(r.gbs(r.median_s)),
-                r.repeats
+                r.repeats,
+                r.sweeps.map(|s| s.to_string()).unwrap_or_else(|| "null".into())
             )
         })
         .collect();
@@ -756,11 +1138,11 @@ fn csv_field(s: &str) -> String {
 fn to_csv(rows: &[Row]) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:e}")).unwrap_or_default();
     let mut out = String::from(
-        "op,shape,backend,kernel,median_s,spread_s,kernel_s,e2e_s,gflops,gbs,repeats\n",
+        "op,shape,backend,kernel,median_s,spread_s,kernel_s,e2e_s,gflops,gbs,repeats,sweeps\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{:e},{:e},{},{},{},{},{}\n",
+            "{},{},{},{},{:e},{:e},{},{},{},{},{},{}\n",
             csv_field(&r.op),
             csv_field(&r.shape),
             r.backend,
@@ -771,7 +1153,8 @@ fn to_csv(rows: &[Row]) -> String {
             opt(r.e2e_s),
             opt(r.gflops(r.median_s)),
             opt(r.gbs(r.median_s)),
-            r.repeats
+            r.repeats,
+            r.sweeps.map(|s| s.to_string()).unwrap_or_default()
         ));
     }
     out
@@ -809,6 +1192,7 @@ mod tests {
             flops: 16.0,
             bytes: 0.0,
             repeats: 3,
+            sweeps: None,
         }
     }
 
@@ -819,6 +1203,54 @@ mod tests {
         assert!(
             line.starts_with("matmul,2x2x2,gpu,\"gpu \"\"x\"\", y\",1e-3,1e-4,5e-4,,"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn sizes_parse_by_the_forms_each_op_takes() {
+        let sizes = |op, s: &str| parse_sizes(op, &Some(s.to_string()), &[]);
+        assert_eq!(
+            sizes("svd", "256,4096x256").unwrap(),
+            vec![vec![256], vec![4096, 256]]
+        );
+        assert_eq!(
+            sizes("svd-batched", "10000x16x16").unwrap(),
+            vec![vec![10000, 16, 16]]
+        );
+        assert_eq!(
+            sizes("matmul", "64x128x32").unwrap(),
+            vec![vec![64, 128, 32]]
+        );
+        for (op, bad) in [
+            ("svd-batched", "16"),
+            ("eigh", "4x4"),
+            ("svd", "0"),
+            ("qr", "4xq"),
+        ] {
+            let e = sizes(op, bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains(op), "{e}");
+        }
+    }
+
+    #[test]
+    fn time_only_rows_have_no_rate() {
+        let mut r = row();
+        r.flops = 0.0;
+        r.sweeps = Some(9);
+        assert!(r.is_time_only() && r.rate(1.0).is_nan());
+        let j = to_json(
+            &Machine {
+                adapter: None,
+                api: None,
+                driver: None,
+                cpu: "c".into(),
+                threads: 1,
+            },
+            &[r],
+        );
+        assert!(
+            j.contains("\"gflops\": null") && j.contains("\"sweeps\": 9"),
+            "{j}"
         );
     }
 
@@ -839,6 +1271,7 @@ mod tests {
             "\"e2e_s\": null",
             "\"gbs\": null",
             "\"repeats\": 3",
+            "\"sweeps\": null",
         ] {
             assert!(j.contains(f), "{f} missing in {j}");
         }

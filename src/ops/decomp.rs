@@ -18,6 +18,8 @@ pub struct Eigh {
     pub values: Tensor,
     /// Eigenvectors as columns, n×n, orthonormal; column i belongs to `values[i]`.
     pub vectors: Tensor,
+    /// Jacobi sweeps of the GPU's SVD of the shifted matrix (0 on the CPU backend).
+    pub sweeps: u32,
 }
 
 /// A principal component analysis, as `sklearn.decomposition.PCA(n_components=k)` fits it.
@@ -155,6 +157,7 @@ impl Context {
             return Ok(Eigh {
                 values: self.zeros(&[0])?,
                 vectors: self.zeros(&[0, 0])?,
+                sweeps: 0,
             });
         }
         if self.gpu().is_none() {
@@ -162,6 +165,7 @@ impl Context {
             return Ok(Eigh {
                 values: self.tensor(&[n], &w)?,
                 vectors: self.tensor(&[n, n], &z)?,
+                sweeps: 0,
             });
         }
         // Scale max|A| into [0.5, 1) by an exact power of two, so that neither the shift nor
@@ -212,6 +216,7 @@ impl Context {
         Ok(Eigh {
             values: self.tensor(&[n], &w)?,
             vectors: self.tensor(&[n, n], &z)?,
+            sweeps: svd.sweeps,
         })
     }
 

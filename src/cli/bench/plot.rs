@@ -114,7 +114,14 @@ where
     let adapter = machine.adapter.as_deref().unwrap_or("no GPU adapter");
     for (panel, op) in panels.iter().zip(&ops) {
         let op_rows: Vec<&Row> = rows.iter().filter(|r| r.op == *op).collect();
-        let gf = |r: &Row| r.rate(r.median_s);
+        // Decompositions plot seconds (lower is better), the others their rate.
+        let gf = |r: &Row| {
+            if r.is_time_only() {
+                r.median_s
+            } else {
+                r.rate(r.median_s)
+            }
+        };
         let (xmin, xmax) = op_rows.iter().fold((f64::MAX, f64::MIN), |(a, b), r| {
             (a.min(r.size), b.max(r.size))
         });
@@ -143,10 +150,15 @@ where
                 "conv2d" => "layer work (MFLOP)",
                 "matmul" => "size (n; m·k·n for non-square shapes)",
                 "reduce" => "elements summed",
+                "svd" | "qr" => "size ((m·n·min(m, n))^(1/3))",
+                "eigh" => "n",
+                "svd-batched" => "matrices",
                 _ => "size",
             })
             .y_desc(if op_rows.first().is_some_and(|r| r.is_bandwidth()) {
                 "GB/s (bytes read, resident data)"
+            } else if op_rows.first().is_some_and(|r| r.is_time_only()) {
+                "seconds (resident data, lower is better)"
             } else {
                 "GFLOP/s (resident data)"
             })

@@ -15,7 +15,8 @@ struct Params {
     cols: u32,   // columns of W (= k)
     np: u32,     // cols rounded up to even
     step: u32,   // round-robin step, 0 .. np-2
-    tol: f32,    // rotate a pair only when its scaled off-diagonal exceeds this
+    tol: f32,    // rotate a pair only when its scaled off-diagonal exceeds this (a fraction of
+                 // the convergence tolerance, which the host checks)
     zrel: f32,   // columns with norm ≤ zrel·‖A‖_F count as zero and are never rotated
     wide: u32,   // 1 when W = Aᵀ
     gx: u32,     // workgroups along x of a folded 1-D grid

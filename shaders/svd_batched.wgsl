@@ -1,7 +1,15 @@
-// Batched one-sided (Hestenes) Jacobi SVD of many small matrices: one invocation per matrix,
-// cyclic ordering, run to convergence inside the kernel (rows, cols ≤ 32).
+// Batched one-sided (Hestenes) Jacobi SVD of many small matrices (rows, cols ≤ 32), one
+// dispatch per sweep: svd_batched_init (one invocation per matrix), then per sweep either
+// svd_batched_sweep (one invocation per matrix, cyclic ordering) or svd_batched_wg_sweep (one
+// workgroup per matrix, parallel round-robin ordering in workgroup memory), then
+// svd_batched_finish (one invocation per matrix).
 //
-// Matrix b's work matrix W (rows × cols, cols ≤ rows, column c at w[w0 + c*rows ..], private
+// Lavapipe stops the loops of an invocation once it has run about 65,535 loop iterations in all
+// and silently skips what follows (a whole run of sweeps in one dispatch failed from ~20×20):
+// every entry point here stays below that for 32×32 (svd_batched_sweep up to ~48k per sweep,
+// svd_batched_finish up to ~20k, the others a few thousand).
+//
+// Matrix b's work matrix W (rows × cols, cols ≤ rows, column c at w[w0 + c*rows ..], storage
 // memory) is A (transposed on the way in) for a tall or square A, Aᵀ for a wide one; V
 // (cols × cols, column j at vm[v0 + j*cols ..]) accumulates the rotations. Outputs, row-major per
 // matrix: U [m, k], S [k], Vt [k, n], columns in descending order of singular value.
@@ -16,7 +24,7 @@ struct Params {
     tol: f32,        // convergence: scaled off-diagonal ≤ tol for every pair
     zrel: f32,       // columns with norm ≤ zrel·‖A‖_F count as zero
     max_sweeps: u32,
-    gx: u32,         // workgroups along x of the folded grid
+    gx: u32,         // workgroups along x of the folded grid (each dispatch's own)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -669,6 +669,13 @@ fn timing_batched_10000() {
     let mut runs: Vec<(String, &Context, SvdBatchedOptions)> =
         vec![("cpu".into(), &cpu, SvdBatchedOptions::default())];
     if let Some(gpu) = common::gpu() {
+        // What the first call on an adapter without a cached choice pays (pipelines included).
+        let t0 = Instant::now();
+        let tuning = gpu.tune_svd_batched().unwrap();
+        eprintln!(
+            "batched svd tuning: {:.0} ms, {tuning:?}",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         eprintln!(
             "GPU default batched kernel: {}",
             gpu.svd_batched_kernel().unwrap()

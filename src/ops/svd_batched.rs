@@ -323,8 +323,8 @@ impl Context {
     /// real GPUs). Which one: [`SvdBatchedOptions::kernel`] if set
     /// ([`Context::svd_batched_with`]), else [`Context::svd_batched_kernel`]: forced by
     /// `GPU_LINALG_SVD_BATCHED_KERNEL` (`invocation`, `workgroup` or `workgroup@WG`), else
-    /// the choice cached on disk for this adapter, else both timed now on 256 matrices of
-    /// 16×16 at the first call, the faster cached.
+    /// the choice cached on disk for this adapter, else both timed now on matrices of 16×16
+    /// at the first call ([`Context::tune_svd_batched`]), the faster cached.
     ///
     /// ```
     /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
@@ -453,15 +453,22 @@ impl Context {
         Ok(choice)
     }
 
-    /// Times each batched SVD kernel on 256 random 16×16 matrices (after one untimed run that
-    /// builds the pipelines): (kernel, seconds of the better of two runs, or why it failed).
+    /// Times each batched SVD kernel on random 16×16 matrices — 256 on CPU-type adapters such
+    /// as lavapipe (~0.3 s in all there), 4096 on GPUs, enough to fill one — after one untimed
+    /// run that builds the pipelines: (kernel, seconds of the better of two runs, or why it
+    /// failed).
     pub fn tune_svd_batched(
         &self,
     ) -> Result<Vec<(SvdBatchedKernel, std::result::Result<f64, String>)>> {
-        if self.gpu().is_none() {
+        let Some(gpu) = self.gpu() else {
             return Ok(Vec::new());
-        }
-        let (batch, n) = (256usize, 16usize);
+        };
+        let batch = if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            256
+        } else {
+            4096
+        };
+        let n = 16usize;
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let data: Vec<f32> = (0..batch * n * n)
             .map(|_| {

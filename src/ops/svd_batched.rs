@@ -164,7 +164,7 @@ fn kernel(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
     })
 }
 
-/// Runs the batched SVD of `batch` m×n matrices in `a` with the sweeps of `kernel`.
+/// Runs the batched SVD of `batch` m×n matrices in `a`, the sweeps by `kernel_choice`.
 fn run_batched(
     gpu: &Arc<Gpu>,
     a: &GpuBuffer,
@@ -453,8 +453,8 @@ impl Context {
         Ok(choice)
     }
 
-    /// Times each batched SVD kernel on random 16×16 matrices — 256 on CPU-type adapters such
-    /// as lavapipe (~0.3 s in all there), 4096 on GPUs, enough to fill one — after one untimed
+    /// Times each batched SVD kernel on random 16×16 matrices — 128 on CPU-type adapters such
+    /// as lavapipe (~0.2 s in all there), 4096 on GPUs, enough to fill one — after one untimed
     /// run that builds the pipelines: (kernel, seconds of the better of two runs, or why it
     /// failed).
     pub fn tune_svd_batched(
@@ -464,7 +464,7 @@ impl Context {
             return Ok(Vec::new());
         };
         let batch = if gpu.info.device_type == wgpu::DeviceType::Cpu {
-            256
+            128
         } else {
             4096
         };

@@ -52,5 +52,6 @@ pub use ops::reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use ops::svd::{
     svd_tolerance, Svd, SvdOptions, MAX_SWEEPS, SVD_QR_MIN_COLS, SVD_QR_RATIO, SVD_WORKGROUPS,
 };
+pub use ops::svd_batched::{SvdBatchedKernel, SvdBatchedOptions};
 pub use ops::Activation;
 pub use tensor::{DType, Location, Tensor};

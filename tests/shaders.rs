@@ -177,10 +177,15 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 "WG",
                 f64::from(gpu_linalg::ops::svd::BATCHED_WORKGROUP),
             )])];
+            let per_matrix: Vec<Constants> = gpu_linalg::ops::svd_batched::BATCHED_WG_SIZES
+                .iter()
+                .map(|&w| Constants::from([("WG", f64::from(w))]))
+                .collect();
             vec![
                 ("svd_batched_init", wg.clone()),
                 ("svd_batched_sweep", wg.clone()),
                 ("svd_batched_finish", wg),
+                ("svd_batched_wg_sweep", per_matrix),
             ]
         }
         other => {

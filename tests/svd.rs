@@ -7,7 +7,11 @@ mod common;
 use std::time::Instant;
 
 use gpu_linalg::cpu::svd::{ratios, singular_values_f64, RATIO_EPS};
-use gpu_linalg::{Context, Error, Location, SvdOptions, Tensor, MAX_SWEEPS, SVD_WORKGROUPS};
+use gpu_linalg::ops::svd_batched::BATCHED_WG_SIZES;
+use gpu_linalg::{
+    Context, Error, Location, SvdBatchedKernel, SvdBatchedOptions, SvdOptions, Tensor, MAX_SWEEPS,
+    SVD_WORKGROUPS,
+};
 
 struct Case {
     name: String,
@@ -454,12 +458,20 @@ fn cli_writes_the_factors() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// Checks every matrix of a batched SVD by the driver-test ratios and its S against f64.
-fn check_batched(ctx: &Context, label: &str, batch: usize, m: usize, n: usize, a: &[f32]) -> u32 {
+/// Checks every matrix of a batched SVD (run with `opts`) by the driver-test ratios and its S
+/// against f64.
+fn check_batched(
+    ctx: &Context,
+    (label, opts): (&str, &SvdBatchedOptions),
+    batch: usize,
+    m: usize,
+    n: usize,
+    a: &[f32],
+) -> u32 {
     let k = m.min(n);
     let t = ctx.tensor(&[batch, m, n], a).unwrap();
     let t0 = Instant::now();
-    let svd = ctx.svd_batched(&t).unwrap();
+    let svd = ctx.svd_batched_with(&t, opts).unwrap();
     let (u, s, vt) = (
         svd.u.to_vec().unwrap(),
         svd.s.to_vec().unwrap(),
@@ -490,14 +502,14 @@ fn check_batched(ctx: &Context, label: &str, batch: usize, m: usize, n: usize, a
         }
         assert!(
             sb.windows(2).all(|w| w[0] >= w[1]),
-            "{label} matrix {b}: {sb:?}"
+            "{label} {m}×{n} matrix {b}: {sb:?}"
         );
         let reference = singular_values_f64(ab, m, n).unwrap();
         let bound = reference.first().copied().unwrap_or(0.0) * k as f64 * RATIO_EPS * 4.0;
         for (&x, &y) in sb.iter().zip(&reference) {
             assert!(
                 (f64::from(x) - y).abs() <= bound,
-                "{label} matrix {b}: σ {x} vs {y}"
+                "{label} {m}×{n} matrix {b}: σ {x} vs {y}"
             );
         }
     }
@@ -509,39 +521,101 @@ fn check_batched(ctx: &Context, label: &str, batch: usize, m: usize, n: usize, a
     svd.sweeps
 }
 
-fn batched_cases(ctx: &Context, label: &str) {
-    check_batched(ctx, label, 1000, 16, 16, &common::data_full(1000 * 256, 61));
-    check_batched(ctx, label, 37, 5, 3, &common::data_full(37 * 15, 62));
-    check_batched(ctx, label, 37, 3, 5, &common::data_full(37 * 15, 63));
-    check_batched(ctx, label, 5, 1, 1, &common::data_full(5, 64));
-    check_batched(ctx, label, 3, 32, 32, &common::data_full(3 * 1024, 65));
-    check_batched(ctx, label, 3, 32, 7, &common::data_full(3 * 224, 66));
-    // Rank-deficient members: a zero matrix, duplicate columns, rank one, all in one batch.
-    let (m, n) = (6, 4);
-    let mut a = common::data_full(4 * m * n, 67);
+/// Random matrices, then (in the same batch) a zero matrix, one with duplicate columns and a
+/// rank-one matrix.
+fn rank_deficient_batch(m: usize, n: usize, seed: u64) -> Vec<f32> {
+    let mut a = common::data_full(4 * m * n, seed);
     a[..m * n].fill(0.0);
     for i in 0..m {
-        a[m * n + i * n + 3] = a[m * n + i * n];
+        a[m * n + i * n + n - 1] = a[m * n + i * n];
     }
-    let x = common::data_full(m, 68);
-    let y = common::data_full(n, 69);
+    let x = common::data_full(m, seed + 1);
+    let y = common::data_full(n, seed + 2);
     for t in 0..m * n {
         a[2 * m * n + t] = x[t / n] * y[t % n];
     }
-    check_batched(ctx, label, 4, m, n, &a);
-    let at: Vec<f32> = (0..4)
-        .flat_map(|b| {
-            let a = &a;
-            (0..n).flat_map(move |j| (0..m).map(move |i| a[b * m * n + i * n + j]))
-        })
-        .collect();
-    check_batched(ctx, label, 4, n, m, &at);
+    a
+}
+
+fn batched_cases(ctx: &Context, label: &str, opts: &SvdBatchedOptions) {
+    let c = (label, opts);
+    check_batched(ctx, c, 1000, 16, 16, &common::data_full(1000 * 256, 61));
+    check_batched(ctx, c, 37, 5, 3, &common::data_full(37 * 15, 62));
+    check_batched(ctx, c, 37, 3, 5, &common::data_full(37 * 15, 63));
+    check_batched(ctx, c, 5, 1, 1, &common::data_full(5, 64));
+    check_batched(ctx, c, 4, 9, 1, &common::data_full(36, 71));
+    check_batched(ctx, c, 4, 1, 9, &common::data_full(36, 72));
+    check_batched(ctx, c, 50, 2, 2, &common::data_full(200, 73));
+    check_batched(ctx, c, 20, 7, 5, &common::data_full(20 * 35, 74));
+    check_batched(ctx, c, 20, 5, 7, &common::data_full(20 * 35, 75));
+    check_batched(ctx, c, 3, 32, 32, &common::data_full(3 * 1024, 65));
+    check_batched(ctx, c, 3, 31, 32, &common::data_full(3 * 992, 76));
+    check_batched(ctx, c, 3, 32, 31, &common::data_full(3 * 992, 77));
+    check_batched(ctx, c, 3, 32, 7, &common::data_full(3 * 224, 66));
+    // Rank-deficient members: a zero matrix, duplicate columns, rank one, all in one batch.
+    for (m, n, seed) in [
+        (6, 4, 67),
+        (4, 6, 80),
+        (16, 16, 83),
+        (32, 32, 86),
+        (7, 5, 89),
+    ] {
+        check_batched(ctx, c, 4, m, n, &rank_deficient_batch(m, n, seed));
+    }
+    check_batched(ctx, c, 3, 16, 16, &[0.0; 3 * 256]);
+}
+
+fn forced(kernel: SvdBatchedKernel) -> SvdBatchedOptions {
+    SvdBatchedOptions {
+        kernel: Some(kernel),
+    }
 }
 
 #[test]
 fn gpu_svd_batched() {
     let Some(ctx) = common::gpu() else { return };
-    batched_cases(ctx, "gpu");
+    for kernel in [
+        SvdBatchedKernel::Invocation,
+        SvdBatchedKernel::Workgroup(None),
+    ] {
+        batched_cases(ctx, &format!("gpu {kernel}"), &forced(kernel));
+        // NaN and infinite input: an error naming the shape and NaN.
+        let mut v = vec![1.0; 2 * 9];
+        v[13] = f32::NAN;
+        let bad = ctx.tensor(&[2, 3, 3], &v).unwrap();
+        let e = ctx.svd_batched_with(&bad, &forced(kernel)).unwrap_err();
+        assert!(
+            e.to_string().contains("[2, 3, 3]") && e.to_string().contains("NaN"),
+            "{kernel}: {e}"
+        );
+        v[13] = f32::INFINITY;
+        let bad = ctx.tensor(&[2, 3, 3], &v).unwrap();
+        assert!(ctx.svd_batched_with(&bad, &forced(kernel)).is_err());
+    }
+    // Every workgroup size of the workgroup-per-matrix kernel.
+    for wg in BATCHED_WG_SIZES {
+        let kernel = SvdBatchedKernel::Workgroup(Some(wg));
+        let c = (&*format!("gpu {kernel}"), &forced(kernel));
+        check_batched(ctx, c, 100, 16, 16, &common::data_full(100 * 256, 90));
+        check_batched(ctx, c, 3, 32, 32, &common::data_full(3 * 1024, 91));
+        check_batched(ctx, c, 20, 5, 7, &common::data_full(20 * 35, 92));
+        check_batched(ctx, c, 4, 16, 16, &rank_deficient_batch(16, 16, 93));
+    }
+    // More matrices than one grid dimension holds workgroups (65,535): the grid is folded.
+    let b = 66_000;
+    let c = ("gpu workgroup", &forced(SvdBatchedKernel::Workgroup(None)));
+    check_batched(ctx, c, b, 2, 2, &common::data_full(b * 4, 94));
+    // The adapter's own choice (tuned at the first call, or read from the cache).
+    let chosen = ctx.svd_batched_kernel().unwrap();
+    eprintln!("batched svd kernel on {}: {chosen}", ctx.description());
+    check_batched(
+        ctx,
+        ("gpu default", &SvdBatchedOptions::default()),
+        20,
+        7,
+        5,
+        &common::data_full(20 * 35, 95),
+    );
     let big = ctx.tensor(&[2, 33, 4], &vec![1.0; 264]).unwrap();
     let e = ctx.svd_batched(&big).unwrap_err();
     assert!(
@@ -555,35 +629,80 @@ fn gpu_svd_batched() {
     assert!(e.to_string().contains("[2, 3, 3]"), "{e}");
     let empty = ctx.tensor(&[0, 4, 4], &[]).unwrap();
     assert_eq!(ctx.svd_batched(&empty).unwrap().s.shape(), &[0, 4]);
+    // A workgroup size outside the list is refused.
+    let t = ctx.tensor(&[1, 2, 2], &[1.0, 0.0, 0.0, 1.0]).unwrap();
+    let odd = forced(SvdBatchedKernel::Workgroup(Some(48)));
+    assert!(ctx.svd_batched_with(&t, &odd).is_err());
+}
+
+#[test]
+fn batched_kernel_names() {
+    for (s, k) in [
+        ("invocation", SvdBatchedKernel::Invocation),
+        ("workgroup", SvdBatchedKernel::Workgroup(None)),
+        ("workgroup@64", SvdBatchedKernel::Workgroup(Some(64))),
+        (" Workgroup@256 ", SvdBatchedKernel::Workgroup(Some(256))),
+    ] {
+        assert_eq!(s.parse::<SvdBatchedKernel>().unwrap(), k);
+        assert_eq!(k.to_string().parse::<SvdBatchedKernel>().unwrap(), k);
+    }
+    for s in ["", "serial", "workgroup@48", "workgroup@", "invocation@64"] {
+        let e = s.parse::<SvdBatchedKernel>().unwrap_err();
+        assert!(e.to_string().contains("invocation"), "{e}");
+    }
 }
 
 #[test]
 fn cpu_svd_batched() {
     let ctx = common::cpu();
-    batched_cases(&ctx, "cpu");
+    batched_cases(&ctx, "cpu", &SvdBatchedOptions::default());
     let m2 = ctx.tensor(&[4, 4], &[1.0; 16]).unwrap();
     assert!(matches!(ctx.svd_batched(&m2), Err(Error::Shape(_))));
 }
 
-/// 10,000 SVDs of 16×16 in one call, GPU against the CPU (run with `--ignored --nocapture`).
+/// 10,000 SVDs of 16×16 and 1,000 of 32×32 in one call each: the CPU, then each GPU kernel
+/// (run with `--ignored --nocapture`; prints, asserts nothing about time).
 #[test]
 #[ignore]
 fn timing_batched_10000() {
-    let (b, n) = (10_000, 16);
-    let a = common::data_full(b * n * n, 70);
     let cpu = common::cpu();
-    for (label, ctx) in [("cpu", Some(&cpu)), ("gpu", common::gpu())] {
-        let Some(ctx) = ctx else { continue };
-        let t = ctx.tensor(&[b, n, n], &a).unwrap();
-        let _ = ctx.svd_batched(&t).unwrap().s.to_vec().unwrap();
+    let mut runs: Vec<(String, &Context, SvdBatchedOptions)> =
+        vec![("cpu".into(), &cpu, SvdBatchedOptions::default())];
+    if let Some(gpu) = common::gpu() {
+        // What the first call on an adapter without a cached choice pays (pipelines included).
         let t0 = Instant::now();
-        let svd = ctx.svd_batched(&t).unwrap();
-        let _ = svd.s.to_vec().unwrap();
+        let tuning = gpu.tune_svd_batched().unwrap();
         eprintln!(
-            "{label} svd_batched 10000×16×16: {:.1} ms, {} sweeps",
-            t0.elapsed().as_secs_f64() * 1e3,
-            svd.sweeps
+            "batched svd tuning: {:.0} ms, {tuning:?}",
+            t0.elapsed().as_secs_f64() * 1e3
         );
+        eprintln!(
+            "GPU default batched kernel: {}",
+            gpu.svd_batched_kernel().unwrap()
+        );
+        for kernel in [
+            SvdBatchedKernel::Invocation,
+            SvdBatchedKernel::Workgroup(None),
+            SvdBatchedKernel::Workgroup(Some(32)),
+            SvdBatchedKernel::Workgroup(Some(128)),
+        ] {
+            runs.push((format!("gpu {kernel}"), gpu, forced(kernel)));
+        }
+    }
+    for (b, n) in [(10_000, 16), (1_000, 32)] {
+        let a = common::data_full(b * n * n, 70);
+        for (label, ctx, opts) in &runs {
+            let t = ctx.tensor(&[b, n, n], &a).unwrap();
+            let _ = ctx.svd_batched_with(&t, opts).unwrap().s.to_vec().unwrap();
+            let t0 = Instant::now();
+            let svd = ctx.svd_batched_with(&t, opts).unwrap();
+            let _ = svd.s.to_vec().unwrap();
+            eprintln!(
+                "{label} svd_batched {b}×{n}×{n}: {:.1} ms, {} sweeps",
+                t0.elapsed().as_secs_f64() * 1e3,
+                svd.sweeps
+            );
+        }
     }
 }
 

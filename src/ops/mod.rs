@@ -10,6 +10,7 @@ pub mod qr;
 pub mod random;
 pub mod reduce;
 pub mod svd;
+pub mod svd_batched;
 
 use std::str::FromStr;
 

@@ -15,7 +15,7 @@ struct Params {
     cols: u32,   // columns of W (= k)
     np: u32,     // cols rounded up to even
     step: u32,   // round-robin step, 0 .. np-2
-    tol: f32,    // rotate a pair only when its scaled off-diagonal exceeds this (a fraction of
+    rot: f32,    // rotate a pair only when its scaled off-diagonal exceeds this (a fraction of
                  // the convergence tolerance, which the host checks)
     zrel: f32,   // columns with norm ≤ zrel·‖A‖_F count as zero and are never rotated
     wide: u32,   // 1 when W = Aᵀ
@@ -100,20 +100,12 @@ fn svd_fro(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
-// Player at round-robin position `pos` in step `step` (position 0 is fixed).
-fn player(pos: u32, step: u32, np: u32) -> u32 {
-    if pos == 0u {
-        return 0u;
-    }
-    return (pos - 1u + step) % (np - 1u) + 1u;
-}
-
 // One round-robin step: workgroup q rotates the pair at positions (q, np-1-q).
 @compute @workgroup_size(WG)
 fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let q = wid.x;
-    let i = order[player(q, p.step, p.np)];
-    let j = order[player(p.np - 1u - q, p.step, p.np)];
+    let i = order[round_robin_player(q, p.step, p.np)];
+    let j = order[round_robin_player(p.np - 1u - q, p.step, p.np)];
     if i >= p.cols || j >= p.cols {
         return; // the padding column of an odd count
     }
@@ -145,34 +137,22 @@ fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     if lid.x == 0u {
         atomicMax(&offmax, bitcast<u32>(off));
     }
-    if !(off > p.tol) {
+    if !(off > p.rot) {
         return;
     }
-    // Rutishauser's rotation: annihilates aᵢ·aⱼ with the smaller angle.
-    let zeta = (g.y - g.x) / (2.0 * g.z);
-    let sg = select(-1.0, 1.0, zeta >= 0.0);
-    var t: f32;
-    if abs(zeta) > 1e15 {
-        t = 0.5 / zeta;
-    } else {
-        t = sg / (abs(zeta) + sqrt(1.0 + zeta * zeta));
-    }
-    let c = 1.0 / sqrt(1.0 + t * t);
-    let sn = t * c;
+    let cs = jacobi_rotation(g);
     for (var r = lid.x; r < m; r += WG) {
-        let x = w[ci + r];
-        let y = w[cj + r];
-        w[ci + r] = c * x - sn * y;
-        w[cj + r] = sn * x + c * y;
+        let xy = rotate(w[ci + r], w[cj + r], cs);
+        w[ci + r] = xy.x;
+        w[cj + r] = xy.y;
     }
     let n = p.cols;
     let vi = i * n;
     let vj = j * n;
     for (var r = lid.x; r < n; r += WG) {
-        let x = vm[vi + r];
-        let y = vm[vj + r];
-        vm[vi + r] = c * x - sn * y;
-        vm[vj + r] = sn * x + c * y;
+        let xy = rotate(vm[vi + r], vm[vj + r], cs);
+        vm[vi + r] = xy.x;
+        vm[vj + r] = xy.y;
     }
 }
 

@@ -23,7 +23,7 @@ struct Params {
     wide: u32,       // 1 when W = Aᵀ
     tol: f32,        // convergence: scaled off-diagonal ≤ tol for every pair
     zrel: f32,       // columns with norm ≤ zrel·‖A‖_F count as zero
-    max_sweeps: u32,
+    rot: f32,        // rotate a pair only when its scaled off-diagonal exceeds this (< tol)
     gx: u32,         // workgroups along x of the folded grid (each dispatch's own)
 }
 
@@ -127,30 +127,19 @@ fn svd_batched_sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             }
             let o = abs(g.z) / (sqrt(g.x) * sqrt(g.y));
             off = max(off, o);
-            if !(o > p.tol) {
+            if !(o > p.rot) {
                 continue;
             }
-            let zeta = (g.y - g.x) / (2.0 * g.z);
-            let sg = select(-1.0, 1.0, zeta >= 0.0);
-            var t: f32;
-            if abs(zeta) > 1e15 {
-                t = 0.5 / zeta;
-            } else {
-                t = sg / (abs(zeta) + sqrt(1.0 + zeta * zeta));
-            }
-            let cs = 1.0 / sqrt(1.0 + t * t);
-            let sn = t * cs;
+            let cs = jacobi_rotation(g);
             for (var r = 0u; r < rows; r++) {
-                let x = w[w0 + i * rows + r];
-                let y = w[w0 + j * rows + r];
-                w[w0 + i * rows + r] = cs * x - sn * y;
-                w[w0 + j * rows + r] = sn * x + cs * y;
+                let xy = rotate(w[w0 + i * rows + r], w[w0 + j * rows + r], cs);
+                w[w0 + i * rows + r] = xy.x;
+                w[w0 + j * rows + r] = xy.y;
             }
             for (var r = 0u; r < cols; r++) {
-                let x = vm[v0 + i * cols + r];
-                let y = vm[v0 + j * cols + r];
-                vm[v0 + i * cols + r] = cs * x - sn * y;
-                vm[v0 + j * cols + r] = sn * x + cs * y;
+                let xy = rotate(vm[v0 + i * cols + r], vm[v0 + j * cols + r], cs);
+                vm[v0 + i * cols + r] = xy.x;
+                vm[v0 + j * cols + r] = xy.y;
             }
         }
     }
@@ -350,14 +339,6 @@ var<workgroup> woff: atomic<u32>;
 // 1 when this matrix has converged or holds NaN/Inf: the whole workgroup skips it.
 var<workgroup> wskip: u32;
 
-// Player at round-robin position `pos` in step `step` of `np` players (position 0 is fixed).
-fn rr_player(pos: u32, step: u32, np: u32) -> u32 {
-    if pos == 0u {
-        return 0u;
-    }
-    return (pos - 1u + step) % (np - 1u) + 1u;
-}
-
 @compute @workgroup_size(WG)
 fn svd_batched_wg_sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     // One workgroup per matrix: b is uniform over the workgroup.
@@ -398,8 +379,8 @@ fn svd_batched_wg_sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     for (var step = 0u; step + 1u < np; step++) {
         // Partial Gram sums of this lane's rows, for each pair it serves.
         for (var q = t / lanes; q < pairs; q += groups) {
-            let i = rr_player(q, step, np);
-            let j = rr_player(np - 1u - q, step, np);
+            let i = round_robin_player(q, step, np);
+            let j = round_robin_player(np - 1u - q, step, np);
             var s = vec3<f32>(0.0);
             if i < cols && j < cols {
                 for (var r = l; r < rows; r += lanes) {
@@ -412,8 +393,8 @@ fn svd_batched_wg_sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         }
         workgroupBarrier();
         for (var q = t / lanes; q < pairs; q += groups) {
-            let i = rr_player(q, step, np);
-            let j = rr_player(np - 1u - q, step, np);
+            let i = round_robin_player(q, step, np);
+            let j = round_robin_player(np - 1u - q, step, np);
             if i >= cols || j >= cols {
                 continue; // the padding column of an odd count
             }
@@ -426,31 +407,19 @@ fn svd_batched_wg_sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
             }
             let o = abs(g.z) / (sqrt(g.x) * sqrt(g.y));
             off = max(off, o);
-            if !(o > p.tol) {
+            if !(o > p.rot) {
                 continue;
             }
-            // Rutishauser's rotation, as svd_batched_sweep.
-            let zeta = (g.y - g.x) / (2.0 * g.z);
-            let sg = select(-1.0, 1.0, zeta >= 0.0);
-            var tn: f32;
-            if abs(zeta) > 1e15 {
-                tn = 0.5 / zeta;
-            } else {
-                tn = sg / (abs(zeta) + sqrt(1.0 + zeta * zeta));
-            }
-            let cs = 1.0 / sqrt(1.0 + tn * tn);
-            let sn = tn * cs;
+            let cs = jacobi_rotation(g);
             for (var r = l; r < rows; r += lanes) {
-                let x = sw[i * rows + r];
-                let y = sw[j * rows + r];
-                sw[i * rows + r] = cs * x - sn * y;
-                sw[j * rows + r] = sn * x + cs * y;
+                let xy = rotate(sw[i * rows + r], sw[j * rows + r], cs);
+                sw[i * rows + r] = xy.x;
+                sw[j * rows + r] = xy.y;
             }
             for (var r = l; r < cols; r += lanes) {
-                let x = sv[i * cols + r];
-                let y = sv[j * cols + r];
-                sv[i * cols + r] = cs * x - sn * y;
-                sv[j * cols + r] = sn * x + cs * y;
+                let xy = rotate(sv[i * cols + r], sv[j * cols + r], cs);
+                sv[i * cols + r] = xy.x;
+                sv[j * cols + r] = xy.y;
             }
         }
         workgroupBarrier();

@@ -45,6 +45,17 @@ pub(crate) mod source {
     pub const SVD: &str = include_str!("../../shaders/svd.wgsl");
     /// `shaders/svd_batched.wgsl`.
     pub const SVD_BATCHED: &str = include_str!("../../shaders/svd_batched.wgsl");
+    /// `shaders/jacobi.wgsl`: round-robin pairs and Jacobi rotations, shared by both SVDs.
+    pub const JACOBI: &str = include_str!("../../shaders/jacobi.wgsl");
+
+    /// The SVD module with the shared Jacobi functions prepended.
+    pub fn svd() -> String {
+        format!("{JACOBI}\n{SVD}")
+    }
+    /// The batched SVD module with the shared Jacobi functions prepended.
+    pub fn svd_batched() -> String {
+        format!("{JACOBI}\n{SVD_BATCHED}")
+    }
 
     /// A kernel source with the shared epilogue prepended.
     pub fn with_epilogue(src: &str) -> String {
@@ -102,8 +113,8 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("nn", source::with_epilogue(source::NN)),
         ("layout", source::layout()),
         ("random", source::RANDOM.to_string()),
-        ("svd", source::SVD.to_string()),
-        ("svd_batched", source::SVD_BATCHED.to_string()),
+        ("svd", source::svd()),
+        ("svd_batched", source::svd_batched()),
     ]
     .into_iter()
     .chain(

@@ -76,7 +76,7 @@ fn pipeline(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
         // Checked module: the round-robin pair indices are computed in the kernel.
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("svd.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(source::SVD.into()),
+            source: wgpu::ShaderSource::Wgsl(source::svd().into()),
         });
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
@@ -150,7 +150,7 @@ fn workgroup(gpu: &Gpu, rows: usize, forced: Option<u32>) -> Result<u32> {
 /// above it would leave pairs just under it, which the later rotations of a sweep nudge back
 /// over, so that a last sweep would run only to push them under again. On random 256×256
 /// matrices (lavapipe) 1 took 11–12 sweeps, 0.25 takes 10–11.
-const ROTATE_FRACTION: f32 = 0.25;
+pub(crate) const ROTATE_FRACTION: f32 = 0.25;
 
 /// Bytes of the `Params` block.
 const PARAMS_BYTES: u64 = 32;

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::ops::matmul::host_values;
 use crate::ops::source;
 use crate::ops::svd::{
-    bind_group, encoder, grid, svd_tolerance, u32_of, Bindings, Svd, MAX_SWEEPS, ZERO_REL,
+    bind_group, encoder, grid, svd_tolerance, u32_of, Bindings, Svd, MAX_SWEEPS, ROTATE_FRACTION,
+    ZERO_REL,
 };
 use crate::tensor::{DType, Tensor};
 
@@ -148,7 +149,7 @@ fn kernel(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
         // Checked module: matrix offsets and round-robin pairs are computed in the kernel.
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("svd_batched.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(source::SVD_BATCHED.into()),
+            source: wgpu::ShaderSource::Wgsl(source::svd_batched().into()),
         });
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
@@ -206,7 +207,7 @@ fn run_batched(
         u32::from(wide),
         svd_tolerance(rows).to_bits(),
         ZERO_REL.to_bits(),
-        MAX_SWEEPS,
+        (svd_tolerance(rows) * ROTATE_FRACTION).to_bits(),
         gx,
     ];
     let u = gpu.uniform(&words)?;

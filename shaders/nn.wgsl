@@ -78,9 +78,10 @@ fn act_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // ---------------------------------------------------------------- sums
-// out0[j] = f0 * sum over rows r < n of in0[r * cols + j]: column sums (bias gradients) and, with
-// cols = 1, the final sum of per-workgroup partials. One thread per column; rows are summed in
-// blocks of 4 into a pairwise tree of partials.
+// Column sums (bias gradients) and, with cols = 1, the final sum of per-workgroup partials: one
+// pass adds f0 * sum over rows flags <= r < n of in0[r * cols + j] into out0[j] (the pass with
+// flags = 0 writes it). One thread per column, Kahan-compensated. The host bounds the rows of a
+// pass: lavapipe stops any invocation after 65,535 loop iterations.
 @compute @workgroup_size(64, 1, 1)
 fn col_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = index(gid);
@@ -89,13 +90,17 @@ fn col_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var total = 0.0;
     var comp = 0.0; // Kahan compensation
-    for (var r = 0u; r < p.n; r++) {
+    for (var r = p.flags; r < p.n; r++) {
         let y = in0[r * p.cols + j] - comp;
         let t = total + y;
         comp = (t - total) - y;
         total = t;
     }
-    out0[j] = p.f0 * total;
+    if p.flags == 0u {
+        out0[j] = p.f0 * total;
+    } else {
+        out0[j] += p.f0 * total;
+    }
 }
 
 // ---------------------------------------------------------------- mse

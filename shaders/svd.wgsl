@@ -26,8 +26,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> vm: array<f32>;
-// stats[0] = ‖A·2⁻ᵉ‖_F², stats[1] = 2⁻ᵉ (the power of two that scales max|A| into [0.5, 1), so
-// that no square overflows or underflows), stats[2 + c] = ‖column c of W‖ (W = A·2⁻ᵉ).
+// stats[0] = ‖W‖_F² = ‖A·2⁻ᵉ‖_F², stats[1] = 2⁻ᵉ (the power of two that scales max|A| into
+// [0.5, 1), so that no square overflows or underflows), stats[2 + c] = ‖column c of W‖.
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(5) var<storage, read_write> offmax: atomic<u32>;
 // perm[q] = source column of output q, perm[cols + q] = bits of 1/‖column‖ (0 for a zero column).
@@ -44,18 +44,55 @@ fn flat_index(wid: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * p.gx + wid.x) * WG + lid.x;
 }
 
-// W from A (tall: transpose; wide: copy) and V = I.
+// Every loop below is bounded by a small multiple of the column length over WG (or by CHUNK):
+// lavapipe ends an invocation after 65,535 loop iterations in all, silently.
+
+// Elements of A one invocation of svd_amax scans.
+const CHUNK: u32 = 64u;
+
+// max|A| into `offmax` (an atomic max on the bits of a non-negative f32; cleared by the host):
+// CHUNK elements per invocation, a workgroup maximum, one atomic per workgroup.
+@compute @workgroup_size(WG)
+fn svd_amax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_index(wid, lid);
+    let total = p.rows * p.cols;
+    var mx = 0.0;
+    for (var i = t * CHUNK; i < min(total, t * CHUNK + CHUNK); i++) {
+        mx = max(mx, abs(a[i]));
+    }
+    red[lid.x] = vec3<f32>(mx, 0.0, 0.0);
+    workgroupBarrier();
+    if lid.x == 0u {
+        var gm = 0.0;
+        for (var i = 0u; i < WG; i++) {
+            gm = max(gm, red[i].x);
+        }
+        atomicMax(&offmax, bitcast<u32>(gm));
+    }
+}
+
+// W = A·2⁻ᵉ (tall: transposed; wide: copied) and V = I, where 2⁻ᵉ scales max|A| (from
+// svd_amax) into [0.5, 1) so that no square overflows or underflows; stats[1] = 2⁻ᵉ.
 @compute @workgroup_size(WG)
 fn svd_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let idx = flat_index(wid, lid);
+    let gm = bitcast<f32>(atomicLoad(&offmax));
+    var e = 0;
+    if gm > 0.0 {
+        e = clamp(frexp(gm).exp, -125, 126);
+    }
+    let inv = ldexp(1.0, -e);
+    if idx == 0u {
+        stats[1] = inv;
+    }
     let mn = p.rows * p.cols;
     if idx < mn {
         if p.wide == 1u {
-            w[idx] = a[idx] * stats[1];
+            w[idx] = a[idx] * inv;
         } else {
             let c = idx / p.rows;
             let r = idx % p.rows;
-            w[idx] = a[r * p.cols + c] * stats[1];
+            w[idx] = a[r * p.cols + c] * inv;
         }
     } else if idx - mn < p.cols * p.cols {
         let i = idx - mn;
@@ -63,29 +100,13 @@ fn svd_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     }
 }
 
-// The scale 2⁻ᵉ into stats[1] and ‖A·2⁻ᵉ‖_F² into stats[0]: one workgroup. Runs before svd_init.
+// ‖W‖_F² = Σ ‖column c‖² into stats[0], from the norms svd_norms left in stats[2 + c]: one
+// workgroup.
 @compute @workgroup_size(WG)
 fn svd_fro(@builtin(local_invocation_id) lid: vec3<u32>) {
-    let total = p.rows * p.cols;
-    var mx = 0.0;
-    for (var i = lid.x; i < total; i += WG) {
-        mx = max(mx, abs(a[i]));
-    }
-    red[lid.x] = vec3<f32>(mx, 0.0, 0.0);
-    workgroupBarrier();
-    var gm = 0.0;
-    for (var i = 0u; i < WG; i++) {
-        gm = max(gm, red[i].x);
-    }
-    var e = 0;
-    if gm > 0.0 {
-        e = clamp(frexp(gm).exp, -125, 126);
-    }
-    let inv = ldexp(1.0, -e);
-    workgroupBarrier();
     var s = 0.0;
-    for (var i = lid.x; i < total; i += WG) {
-        let x = a[i] * inv;
+    for (var c = lid.x; c < p.cols; c += WG) {
+        let x = stats[2u + c];
         s += x * x;
     }
     red[lid.x] = vec3<f32>(s, 0.0, 0.0);
@@ -96,7 +117,6 @@ fn svd_fro(@builtin(local_invocation_id) lid: vec3<u32>) {
             t += red[i].x;
         }
         stats[0] = t;
-        stats[1] = inv;
     }
 }
 
@@ -156,20 +176,28 @@ fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// Column norms of W into stats[2 + c]: one thread per column.
+// Column norms of W into stats[2 + c]: one workgroup per column.
 @compute @workgroup_size(WG)
 fn svd_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = flat_index(wid, lid);
+    let c = wid.y * p.gx + wid.x;
     if c >= p.cols {
         return;
     }
     let base = c * p.rows;
     var s = 0.0;
-    for (var r = 0u; r < p.rows; r++) {
+    for (var r = lid.x; r < p.rows; r += WG) {
         let x = w[base + r];
         s += x * x;
     }
-    stats[2u + c] = sqrt(s);
+    red[lid.x] = vec3<f32>(s, 0.0, 0.0);
+    workgroupBarrier();
+    if lid.x == 0u {
+        var t = 0.0;
+        for (var i = 0u; i < WG; i++) {
+            t += red[i].x;
+        }
+        stats[2u + c] = sqrt(t);
+    }
 }
 
 // The thin factors, columns in descending order of singular value: uo (m × k) and vto (k × n),

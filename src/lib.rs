@@ -45,7 +45,9 @@ pub use ops::conv::{ConvConfig, ConvKind, ConvOptions, ConvPlan, Padding};
 pub use ops::decomp::{Eigh, LowRank, Pca, RandomizedSvdOptions};
 pub use ops::elementwise::{broadcast_shapes, BinaryOp, UnaryOp};
 pub use ops::layout::Slice;
-pub use ops::matmul::{MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan};
+pub use ops::matmul::{
+    MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan, MAX_K_PER_PASS_CPU_ADAPTER,
+};
 pub use ops::nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
 pub use ops::qr::{Qr, MAX_QR_PASSES};
 pub use ops::reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};

@@ -414,8 +414,8 @@ fn ops_that_do_not_split_name_the_limit() {
         e.to_string().contains("max_storage_buffer_binding_size"),
         "{e}"
     );
-    // slerp keeps whole-operand bindings.
-    let y = ctx.zeros(&[big]).unwrap();
+    // slerp keeps whole-operand bindings (rows short enough to run on the GPU).
+    let y = ctx.zeros(&[big / 8, 8]).unwrap();
     let e = ctx.slerp(&y, &y, 0.5).unwrap_err();
     assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
     assert!(
@@ -622,4 +622,228 @@ fn softmax_larger_than_one_binding() {
         }
     }
     eprintln!("softmax_larger_than_one_binding: {:.1?}", t0.elapsed());
+}
+
+// lavapipe (llvmpipe) ends every invocation after 65,535 loop iterations in all, silently
+// (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS). The ops whose invocations loop over a long
+// dimension split it on CPU-type adapters; these tests run them past that count.
+
+#[test]
+fn matmul_with_k_beyond_the_loop_limit() {
+    let Some(ctx) = common::gpu() else { return };
+    let (m, k, n) = (5usize, 70_000usize, 7usize);
+    let a = common::data(m * k, 11);
+    let b = common::data(k * n, 12);
+    let bias = common::data(n, 13);
+    let (ta, tb, tbias) = (
+        ctx.tensor(&[m, k], &a).unwrap(),
+        ctx.tensor(&[k, n], &b).unwrap(),
+        ctx.tensor(&[n], &bias).unwrap(),
+    );
+    let host =
+        |shape: &[usize], v: &[f32]| gpu_linalg::Tensor::from_vec(shape, v.to_vec()).unwrap();
+    let hbias = host(&[n], &bias);
+    for kernel in [
+        None,
+        Some(MatmulConfig::tiled(4, 4)),
+        Some(MatmulConfig::NAIVE),
+    ] {
+        let opts = MatmulOptions {
+            kernel,
+            bias: Some(&tbias),
+            activation: gpu_linalg::Activation::Gelu,
+            ..Default::default()
+        };
+        let reference = reference_for(
+            &host(&[m, k], &a),
+            &host(&[k, n], &b),
+            &MatmulOptions {
+                bias: Some(&hbias),
+                activation: gpu_linalg::Activation::Gelu,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let c = ctx.matmul_with(&ta, &tb, &opts).unwrap();
+        reference
+            .check(&c.to_vec().unwrap())
+            .unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
+    }
+    // Transposed operands and a batch: Aᵀ stored [k, m], B broadcast over 2 batches.
+    let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+    let a2 = [a.clone(), a.clone()].concat();
+    let c = ctx
+        .matmul_with(
+            &ctx.tensor(&[k, m], &at).unwrap(),
+            &tb,
+            &MatmulOptions {
+                transpose_a: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let reference = reference_for(
+        &host(&[m, k], &a),
+        &host(&[k, n], &b),
+        &MatmulOptions::default(),
+    )
+    .unwrap();
+    reference.check(&c.to_vec().unwrap()).unwrap();
+    let c = ctx
+        .matmul(&ctx.tensor(&[2, m, k], &a2).unwrap(), &tb)
+        .unwrap();
+    let got = c.to_vec().unwrap();
+    reference.check(&got[..m * n]).unwrap();
+    reference.check(&got[m * n..]).unwrap();
+}
+
+#[test]
+fn conv_with_a_reduction_beyond_the_loop_limit() {
+    let Some(ctx) = common::gpu() else { return };
+    let cpu = common::cpu();
+    let cin = 8192; // 8192 · 3 · 3 = 73,728 terms per output
+    let x = common::data(cin * 9, 14);
+    let w = common::data(3 * cin * 9, 15);
+    let bias = common::data(3, 16);
+    for (ctx, label) in [(ctx, "gpu"), (&cpu, "cpu")] {
+        let tb = ctx.tensor(&[3], &bias).unwrap();
+        let opts = ConvOptions {
+            padding: gpu_linalg::Padding::from(1),
+            bias: Some(&tb),
+            activation: gpu_linalg::Activation::Relu,
+            ..Default::default()
+        };
+        let got = ctx
+            .conv2d(
+                &ctx.tensor(&[1, cin, 3, 3], &x).unwrap(),
+                &ctx.tensor(&[3, cin, 3, 3], &w).unwrap(),
+                &opts,
+            )
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let hb = gpu_linalg::Tensor::from_vec(&[3], bias.clone()).unwrap();
+        let reference = gpu_linalg::cpu::conv::reference_for(
+            gpu_linalg::ConvKind::Conv2d,
+            &gpu_linalg::Tensor::from_vec(&[1, cin, 3, 3], x.clone()).unwrap(),
+            &gpu_linalg::Tensor::from_vec(&[3, cin, 3, 3], w.clone()).unwrap(),
+            &ConvOptions {
+                padding: gpu_linalg::Padding::from(1),
+                bias: Some(&hb),
+                activation: gpu_linalg::Activation::Relu,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        reference
+            .check(&got)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
+    // Transposed: x [1, cin, 2, 2], w [cin, 2, 3, 3].
+    let xt = common::data(cin * 4, 17);
+    let wt = common::data(cin * 2 * 9, 18);
+    let got = ctx
+        .conv_transpose2d(
+            &ctx.tensor(&[1, cin, 2, 2], &xt).unwrap(),
+            &ctx.tensor(&[cin, 2, 3, 3], &wt).unwrap(),
+            &ConvOptions::default(),
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let reference = gpu_linalg::cpu::conv::reference_for(
+        gpu_linalg::ConvKind::ConvTranspose2d,
+        &gpu_linalg::Tensor::from_vec(&[1, cin, 2, 2], xt).unwrap(),
+        &gpu_linalg::Tensor::from_vec(&[cin, 2, 3, 3], wt).unwrap(),
+        &ConvOptions::default(),
+    )
+    .unwrap();
+    reference.check(&got).unwrap();
+    // A grouped convolution that long is an error naming the limit on CPU-type adapters.
+    if ctx
+        .device_summary()
+        .unwrap()
+        .adapter
+        .device_type
+        .contains("Cpu")
+    {
+        let e = ctx
+            .conv2d(
+                &ctx.zeros(&[1, 2 * cin, 3, 3]).unwrap(),
+                &ctx.zeros(&[2, cin, 3, 3]).unwrap(),
+                &ConvOptions {
+                    groups: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("73728 terms"), "{e}");
+    }
+}
+
+#[test]
+fn column_sums_beyond_the_loop_limit() {
+    let Some(ctx) = common::gpu() else { return };
+    let rows = 100_000;
+    let x = common::data(rows * 3, 19);
+    let got = ctx
+        .sum_rows(&ctx.tensor(&[rows, 3], &x).unwrap())
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    for j in 0..3 {
+        let want: f64 = (0..rows).map(|r| f64::from(x[r * 3 + j])).sum();
+        assert!(
+            (f64::from(got[j]) - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{j}: {} vs {want}",
+            got[j]
+        );
+    }
+    // mse over 9·2^20 elements sums more per-workgroup partials than one pass holds.
+    let n = 9 << 20;
+    let p = ctx.tensor(&[n], &vec![1.5f32; n]).unwrap();
+    let t = ctx.zeros(&[n]).unwrap();
+    let out = ctx
+        .mse_loss(&p, &t, gpu_linalg::LossReduction::Mean, false)
+        .unwrap();
+    let l = out.loss.to_vec().unwrap()[0];
+    assert!((l - 2.25).abs() < 1e-5, "{l}");
+}
+
+#[test]
+fn svd_of_columns_beyond_the_loop_limit() {
+    let Some(ctx) = common::gpu() else { return };
+    for (m, n) in [(70_000usize, 4usize), (100_000, 20)] {
+        let a = common::data_full(m * n, 20);
+        let r = ctx.svd(&ctx.tensor(&[m, n], &a).unwrap()).unwrap();
+        let q = gpu_linalg::cpu::svd::ratios(
+            &a,
+            m,
+            n,
+            &r.u.to_vec().unwrap(),
+            &r.s.to_vec().unwrap(),
+            &r.vt.to_vec().unwrap(),
+        );
+        assert!(q.iter().all(|x| *x < 35.0), "{m}×{n}: {q:?}");
+    }
+    // slerp of rows longer than a pass holds (computed on the CPU on CPU-type adapters).
+    let d = 70_000;
+    let a = common::data_full(d, 21);
+    let b = common::data_full(d, 22);
+    let got = ctx
+        .slerp(
+            &ctx.tensor(&[d], &a).unwrap(),
+            &ctx.tensor(&[d], &b).unwrap(),
+            0.3,
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let want = gpu_linalg::cpu::elementwise::slerp(&a, &b, d, 0.3);
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "{diff}");
 }

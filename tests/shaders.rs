@@ -165,6 +165,7 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 .map(|&w| Constants::from([("WG", f64::from(w))]))
                 .collect();
             vec![
+                ("svd_amax", wg.clone()),
                 ("svd_init", wg.clone()),
                 ("svd_fro", wg.clone()),
                 ("svd_rotate", wg.clone()),

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::context::{Context, Gpu, GpuBuffer, View};
 use crate::error::{Error, Result};
+use crate::ops::layout::Slice;
 use crate::ops::matmul::host_values;
 use crate::ops::{source, trusted_pipeline, Activation};
 use crate::tensor::{DType, Tensor};
@@ -813,6 +814,11 @@ impl Context {
             k.validate()?;
         }
         if let Some(gpu) = self.gpu() {
+            if gpu.info.device_type == wgpu::DeviceType::Cpu
+                && plan.k() > crate::ops::matmul::MAX_K_PER_PASS_CPU_ADAPTER
+            {
+                return self.conv_split_channels(kind, &plan, x, w, opts);
+            }
             let r = (|| {
                 let config = match opts.kernel {
                     Some(c) => c,
@@ -832,6 +838,79 @@ impl Context {
             return self.tensor(host.shape(), &host.to_vec()?);
         }
         self.conv_cpu(&plan, x, w, opts)
+    }
+
+    /// A convolution whose reduction (C_in·KH·KW) is too long for one pass on a CPU-type
+    /// adapter (see [`crate::MAX_K_PER_PASS_CPU_ADAPTER`]): the sum of the convolutions of
+    /// slices of the input channels, then the bias and the activation. Grouped convolutions
+    /// that long are refused with an error naming the limit.
+    fn conv_split_channels(
+        &self,
+        kind: ConvKind,
+        plan: &ConvPlan,
+        x: &Tensor,
+        w: &Tensor,
+        opts: &ConvOptions,
+    ) -> Result<Tensor> {
+        let limit = crate::ops::matmul::MAX_K_PER_PASS_CPU_ADAPTER;
+        if plan.groups != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a reduction of {} terms per output in a grouped convolution exceeds the \
+                 {limit} one pass of this CPU-type adapter runs (llvmpipe ends long loops); \
+                 use the CPU backend",
+                kind.name(),
+                plan.k()
+            )));
+        }
+        let spatial = w.ndim().saturating_sub(2);
+        let x_axis = x.ndim().saturating_sub(spatial + 1);
+        let w_axis = usize::from(!matches!(kind, ConvKind::ConvTranspose2d));
+        let taps = (plan.k() / plan.cin.max(1)).max(1);
+        let step = (limit / taps).max(1);
+        let cut = |t: &Tensor, axis: usize, c0: usize, c1: usize| {
+            let specs: Vec<Slice> = (0..t.ndim())
+                .map(|d| {
+                    if d == axis {
+                        Slice::range(c0 as isize, c1 as isize)
+                    } else {
+                        Slice::all()
+                    }
+                })
+                .collect();
+            self.slice(t, &specs)
+        };
+        let part_opts = ConvOptions {
+            bias: None,
+            activation: Activation::None,
+            ..*opts
+        };
+        let mut sum: Option<Tensor> = None;
+        let mut c0 = 0;
+        while c0 < plan.cin {
+            let c1 = (c0 + step).min(plan.cin);
+            let part = self.conv(
+                kind,
+                &cut(x, x_axis, c0, c1)?,
+                &cut(w, w_axis, c0, c1)?,
+                &part_opts,
+            )?;
+            sum = Some(match sum {
+                None => part,
+                Some(s) => self.add(&s, &part)?,
+            });
+            c0 = c1;
+        }
+        let mut out =
+            sum.ok_or_else(|| Error::Shape(format!("{}: no input channels", kind.name())))?;
+        if let Some(b) = opts.bias {
+            let mut shape = vec![plan.cout];
+            shape.extend(std::iter::repeat_n(1, spatial));
+            out = self.add(&out, &b.reshape(&shape)?)?;
+        }
+        if opts.activation != Activation::None {
+            out = self.activate(&out, opts.activation)?;
+        }
+        Ok(out)
     }
 
     fn conv_cpu(

@@ -819,7 +819,9 @@ impl Context {
     /// Spherical interpolation along the last axis (latent interpolation): per row,
     /// θ = acos(⟨a, b⟩ / (‖a‖‖b‖)) and `sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b`; plain lerp
     /// (`(1−t)·a + t·b`) where a row is zero or |cos θ| > 0.9995. `a` and `b` must have the
-    /// same shape; a 0-d tensor is one row of length 1.
+    /// same shape; a 0-d tensor is one row of length 1. On the GPU one invocation reduces a
+    /// row; on CPU-type adapters (whose invocations stop after 65,535 loop iterations) rows
+    /// longer than [`crate::MAX_K_PER_PASS_CPU_ADAPTER`] are computed on the CPU and uploaded.
     pub fn slerp(&self, a: &Tensor, b: &Tensor, t: f32) -> Result<Tensor> {
         check_f32(a, "slerp", "first operand")?;
         check_f32(b, "slerp", "second operand")?;
@@ -833,6 +835,18 @@ impl Context {
         let shape = a.shape().to_vec();
         let d = shape.last().copied().unwrap_or(1);
         if let Some(gpu) = self.gpu() {
+            if gpu.info.device_type == wgpu::DeviceType::Cpu
+                && d > crate::ops::matmul::MAX_K_PER_PASS_CPU_ADAPTER
+            {
+                let v = crate::cpu::elementwise::slerp(&host_values(a)?, &host_values(b)?, d, t);
+                return self.tensor(&shape, &v);
+            }
+            if gpu.info.device_type == wgpu::DeviceType::Cpu
+                && d > crate::ops::matmul::MAX_K_PER_PASS_CPU_ADAPTER
+            {
+                let v = crate::cpu::elementwise::slerp(&host_values(a)?, &host_values(b)?, d, t);
+                return self.tensor(&shape, &v);
+            }
             let r = (|| {
                 let (ab, bb) = (self.resident(a)?, self.resident(b)?);
                 let out = gpu.scoped("slerp", || slerp_gpu(gpu, a.len(), d, t, &ab, &bb))??;

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::context::{Context, Gpu, GpuBuffer, View};
 use crate::error::{Error, Result};
+use crate::ops::layout::Slice;
 use crate::ops::{source, trusted_pipeline, Activation};
 use crate::tensor::{DType, Tensor};
 
@@ -354,6 +355,11 @@ fn pipeline(
 
 /// Bytes of the kernels' uniform block (`Params` in shaders/matmul.wgsl).
 const PARAMS_BYTES: u64 = 80;
+
+/// Longest shared dimension k one matmul pass runs on a CPU-type adapter. lavapipe and GL's
+/// llvmpipe end every invocation after 65,535 loop iterations in all (gallivm's
+/// `LP_MAX_TGSI_LOOP_ITERATIONS`), silently: longer products are summed from slices of k.
+pub const MAX_K_PER_PASS_CPU_ADAPTER: usize = 16_384;
 
 /// The B operand as the kernel reads it.
 struct OperandB {
@@ -768,6 +774,9 @@ impl Context {
         b: &Tensor,
         opts: &MatmulOptions,
     ) -> Result<Tensor> {
+        if gpu.info.device_type == wgpu::DeviceType::Cpu && plan.k > MAX_K_PER_PASS_CPU_ADAPTER {
+            return self.matmul_split_k(gpu, plan, a, b, opts);
+        }
         let config = match opts.kernel {
             Some(c) => c,
             None => self.matmul_config()?,
@@ -783,6 +792,69 @@ impl Context {
         };
         let out = gpu.scoped("matmul", || job.run())??;
         Ok(Tensor::from_gpu(plan.out_shape.clone(), DType::F32, out))
+    }
+
+    /// `matmul_gpu` over slices of the shared dimension, each at most
+    /// [`MAX_K_PER_PASS_CPU_ADAPTER`] long: the partial products are added, then the bias and
+    /// the activation applied, all on the GPU. (Summing in chunks only shortens the rounding
+    /// error's chains.)
+    fn matmul_split_k(
+        &self,
+        gpu: &Arc<Gpu>,
+        plan: &MatmulPlan,
+        a: &Tensor,
+        b: &Tensor,
+        opts: &MatmulOptions,
+    ) -> Result<Tensor> {
+        // The axis that holds k in each operand as stored.
+        let k_axis = |t: &Tensor, transposed: bool, is_a: bool| match t.ndim() {
+            0 | 1 => 0,
+            d if transposed == is_a => d - 2,
+            d => d - 1,
+        };
+        let cut = |t: &Tensor, axis: usize, k0: usize, k1: usize| {
+            let specs: Vec<Slice> = (0..t.ndim())
+                .map(|d| {
+                    if d == axis {
+                        Slice::range(k0 as isize, k1 as isize)
+                    } else {
+                        Slice::all()
+                    }
+                })
+                .collect();
+            self.slice(t, &specs)
+        };
+        let (ka, kb) = (
+            k_axis(a, opts.transpose_a, true),
+            k_axis(b, opts.transpose_b, false),
+        );
+        let part_opts = MatmulOptions {
+            bias: None,
+            activation: Activation::None,
+            ..*opts
+        };
+        let mut sum: Option<Tensor> = None;
+        let mut k0 = 0;
+        while k0 < plan.k {
+            let k1 = (k0 + MAX_K_PER_PASS_CPU_ADAPTER).min(plan.k);
+            let (ap, bp) = (cut(a, ka, k0, k1)?, cut(b, kb, k0, k1)?);
+            let part_plan =
+                MatmulPlan::new(ap.shape(), bp.shape(), opts.transpose_a, opts.transpose_b)?;
+            let part = self.matmul_gpu(gpu, &part_plan, &ap, &bp, &part_opts)?;
+            sum = Some(match sum {
+                None => part,
+                Some(s) => self.add(&s, &part)?,
+            });
+            k0 = k1;
+        }
+        let mut out = sum.ok_or_else(|| Error::Shape("matmul: no slices of k".into()))?;
+        if let Some(bias) = opts.bias {
+            out = self.add(&out, bias)?;
+        }
+        if opts.activation != Activation::None {
+            out = self.activate(&out, opts.activation)?;
+        }
+        Ok(out)
     }
 
     /// The matmul kernel this context uses: forced by `GPU_LINALG_MATMUL_KERNEL`, else read

@@ -235,18 +235,7 @@ impl Context {
         let xb = self.resident(x)?;
         let out = gpu.alloc((cols * 4).max(4) as u64, "row sums")?;
         self.encode(gpu, "sum_rows", |enc, keep| {
-            Launch {
-                entry: "col_sum",
-                act: Activation::None,
-                params: Params {
-                    n: to_u32(rows, "rows")?,
-                    cols: to_u32(cols, "columns")?,
-                    f: [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-                    ..Default::default()
-                },
-                bindings: vec![(1, &xb, bytes(x)), (4, &out, (cols * 4).max(4) as u64)],
-            }
-            .run(gpu, enc, cols.div_ceil(64), keep)
+            col_sums_into(gpu, enc, keep, &xb, (rows, cols), 1.0, &out)
         })?;
         Ok(Tensor::from_gpu(vec![cols], DType::F32, out))
     }
@@ -515,7 +504,47 @@ impl Context {
     }
 }
 
-/// Encodes `out[0] = scale · Σ_{i<n} values[i]` (Kahan-compensated, one thread).
+/// Rows one `col_sum` pass sums per thread: lavapipe (llvmpipe) ends every invocation after
+/// 65,535 loop iterations in all, silently, so longer columns take several passes.
+const COL_SUM_ROWS: usize = 16_384;
+
+/// Encodes `out[j] = scale · Σ_{r<rows} values[r·cols + j]` (Kahan-compensated per pass, one
+/// thread per column, passes of [`COL_SUM_ROWS`] rows).
+#[allow(clippy::too_many_arguments)]
+fn col_sums_into(
+    gpu: &Arc<Gpu>,
+    enc: &mut wgpu::CommandEncoder,
+    keep: &mut Vec<Arc<GpuBuffer>>,
+    values: &GpuBuffer,
+    (rows, cols): (usize, usize),
+    scale: f64,
+    out: &GpuBuffer,
+) -> Result<()> {
+    let in_bytes = (rows * cols * 4).max(4) as u64;
+    let out_bytes = (cols * 4).max(4) as u64;
+    let mut r0 = 0;
+    loop {
+        let r1 = (r0 + COL_SUM_ROWS).min(rows);
+        Launch {
+            entry: "col_sum",
+            act: Activation::None,
+            params: Params {
+                n: to_u32(r1, "rows")?,
+                cols: to_u32(cols, "columns")?,
+                flags: to_u32(r0, "rows")?,
+                f: [scale as f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            bindings: vec![(1, values, in_bytes), (4, out, out_bytes)],
+        }
+        .run(gpu, enc, cols.div_ceil(64), keep)?;
+        if r1 >= rows {
+            return Ok(());
+        }
+        r0 = r1;
+    }
+}
+
+/// Encodes `out[0] = scale · Σ_{i<n} values[i]`.
 fn sum_into(
     gpu: &Arc<Gpu>,
     enc: &mut wgpu::CommandEncoder,
@@ -525,18 +554,7 @@ fn sum_into(
     scale: f64,
     out: &GpuBuffer,
 ) -> Result<()> {
-    Launch {
-        entry: "col_sum",
-        act: Activation::None,
-        params: Params {
-            n: to_u32(n, "partial sums")?,
-            cols: 1,
-            f: [scale as f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-            ..Default::default()
-        },
-        bindings: vec![(1, values, (n * 4).max(4) as u64), (4, out, 4)],
-    }
-    .run(gpu, enc, 1, keep)
+    col_sums_into(gpu, enc, keep, values, (n, 1), scale, out)
 }
 
 /// Which update rule an [`Optimizer`] applies.

@@ -253,6 +253,31 @@ fn dispatch(
     Ok(())
 }
 
+/// Elements of A one invocation of `svd_amax` scans (`CHUNK` in svd.wgsl).
+const AMAX_CHUNK: usize = 64;
+
+/// Encodes the column norms of W into stats[2..]: one workgroup per column.
+fn column_norms(
+    gpu: &Arc<Gpu>,
+    enc: &mut wgpu::CommandEncoder,
+    params: &Params,
+    w: (&GpuBuffer, u64),
+    stats: (&GpuBuffer, u64),
+    keep: &mut Vec<Arc<GpuBuffer>>,
+) -> Result<()> {
+    let cols = params.cols as usize;
+    let threads = cols * params.wg as usize;
+    dispatch(
+        gpu,
+        enc,
+        "svd_norms",
+        params,
+        threads,
+        &Bindings(vec![(2, w.0, w.1), (4, stats.0, stats.1)]),
+        keep,
+    )
+}
+
 /// The GPU factors before they become tensors.
 struct GpuSvd {
     u: Arc<GpuBuffer>,
@@ -341,14 +366,17 @@ fn run_gpu(
     let off = gpu.alloc(4, "svd off-diagonal measure")?;
     let mut keep = Vec::new();
 
+    // max|A| (svd_amax) sets the power-of-two scale of W (svd_init); the column norms of W
+    // (svd_norms) give ‖W‖_F (svd_fro), the zero threshold of the sweeps.
     let mut enc = encoder(gpu);
+    enc.clear_buffer(off.buffer(), 0, Some(4));
     dispatch(
         gpu,
         &mut enc,
-        "svd_fro",
+        "svd_amax",
         &params,
-        1,
-        &Bindings(vec![(1, a, w_bytes), (4, &stats, stats_bytes)]),
+        mn.div_ceil(AMAX_CHUNK),
+        &Bindings(vec![(1, a, w_bytes), (5, &off, 4)]),
         &mut keep,
     )?;
     dispatch(
@@ -362,7 +390,25 @@ fn run_gpu(
             (2, &w, w_bytes),
             (3, &v, v_bytes),
             (4, &stats, stats_bytes),
+            (5, &off, 4),
         ]),
+        &mut keep,
+    )?;
+    column_norms(
+        gpu,
+        &mut enc,
+        &params,
+        (&w, w_bytes),
+        (&stats, stats_bytes),
+        &mut keep,
+    )?;
+    dispatch(
+        gpu,
+        &mut enc,
+        "svd_fro",
+        &params,
+        1,
+        &Bindings(vec![(4, &stats, stats_bytes)]),
         &mut keep,
     )?;
     gpu.submit(enc);
@@ -430,13 +476,12 @@ fn run_gpu(
             }
             if sort {
                 let mut enc = encoder(gpu);
-                dispatch(
+                column_norms(
                     gpu,
                     &mut enc,
-                    "svd_norms",
                     &params,
-                    cols,
-                    &Bindings(vec![(2, &w, w_bytes), (4, &stats, stats_bytes)]),
+                    (&w, w_bytes),
+                    (&stats, stats_bytes),
                     &mut keep,
                 )?;
                 gpu.submit(enc);
@@ -451,13 +496,12 @@ fn run_gpu(
     }
 
     let mut enc = encoder(gpu);
-    dispatch(
+    column_norms(
         gpu,
         &mut enc,
-        "svd_norms",
         &params,
-        cols,
-        &Bindings(vec![(2, &w, w_bytes), (4, &stats, stats_bytes)]),
+        (&w, w_bytes),
+        (&stats, stats_bytes),
         &mut keep,
     )?;
     gpu.submit(enc);

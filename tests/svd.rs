@@ -803,3 +803,21 @@ fn sweeps_with_and_without_sorting() {
         );
     }
 }
+
+/// The workgroup size is tuned per adapter (one sweep at each size) and is one of the sizes
+/// the kernels are built with; the CPU backend has none.
+#[test]
+fn svd_workgroup_is_tuned_per_adapter() {
+    assert!(common::cpu().svd_workgroup().is_err());
+    let Some(ctx) = common::gpu() else { return };
+    let wg = ctx.svd_workgroup().unwrap();
+    assert!(SVD_WORKGROUPS.contains(&wg), "{wg}");
+    let timings = ctx.tune_svd().unwrap();
+    assert!(!timings.is_empty());
+    for (size, t) in &timings {
+        let t = t
+            .as_ref()
+            .unwrap_or_else(|e| panic!("workgroup {size}: {e}"));
+        assert!(*t > 0.0 && t.is_finite(), "workgroup {size}: {t}");
+    }
+}

@@ -876,8 +876,28 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
                 }
             }
         }
+        if tune {
+            for (wg, r) in ctx.tune_svd()? {
+                match r {
+                    Ok(t) => println!("  svd workgroup {wg:<14} {:8.2} ms a sweep", t * 1e3),
+                    Err(e) => println!("  svd workgroup {wg:<14} failed: {e}"),
+                }
+            }
+            for (k, r) in ctx.tune_svd_batched()? {
+                match r {
+                    Ok(t) => println!(
+                        "  svd-batched kernel {:<9} {:8.2} ms",
+                        k.to_string(),
+                        t * 1e3
+                    ),
+                    Err(e) => println!("  svd-batched kernel {:<9} failed: {e}", k.to_string()),
+                }
+            }
+        }
         println!("  matmul kernel in use: {}", ctx.matmul_config()?);
         println!("  reduce kernel in use: {}", ctx.reduce_kernel()?);
+        println!("  svd workgroup in use: {}", ctx.svd_workgroup()?);
+        println!("  svd-batched kernel in use: {}", ctx.svd_batched_kernel()?);
         let dw = ConvPlan::new(
             ConvKind::Conv2d,
             &[1, 2, 3, 3],

@@ -2,9 +2,10 @@
 //! one-sided (Hestenes) Jacobi with a parallel round-robin ordering (`shaders/svd.wgsl`), on
 //! the CPU by faer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
-use crate::context::{Context, Gpu, GpuBuffer, Kernel};
+use crate::context::{lock, Context, Gpu, GpuBuffer, Kernel};
 use crate::error::{Error, Result};
 use crate::ops::matmul::host_values;
 use crate::ops::source;
@@ -95,9 +96,9 @@ fn pipeline(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
 /// Options of [`Context::svd_with`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SvdOptions {
-    /// Force the workgroup size of the GPU kernels (a power of two, 8 to 256). By default 16
-    /// on CPU-type adapters such as lavapipe, where workgroup memory and wide workgroups cost
-    /// most, and 64 on real GPUs; never wider than the next power of two of the column length.
+    /// Force the workgroup size of the GPU kernels (a power of two, 8 to 256). By default the
+    /// adapter's tuned size ([`Context::svd_workgroup`]), never wider than the next power of
+    /// two of the column length.
     pub workgroup: Option<u32>,
     /// Whether the GPU first factors a tall A = Q·R ([`Context::qr`]), runs Jacobi on the n×n R
     /// and returns U = Q·U_R. By default (`None`) it does when m ≥ [`SVD_QR_RATIO`]·n and
@@ -124,8 +125,9 @@ pub const SVD_QR_MIN_COLS: usize = 16;
 /// The workgroup sizes the SVD kernels are built with.
 pub const SVD_WORKGROUPS: [u32; 6] = [8, 16, 32, 64, 128, 256];
 
-/// The workgroup size for columns of length `rows` on `gpu`.
-fn workgroup(gpu: &Gpu, rows: usize, forced: Option<u32>) -> Result<u32> {
+/// The workgroup size for columns of length `rows` on `gpu`: `forced` (checked), else the
+/// adapter's tuned size `base`, never wider than the next power of two of `rows`.
+fn workgroup(gpu: &Gpu, rows: usize, forced: Option<u32>, base: u32) -> Result<u32> {
     if let Some(wg) = forced {
         if !SVD_WORKGROUPS.contains(&wg) || wg > gpu.limits.max_compute_invocations_per_workgroup {
             return Err(Error::InvalidArgument(format!(
@@ -136,14 +138,15 @@ fn workgroup(gpu: &Gpu, rows: usize, forced: Option<u32>) -> Result<u32> {
         }
         return Ok(wg);
     }
-    let base = if gpu.info.device_type == wgpu::DeviceType::Cpu {
-        16
-    } else {
-        64
-    };
     let fit = u32::try_from(rows.next_power_of_two()).unwrap_or(u32::MAX);
     Ok(base.min(fit).max(8))
 }
+
+/// Environment variable that forces the SVD workgroup size (one of [`SVD_WORKGROUPS`]).
+pub const SVD_WORKGROUP_ENV: &str = "GPU_LINALG_SVD_WORKGROUP";
+
+/// The workgroup size each device chose (tuned or read from the cache) in this process.
+static WORKGROUP_CHOICE: Mutex<Vec<(Weak<Gpu>, u32)>> = Mutex::new(Vec::new());
 
 /// The sweeps rotate every pair whose scaled off-diagonal exceeds this fraction of the
 /// convergence tolerance. Convergence still means every pair ≤ the tolerance; rotating only
@@ -323,17 +326,26 @@ fn gram_off_diagonal(g: &[f32], cols: usize) -> f32 {
     worst
 }
 
+/// How a GPU SVD runs: the adapter's tuned workgroup size and the most sweeps (tuning runs
+/// one).
+#[derive(Clone, Copy)]
+struct Run {
+    base_wg: u32,
+    max_sweeps: u32,
+}
+
 fn run_gpu(
     gpu: &Arc<Gpu>,
     a: &GpuBuffer,
     (m, n): (usize, usize),
     opts: &SvdOptions,
+    run: Run,
     gram: &GramFn,
 ) -> Result<GpuSvd> {
     let wide = m < n;
     let (rows, cols) = if wide { (n, m) } else { (m, n) };
     let mn = rows * cols;
-    let wg = workgroup(gpu, rows, opts.workgroup)?;
+    let wg = workgroup(gpu, rows, opts.workgroup, run.base_wg)?;
     u32_of(mn + cols * cols + 256, "m·n + k²")?;
     let w_bytes = (mn * 4) as u64;
     let v_bytes = (cols * cols * 4) as u64;
@@ -440,7 +452,7 @@ fn run_gpu(
             .collect();
         let per_step = (np / 2) * (rows + cols);
         let per_submit = (WORK_PER_SUBMIT / per_step.max(1)).clamp(1, steps);
-        while sweeps < MAX_SWEEPS {
+        while sweeps < run.max_sweeps {
             sweeps += 1;
             let mut s0 = 0;
             while s0 < steps {
@@ -613,6 +625,121 @@ pub(crate) fn complete_basis(
 }
 
 impl Context {
+    /// WᵀW for the cols × rows row-major buffer `w` (a column of W per row), read back.
+    fn gram(&self, w: &Arc<GpuBuffer>, rows: usize, cols: usize) -> Result<Vec<f32>> {
+        let wt = Tensor::from_gpu(vec![cols, rows], DType::F32, w.clone());
+        let opts = crate::MatmulOptions {
+            transpose_b: true,
+            ..Default::default()
+        };
+        self.matmul_with(&wt, &wt, &opts)?.to_vec()
+    }
+
+    /// The workgroup size of this adapter's SVD kernels (before narrowing to short columns):
+    /// forced by `GPU_LINALG_SVD_WORKGROUP`, else read from the tuning cache, else tuned now by
+    /// [`Context::tune_svd`] and cached on disk. An error on the CPU backend.
+    pub fn svd_workgroup(&self) -> Result<u32> {
+        let Some(gpu) = self.gpu() else {
+            return Err(Error::InvalidArgument(
+                "the CPU backend has no GPU svd kernel".into(),
+            ));
+        };
+        if let Ok(v) = std::env::var(SVD_WORKGROUP_ENV) {
+            let wg = v.trim().parse::<u32>().map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "{SVD_WORKGROUP_ENV}={v:?} is not a workgroup size; expected one of \
+                     {SVD_WORKGROUPS:?}"
+                ))
+            })?;
+            return workgroup(gpu, usize::MAX / 2, Some(wg), wg);
+        }
+        {
+            let mut c = lock(&WORKGROUP_CHOICE);
+            c.retain(|(w, _)| w.strong_count() > 0);
+            if let Some((_, wg)) = c
+                .iter()
+                .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(gpu)))
+            {
+                return Ok(*wg);
+            }
+        }
+        let cached = gpu
+            .tuned("svd")
+            .and_then(|v| v.strip_prefix("wg=").and_then(|x| x.parse::<u32>().ok()))
+            .filter(|wg| SVD_WORKGROUPS.contains(wg));
+        let choice = match cached {
+            Some(wg) => wg,
+            None => {
+                let results = self.tune_svd()?;
+                let best = results
+                    .iter()
+                    .filter_map(|(wg, r)| r.as_ref().ok().map(|t| (*wg, *t)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(wg, _)| wg)
+                    .ok_or_else(|| {
+                        Error::Kernel(format!("no svd workgroup size runs here: {results:?}"))
+                    })?;
+                gpu.store_tuned("svd", &format!("wg={best}"));
+                best
+            }
+        };
+        lock(&WORKGROUP_CHOICE).push((Arc::downgrade(gpu), choice));
+        Ok(choice)
+    }
+
+    /// Times one Jacobi sweep of a random n×n matrix (n = 128 on CPU-type adapters, 512 on
+    /// GPUs) at each workgroup size of [`SVD_WORKGROUPS`] the adapter allows: (size, best of
+    /// two runs in seconds, or why it failed). Used by [`Context::svd_workgroup`] and by
+    /// `gpu-linalg info --tune`.
+    pub fn tune_svd(&self) -> Result<Vec<(u32, std::result::Result<f64, String>)>> {
+        let Some(gpu) = self.gpu() else {
+            return Ok(Vec::new());
+        };
+        let n: usize = if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            128
+        } else {
+            512
+        };
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let values: Vec<f32> = (0..n * n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        let a = self.resident(&self.tensor(&[n, n], &values)?)?;
+        let gram = |w: &Arc<GpuBuffer>, rows: usize, cols: usize| self.gram(w, rows, cols);
+        let mut out = Vec::new();
+        for wg in SVD_WORKGROUPS {
+            if wg > gpu.limits.max_compute_invocations_per_workgroup {
+                continue;
+            }
+            let opts = SvdOptions {
+                workgroup: Some(wg),
+                sort_columns: Some(false),
+                qr_first: Some(false),
+            };
+            let run = Run {
+                base_wg: wg,
+                max_sweeps: 1,
+            };
+            let time = || -> Result<f64> {
+                gpu.scoped("svd tuning", || run_gpu(gpu, &a, (n, n), &opts, run, &gram))??;
+                let mut best = f64::INFINITY;
+                for _ in 0..2 {
+                    let t = Instant::now();
+                    gpu.scoped("svd tuning", || run_gpu(gpu, &a, (n, n), &opts, run, &gram))??;
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                Ok(best)
+            };
+            out.push((wg, time().map_err(|e| e.to_string())));
+        }
+        Ok(out)
+    }
+
     /// The thin singular value decomposition, as `numpy.linalg.svd(a, full_matrices=False)`:
     /// `U` m×k, `S` k (descending, non-negative), `Vt` k×n with k = min(m, n); U and V have
     /// orthonormal columns even when `a` is rank-deficient. On a GPU: one-sided Jacobi, results
@@ -650,15 +777,15 @@ impl Context {
                     off_diagonal: 0.0,
                 });
             }
-            let gram = |w: &Arc<GpuBuffer>, rows: usize, cols: usize| {
-                let wt = Tensor::from_gpu(vec![cols, rows], DType::F32, w.clone());
-                let opts = crate::MatmulOptions {
-                    transpose_b: true,
-                    ..Default::default()
-                };
-                self.matmul_with(&wt, &wt, &opts)?.to_vec()
-            };
+            let gram = |w: &Arc<GpuBuffer>, rows: usize, cols: usize| self.gram(w, rows, cols);
             let r = (|| {
+                let run = Run {
+                    base_wg: match opts.workgroup {
+                        Some(wg) => wg,
+                        None => self.svd_workgroup()?,
+                    },
+                    max_sweeps: MAX_SWEEPS,
+                };
                 let qr_first = opts
                     .qr_first
                     .unwrap_or(m >= SVD_QR_RATIO * n && n >= SVD_QR_MIN_COLS)
@@ -666,7 +793,8 @@ impl Context {
                 if qr_first {
                     let qr = self.qr(a)?;
                     let rb = self.resident(&qr.r)?;
-                    let out = gpu.scoped("svd", || run_gpu(gpu, &rb, (n, n), opts, &gram))??;
+                    let out =
+                        gpu.scoped("svd", || run_gpu(gpu, &rb, (n, n), opts, run, &gram))??;
                     let ur = Tensor::from_gpu(vec![n, n], DType::F32, out.u);
                     return Ok(Svd {
                         u: self.matmul(&qr.q, &ur)?,
@@ -677,7 +805,7 @@ impl Context {
                     });
                 }
                 let ab = self.resident(a)?;
-                let out = gpu.scoped("svd", || run_gpu(gpu, &ab, (m, n), opts, &gram))??;
+                let out = gpu.scoped("svd", || run_gpu(gpu, &ab, (m, n), opts, run, &gram))??;
                 let s = self.tensor(&[k], &out.s)?;
                 Ok(Svd {
                     u: Tensor::from_gpu(vec![m, k], DType::F32, out.u),

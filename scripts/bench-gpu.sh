@@ -3,9 +3,10 @@
 #
 #   scripts/bench-gpu.sh [OUT_DIR] [SIZES]
 #
-# Writes OUT_DIR/bench.json, bench.csv, bench.svg (gpu-linalg bench --backend gpu) and, when
-# `python3 -c 'import torch'` works, OUT_DIR/torch.txt with PyTorch's fp32 matmul (TF32 off)
-# at the same sizes, and cuDNN's conv2d on the same layers. Paste the tables into
+# Writes OUT_DIR/bench.json, bench.csv, bench.svg (gpu-linalg bench --backend gpu), the SVD
+# family's decomp.* and batched.*, and, when `python3 -c 'import torch'` works,
+# OUT_DIR/torch.txt with PyTorch's fp32 matmul (TF32 off) at the same sizes, cuDNN's conv2d on
+# the same layers and torch.linalg.svd / eigh (cuSOLVER) on the same matrices. Paste the tables into
 # BENCHMARKS.md with this command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,11 @@ bin=target/release/gpu-linalg
 "$bin" --backend gpu info | tee "$out/info.txt"
 "$bin" --backend gpu bench --sizes "$sizes" --repeat 10 \
   --json "$out/bench.json" --csv "$out/bench.csv" --plot "$out/bench.svg" | tee "$out/bench.txt"
+# The SVD family at the issue's sizes (64…1024 square, 4096x256 tall; eigh square; the batch).
+"$bin" --backend gpu bench --ops svd,eigh,qr --repeat 5 \
+  --json "$out/decomp.json" --plot "$out/decomp.svg" | tee "$out/decomp.txt"
+"$bin" --backend gpu bench --ops svd-batched --sizes 10000x16x16,1000x32x32 --repeat 5 \
+  --json "$out/batched.json" | tee "$out/batched.txt"
 
 if python3 -c 'import torch' 2>/dev/null; then
   SIZES="$sizes" python3 - <<'PY' | tee "$out/torch.txt"
@@ -50,6 +56,24 @@ for xs, ws, pad, groups in layers:
     flops = 2 * y.numel() * (ws[1] * ws[2] * ws[3])
     shape = "x".join(map(str, xs)) + "*" + "x".join(map(str, ws))
     print(f"conv2d {shape}: median {m*1e3:.3f} ms = {flops/m/1e9:.1f} GFLOP/s")
+# torch.linalg.svd (thin) and eigh on the shapes of `bench --ops svd,eigh,svd-batched`.
+def timed(f, reps=5):
+    f(); sync(); ts = []
+    for _ in range(reps):
+        t = time.perf_counter(); f(); sync(); ts.append(time.perf_counter() - t)
+    ts.sort(); return ts[len(ts) // 2]
+for shape in [(64, 64), (128, 128), (256, 256), (512, 512), (1024, 1024), (4096, 256)]:
+    a = torch.rand(*shape, device=dev) * 2 - 1
+    m = timed(lambda: torch.linalg.svd(a, full_matrices=False))
+    print(f"svd {shape[0]}x{shape[1]}: median {m*1e3:.3f} ms")
+for n in [64, 128, 256, 512, 1024]:
+    b = torch.rand(n, n, device=dev) * 2 - 1; s = (b + b.T) / 2
+    m = timed(lambda: torch.linalg.eigh(s))
+    print(f"eigh {n}x{n}: median {m*1e3:.3f} ms")
+for batch, k in [(10000, 16), (1000, 32)]:
+    a = torch.rand(batch, k, k, device=dev) * 2 - 1
+    m = timed(lambda: torch.linalg.svd(a, full_matrices=False))
+    print(f"svd-batched {batch}x{k}x{k}: median {m*1e3:.3f} ms")
 PY
 else
   echo "PyTorch not installed: no side-by-side (pip install torch to add one)" | tee "$out/torch.txt"

@@ -27,7 +27,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> vm: array<f32>;
 // stats[0] = ‖W‖_F² = ‖A·2⁻ᵉ‖_F², stats[1] = 2⁻ᵉ (the power of two that scales max|A| into
-// [0.5, 1), so that no square overflows or underflows), stats[2 + c] = ‖column c of W‖.
+// [0.5, 1), so that no square overflows or underflows), stats[2 + c] = ‖column c of W‖,
+// stats[2 + cols] = the bits of `offmax` when svd_norms ran.
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(5) var<storage, read_write> offmax: atomic<u32>;
 // perm[q] = source column of output q, perm[cols + q] = bits of 1/‖column‖ (0 for a zero column).
@@ -176,12 +177,16 @@ fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// Column norms of W into stats[2 + c]: one workgroup per column.
+// Column norms of W into stats[2 + c] (one workgroup per column), and the bits of `offmax` into
+// stats[2 + cols], so that one readback brings both.
 @compute @workgroup_size(WG)
 fn svd_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wid.y * p.gx + wid.x;
     if c >= p.cols {
         return;
+    }
+    if c == 0u && lid.x == 0u {
+        stats[2u + p.cols] = bitcast<f32>(atomicLoad(&offmax));
     }
     let base = c * p.rows;
     var s = 0.0;

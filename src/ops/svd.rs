@@ -259,13 +259,15 @@ fn dispatch(
 /// Elements of A one invocation of `svd_amax` scans (`CHUNK` in svd.wgsl).
 const AMAX_CHUNK: usize = 64;
 
-/// Encodes the column norms of W into stats[2..]: one workgroup per column.
+/// Encodes the column norms of W into stats[2..cols + 2] (one workgroup per column), and the
+/// bits of `off` into stats[cols + 2].
 fn column_norms(
     gpu: &Arc<Gpu>,
     enc: &mut wgpu::CommandEncoder,
     params: &Params,
     w: (&GpuBuffer, u64),
     stats: (&GpuBuffer, u64),
+    off: &GpuBuffer,
     keep: &mut Vec<Arc<GpuBuffer>>,
 ) -> Result<()> {
     let cols = params.cols as usize;
@@ -276,7 +278,7 @@ fn column_norms(
         "svd_norms",
         params,
         threads,
-        &Bindings(vec![(2, w.0, w.1), (4, stats.0, stats.1)]),
+        &Bindings(vec![(2, w.0, w.1), (4, stats.0, stats.1), (5, off, 4)]),
         keep,
     )
 }
@@ -373,7 +375,7 @@ fn run_gpu(
     };
     let w = gpu.alloc(w_bytes, "svd work matrix")?;
     let v = gpu.alloc(v_bytes, "svd V")?;
-    let stats_bytes = ((cols + 2) * 4) as u64;
+    let stats_bytes = ((cols + 3) * 4) as u64;
     let stats = gpu.alloc(stats_bytes, "svd norms")?;
     let off = gpu.alloc(4, "svd off-diagonal measure")?;
     let mut keep = Vec::new();
@@ -412,6 +414,7 @@ fn run_gpu(
         &params,
         (&w, w_bytes),
         (&stats, stats_bytes),
+        &off,
         &mut keep,
     )?;
     dispatch(
@@ -467,11 +470,28 @@ fn run_gpu(
                     pass.set_bind_group(0, bg, &[]);
                     pass.dispatch_workgroups((np / 2) as u32, 1, 1);
                 }
+                if s1 == steps && sort {
+                    // The norms for the next sweep's order, with the measure beside them:
+                    // one readback a sweep.
+                    column_norms(
+                        gpu,
+                        &mut enc,
+                        &params,
+                        (&w, w_bytes),
+                        (&stats, stats_bytes),
+                        &off,
+                        &mut keep,
+                    )?;
+                }
                 gpu.submit(enc);
                 s0 = s1;
             }
-            let bits: Vec<u32> = bytemuck::pod_collect_to_vec(&off.read(4)?);
-            measured = f32::from_bits(bits.first().copied().unwrap_or(0));
+            let norms: Vec<f32> = if sort {
+                bytemuck::pod_collect_to_vec(&stats.read((cols + 3) * 4)?)
+            } else {
+                bytemuck::pod_collect_to_vec(&off.read(4)?)
+            };
+            measured = norms.last().copied().unwrap_or(f32::NAN);
             if measured <= params.tol || measured.is_nan() {
                 break;
             }
@@ -487,18 +507,7 @@ fn run_gpu(
                 }
             }
             if sort {
-                let mut enc = encoder(gpu);
-                column_norms(
-                    gpu,
-                    &mut enc,
-                    &params,
-                    (&w, w_bytes),
-                    (&stats, stats_bytes),
-                    &mut keep,
-                )?;
-                gpu.submit(enc);
-                let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((cols + 2) * 4)?);
-                let norms = st.get(2..).unwrap_or(&[]);
+                let norms = norms.get(2..cols + 2).unwrap_or(&[]);
                 slots[..cols].sort_by(|&x, &y| norms[y as usize].total_cmp(&norms[x as usize]));
                 gpu.queue
                     .write_buffer(order.buffer(), 0, bytemuck::cast_slice(&slots));
@@ -514,14 +523,15 @@ fn run_gpu(
         &params,
         (&w, w_bytes),
         (&stats, stats_bytes),
+        &off,
         &mut keep,
     )?;
     gpu.submit(enc);
-    let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((cols + 2) * 4)?);
+    let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((cols + 3) * 4)?);
     let fro = st.first().copied().unwrap_or(0.0).max(0.0).sqrt();
     // An exact power of two: W = A·inv.
     let inv = st.get(1).copied().unwrap_or(1.0);
-    let norms = st.get(2..).unwrap_or(&[]);
+    let norms = st.get(2..cols + 2).unwrap_or(&[]);
     if !fro.is_finite() || norms.iter().any(|x| !x.is_finite()) {
         return Err(non_finite(m, n));
     }

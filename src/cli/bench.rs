@@ -971,7 +971,6 @@ fn bench_case(
     let (cpu_s, cpu_spread, cpu_reps) = time_plain(args.repeat, !long, &cpu_run)?;
     let lib = match case.op {
         "reduce" => "rayon",
-        "qr" => "householder",
         _ => "faer",
     };
     let r = row(

@@ -1,5 +1,5 @@
-//! CPU QR decomposition: Householder in f64 (the CPU backend, and the GPU path's fallback for
-//! rank-deficient input), the small dense kernels the GPU's CholeskyQR runs on the host
+//! CPU QR decomposition: faer's blocked Householder (the CPU backend), Householder in f64 (the
+//! GPU path's fallback for rank-deficient input, and a reference), the small dense kernels the GPU's CholeskyQR runs on the host
 //! (Cholesky, triangular inverse and product, all f64), and the driver-test ratios the tests
 //! judge every QR by.
 
@@ -74,6 +74,40 @@ pub fn householder(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)
         }
     }
     Ok((qo, r))
+}
+
+/// Reduced QR of the row-major m×n matrix `a` with faer (blocked Householder, f32, threads):
+/// the CPU backend's fast path. Same conventions as [`householder`]: (Q m×k, R k×n) row-major,
+/// R's diagonal non-negative, Q orthonormal whatever the rank.
+pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    if a.len() != m * n {
+        return Err(Error::Shape(format!(
+            "qr: {} values for a {m}×{n} matrix",
+            a.len()
+        )));
+    }
+    if a.iter().any(|x| !x.is_finite()) {
+        return Err(non_finite(m, n));
+    }
+    let k = m.min(n);
+    if k == 0 {
+        return Ok((vec![0.0; m * k], vec![0.0; k * n]));
+    }
+    let mat = faer::Mat::<f32>::from_fn(m, n, |i, j| a[i * n + j]);
+    let qr = mat.qr();
+    let (q, r) = (qr.compute_thin_Q(), qr.thin_R());
+    let mut qo = vec![0.0f32; m * k];
+    let mut ro = vec![0.0f32; k * n];
+    for i in 0..k {
+        let sign = if r[(i, i)] < 0.0 { -1.0 } else { 1.0 };
+        for c in i..n {
+            ro[i * n + c] = sign * r[(i, c)];
+        }
+        for row in 0..m {
+            qo[row * k + i] = sign * q[(row, i)];
+        }
+    }
+    Ok((qo, ro))
 }
 
 /// The error for input with NaN or infinite values.

@@ -1,7 +1,7 @@
 //! Reduced QR decomposition, `numpy.linalg.qr(A, mode='reduced')`: on the GPU by shifted
 //! CholeskyQR3 (Fukaya, Kannan, Nakatsukasa, Yamamoto, Yanagisawa 2020) built from resident
 //! GPU GEMMs, with the small k×k Cholesky factorizations on the host in f64; on the CPU by
-//! Householder in f64.
+//! faer's blocked Householder.
 
 use crate::context::Context;
 use crate::cpu::qr::{cholesky_upper, householder, non_finite, upper_inverse, upper_product};
@@ -135,8 +135,8 @@ impl Context {
     /// through its first m columns, then R = Qᵀ·A. A matrix that CholeskyQR cannot factor
     /// (numerically rank-deficient: condition ≳ 10⁷, zero columns, the zero matrix) is read
     /// back and factored by Householder in f64 on the host; Q then still has orthonormal
-    /// columns, those at (near-)zero R_ii completing the basis. On the CPU backend:
-    /// Householder in f64.
+    /// columns, those at (near-)zero R_ii completing the basis. On the CPU backend: faer's
+    /// blocked Householder QR (f32, all threads), signs made to match.
     ///
     /// ```
     /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
@@ -159,7 +159,12 @@ impl Context {
             })
         };
         if self.gpu().is_none() || k == 0 {
-            return householder_path();
+            let (q, r) = crate::cpu::qr::fast(&host_values(a)?, m, n)?;
+            return Ok(Qr {
+                q: self.tensor(&[m, k], &q)?,
+                r: self.tensor(&[k, n], &r)?,
+                passes: 0,
+            });
         }
         let front = if m < n {
             self.slice(a, &[Slice::all(), Slice::range(0, m as isize)])?

@@ -52,8 +52,8 @@ pub use ops::nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKi
 pub use ops::qr::{Qr, MAX_QR_PASSES};
 pub use ops::reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use ops::svd::{
-    svd_tolerance, Svd, SvdOptions, MAX_SWEEPS, SVD_QR_MIN_COLS, SVD_QR_RATIO, SVD_WORKGROUPS,
-    SVD_WORKGROUP_ENV,
+    svd_tolerance, Svd, SvdOptions, MAX_SWEEPS, SVD_QR_LONG_COLUMN, SVD_QR_MIN_COLS, SVD_QR_RATIO,
+    SVD_WORKGROUPS, SVD_WORKGROUP_ENV,
 };
 pub use ops::svd_batched::{SvdBatchedKernel, SvdBatchedOptions};
 pub use ops::Activation;

@@ -865,8 +865,15 @@ impl Context {
         let spatial = w.ndim().saturating_sub(2);
         let x_axis = x.ndim().saturating_sub(spatial + 1);
         let w_axis = usize::from(!matches!(kind, ConvKind::ConvTranspose2d));
-        let taps = (plan.k() / plan.cin.max(1)).max(1);
-        let step = (limit / taps).max(1);
+        let taps = (plan.kh * plan.kw).max(1);
+        if taps > limit {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a kernel of {taps} taps exceeds the {limit} one pass of this CPU-type \
+                 adapter runs (llvmpipe ends long loops); use the CPU backend",
+                kind.name()
+            )));
+        }
+        let step = limit / taps;
         let cut = |t: &Tensor, axis: usize, c0: usize, c1: usize| {
             let specs: Vec<Slice> = (0..t.ndim())
                 .map(|d| {

@@ -101,8 +101,10 @@ pub struct SvdOptions {
     /// two of the column length.
     pub workgroup: Option<u32>,
     /// Whether the GPU first factors a tall A = Q·R ([`Context::qr`]), runs Jacobi on the n×n R
-    /// and returns U = Q·U_R. By default (`None`) it does when m ≥ [`SVD_QR_RATIO`]·n and
-    /// n ≥ [`SVD_QR_MIN_COLS`] (below that the QR's round trips cost more than they save).
+    /// and returns U = Q·U_R (a wide A: the same on Aᵀ, transposed back). By default (`None`)
+    /// it does when the long side is at least [`SVD_QR_RATIO`] times the short one and the
+    /// short one is at least [`SVD_QR_MIN_COLS`] (below that the QR's round trips cost more
+    /// than they save) or the long one exceeds [`SVD_QR_LONG_COLUMN`].
     pub qr_first: Option<bool>,
     /// Whether the columns are sorted by descending norm before each sweep (de Rijk's
     /// pivoting: the round-robin then meets columns of near norms in a better order). It costs
@@ -121,6 +123,11 @@ pub const SVD_QR_RATIO: usize = 2;
 /// on lavapipe a 4096×64 SVD takes 75 ms instead of 325 with it, a 1000×7 one 5.5 instead
 /// of 2.3.
 pub const SVD_QR_MIN_COLS: usize = 16;
+
+/// Columns (of A, or of Aᵀ when A is wide) longer than this are reduced by a QR first whatever
+/// the other dimension: the Jacobi kernels' invocations loop over a column, and lavapipe ends an
+/// invocation after 65,535 loop iterations.
+pub const SVD_QR_LONG_COLUMN: usize = 65_536;
 
 /// The workgroup sizes the SVD kernels are built with.
 pub const SVD_WORKGROUPS: [u32; 6] = [8, 16, 32, 64, 128, 256];
@@ -796,11 +803,29 @@ impl Context {
                     },
                     max_sweeps: MAX_SWEEPS,
                 };
-                let qr_first = opts
-                    .qr_first
-                    .unwrap_or(m >= SVD_QR_RATIO * n && n >= SVD_QR_MIN_COLS)
-                    && m > n;
-                if qr_first {
+                let (long, short) = (m.max(n), m.min(n));
+                let reduce_first = opts.qr_first.unwrap_or(
+                    long >= SVD_QR_RATIO * short
+                        && (short >= SVD_QR_MIN_COLS || long > SVD_QR_LONG_COLUMN),
+                ) && m != n;
+                if reduce_first && m < n {
+                    // Wide: the SVD of the tall Aᵀ (reduced by its QR), transposed back.
+                    let tall = self.svd_with(
+                        &self.transpose(a)?,
+                        &SvdOptions {
+                            qr_first: Some(true),
+                            ..*opts
+                        },
+                    )?;
+                    return Ok(Svd {
+                        u: self.transpose(&tall.vt)?,
+                        s: tall.s,
+                        vt: self.transpose(&tall.u)?,
+                        sweeps: tall.sweeps,
+                        off_diagonal: tall.off_diagonal,
+                    });
+                }
+                if reduce_first {
                     let qr = self.qr(a)?;
                     let rb = self.resident(&qr.r)?;
                     let out =

@@ -28,10 +28,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> vm: array<f32>;
 // stats[0] = ‖W‖_F² = ‖A·2⁻ᵉ‖_F², stats[1] = 2⁻ᵉ (the power of two that scales max|A| into
 // [0.5, 1), so that no square overflows or underflows), stats[2 + c] = ‖column c of W‖,
-// stats[2 + cols] = the bits of `offmax` when svd_norms ran.
+// stats[2 + cols] = the bits of `offmax` when svd_norms ran, stats[3 + cols + c] = ‖column c of V‖.
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(5) var<storage, read_write> offmax: atomic<u32>;
-// perm[q] = source column of output q, perm[cols + q] = bits of 1/‖column‖ (0 for a zero column).
+// perm[q] = source column of output q, perm[cols + q] = bits of 1/‖column of W‖ (0 for a zero
+// column), perm[2·cols + q] = bits of 1/‖column of V‖.
 @group(0) @binding(6) var<storage, read> perm: array<u32>;
 @group(0) @binding(7) var<storage, read_write> uo: array<f32>;
 @group(0) @binding(8) var<storage, read_write> vto: array<f32>;
@@ -177,8 +178,9 @@ fn svd_rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// Column norms of W into stats[2 + c] (one workgroup per column), and the bits of `offmax` into
-// stats[2 + cols], so that one readback brings both.
+// The norm of column c of W into stats[2 + c] and of column c of V into stats[3 + cols + c]
+// (one workgroup per column), and the bits of `offmax` into stats[2 + cols], so that one readback
+// brings them all.
 @compute @workgroup_size(WG)
 fn svd_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wid.y * p.gx + wid.x;
@@ -188,25 +190,30 @@ fn svd_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     if c == 0u && lid.x == 0u {
         stats[2u + p.cols] = bitcast<f32>(atomicLoad(&offmax));
     }
-    let base = c * p.rows;
-    var s = 0.0;
+    var s = vec3<f32>(0.0);
     for (var r = lid.x; r < p.rows; r += WG) {
-        let x = w[base + r];
-        s += x * x;
+        let x = w[c * p.rows + r];
+        s.x += x * x;
     }
-    red[lid.x] = vec3<f32>(s, 0.0, 0.0);
+    for (var r = lid.x; r < p.cols; r += WG) {
+        let x = vm[c * p.cols + r];
+        s.y += x * x;
+    }
+    red[lid.x] = s;
     workgroupBarrier();
     if lid.x == 0u {
-        var t = 0.0;
+        var t = vec3<f32>(0.0);
         for (var i = 0u; i < WG; i++) {
-            t += red[i].x;
+            t += red[i];
         }
-        stats[2u + c] = sqrt(t);
+        stats[2u + c] = sqrt(t.x);
+        stats[3u + p.cols + c] = sqrt(t.y);
     }
 }
 
 // The thin factors, columns in descending order of singular value: uo (m × k) and vto (k × n),
-// row-major. Tall: U = W·diag(1/σ), Vt = Vᵀ. Wide: U = V, Vt = (W·diag(1/σ))ᵀ.
+// row-major. Tall: U = W·diag(1/σ), Vt = Vᵀ. Wide: U = V, Vt = (W·diag(1/σ))ᵀ. V's columns are
+// renormalised (perm[2k + q]): thousands of f32 rotations drift their norms by up to ~1e-4.
 @compute @workgroup_size(WG)
 fn svd_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let idx = flat_index(wid, lid);
@@ -217,7 +224,7 @@ fn svd_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         let r = idx / k;
         let q = idx % k;
         if p.wide == 1u {
-            uo[idx] = vm[perm[q] * k + r];
+            uo[idx] = vm[perm[q] * k + r] * bitcast<f32>(perm[2u * k + q]);
         } else {
             uo[idx] = w[perm[q] * mm + r] * bitcast<f32>(perm[k + q]);
         }
@@ -232,7 +239,7 @@ fn svd_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         } else if i < k * k {
             let q = i / k;
             let c = i % k;
-            vto[i] = vm[perm[q] * k + c];
+            vto[i] = vm[perm[q] * k + c] * bitcast<f32>(perm[2u * k + q]);
         }
     }
 }

@@ -813,7 +813,12 @@ fn column_sums_beyond_the_loop_limit() {
 #[test]
 fn svd_of_columns_beyond_the_loop_limit() {
     let Some(ctx) = common::gpu() else { return };
-    for (m, n) in [(70_000usize, 4usize), (100_000, 20), (4, 70_000), (20, 100_000)] {
+    for (m, n) in [
+        (70_000usize, 4usize),
+        (100_000, 20),
+        (4, 70_000),
+        (20, 100_000),
+    ] {
         let a = common::data_full(m * n, 20);
         let r = ctx.svd(&ctx.tensor(&[m, n], &a).unwrap()).unwrap();
         let q = gpu_linalg::cpu::svd::ratios(

@@ -266,28 +266,17 @@ fn dispatch(
 /// Elements of A one invocation of `svd_amax` scans (`CHUNK` in svd.wgsl).
 const AMAX_CHUNK: usize = 64;
 
-/// Encodes the column norms of W into stats[2..cols + 2] (one workgroup per column), and the
-/// bits of `off` into stats[cols + 2].
+/// Encodes `svd_norms` (the column norms of W and V, and the sweep's measure, into stats) over
+/// `bindings` (w, vm, stats and offmax): one workgroup per column.
 fn column_norms(
     gpu: &Arc<Gpu>,
     enc: &mut wgpu::CommandEncoder,
     params: &Params,
-    w: (&GpuBuffer, u64),
-    stats: (&GpuBuffer, u64),
-    off: &GpuBuffer,
+    bindings: &Bindings,
     keep: &mut Vec<Arc<GpuBuffer>>,
 ) -> Result<()> {
-    let cols = params.cols as usize;
-    let threads = cols * params.wg as usize;
-    dispatch(
-        gpu,
-        enc,
-        "svd_norms",
-        params,
-        threads,
-        &Bindings(vec![(2, w.0, w.1), (4, stats.0, stats.1), (5, off, 4)]),
-        keep,
-    )
+    let threads = params.cols as usize * params.wg as usize;
+    dispatch(gpu, enc, "svd_norms", params, threads, bindings, keep)
 }
 
 /// The GPU factors before they become tensors.
@@ -382,9 +371,15 @@ fn run_gpu(
     };
     let w = gpu.alloc(w_bytes, "svd work matrix")?;
     let v = gpu.alloc(v_bytes, "svd V")?;
-    let stats_bytes = ((cols + 3) * 4) as u64;
+    let stats_bytes = ((2 * cols + 3) * 4) as u64;
     let stats = gpu.alloc(stats_bytes, "svd norms")?;
     let off = gpu.alloc(4, "svd off-diagonal measure")?;
+    let norm_bindings = Bindings(vec![
+        (2, &w, w_bytes),
+        (3, &v, v_bytes),
+        (4, &stats, stats_bytes),
+        (5, &off, 4),
+    ]);
     let mut keep = Vec::new();
 
     // max|A| (svd_amax) sets the power-of-two scale of W (svd_init); the column norms of W
@@ -415,15 +410,7 @@ fn run_gpu(
         ]),
         &mut keep,
     )?;
-    column_norms(
-        gpu,
-        &mut enc,
-        &params,
-        (&w, w_bytes),
-        (&stats, stats_bytes),
-        &off,
-        &mut keep,
-    )?;
+    column_norms(gpu, &mut enc, &params, &norm_bindings, &mut keep)?;
     dispatch(
         gpu,
         &mut enc,
@@ -480,15 +467,7 @@ fn run_gpu(
                 if s1 == steps && sort {
                     // The norms for the next sweep's order, with the measure beside them:
                     // one readback a sweep.
-                    column_norms(
-                        gpu,
-                        &mut enc,
-                        &params,
-                        (&w, w_bytes),
-                        (&stats, stats_bytes),
-                        &off,
-                        &mut keep,
-                    )?;
+                    column_norms(gpu, &mut enc, &params, &norm_bindings, &mut keep)?;
                 }
                 gpu.submit(enc);
                 s0 = s1;
@@ -524,17 +503,9 @@ fn run_gpu(
     }
 
     let mut enc = encoder(gpu);
-    column_norms(
-        gpu,
-        &mut enc,
-        &params,
-        (&w, w_bytes),
-        (&stats, stats_bytes),
-        &off,
-        &mut keep,
-    )?;
+    column_norms(gpu, &mut enc, &params, &norm_bindings, &mut keep)?;
     gpu.submit(enc);
-    let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((cols + 3) * 4)?);
+    let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((2 * cols + 3) * 4)?);
     let fro = st.first().copied().unwrap_or(0.0).max(0.0).sqrt();
     // An exact power of two: W = A·inv.
     let inv = st.get(1).copied().unwrap_or(1.0);
@@ -553,6 +524,11 @@ fn run_gpu(
             .iter()
             .map(|&x| if x > zt { (1.0 / x).to_bits() } else { 0 }),
     );
+    let vnorms = st.get(cols + 3..2 * cols + 3).unwrap_or(&[]);
+    perm.extend(order.iter().map(|&c| {
+        let x = vnorms.get(c).copied().unwrap_or(1.0);
+        if x > 0.0 { 1.0 / x } else { 1.0 }.to_bits()
+    }));
     let s: Vec<f32> = scaled.iter().map(|&x| x / inv).collect();
     let perm_buf = gpu.upload(bytemuck::cast_slice(&perm), "svd permutation")?;
     let (u_len, vt_len) = (m * cols, cols * n);

@@ -717,7 +717,7 @@ fn decomposition_case(
         baselines: vec![],
         chosen: Box::new(move |c| {
             Ok(match op {
-                "eigh" => "jacobi on A + c·I".to_string(),
+                "eigh" => "jacobi on A + c·I, refined".to_string(),
                 "qr" => "cholesky-qr".to_string(),
                 "svd-batched" => format!("jacobi {}", c.svd_batched_kernel()?),
                 _ => "one-sided jacobi".to_string(),

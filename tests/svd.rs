@@ -821,3 +821,32 @@ fn svd_workgroup_is_tuned_per_adapter() {
         assert!(*t > 0.0 && t.is_finite(), "workgroup {size}: {t}");
     }
 }
+
+/// Small matrices go to the batched kernel (one dispatch a sweep) unless a workgroup size is
+/// forced: both routes timed (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_small_matrices() {
+    let Some(ctx) = common::gpu() else { return };
+    let forced = SvdOptions {
+        workgroup: Some(16),
+        ..SvdOptions::default()
+    };
+    for n in [8usize, 16, 32] {
+        let a = common::data_full(n * n, 3);
+        let t = ctx.tensor(&[n, n], &a).unwrap();
+        let mut line = format!("{n}×{n}:");
+        for (label, opts) in [
+            ("batched kernel", SvdOptions::default()),
+            ("round-robin", forced),
+        ] {
+            let _ = ctx.svd_with(&t, &opts).unwrap().s.to_vec().unwrap();
+            let t0 = Instant::now();
+            for _ in 0..5 {
+                let _ = ctx.svd_with(&t, &opts).unwrap().s.to_vec().unwrap();
+            }
+            line += &format!(" {label} {:.2} ms", t0.elapsed().as_secs_f64() / 5.0 * 1e3);
+        }
+        eprintln!("{line}");
+    }
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::error::{Error, Result};
 use crate::tensor::{check_shape, DType, HostData, Storage, Tensor};
@@ -249,6 +249,49 @@ struct Timer {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A kernel choice per device, remembered for the life of the process (by weak pointer, so a
+/// dropped device is never matched), read from the on-disk tuning cache, or tuned.
+pub(crate) struct PerDevice<T>(Mutex<Vec<(Weak<Gpu>, T)>>);
+
+impl<T: Copy> PerDevice<T> {
+    /// An empty memo (for a `static`).
+    pub(crate) const fn new() -> Self {
+        PerDevice(Mutex::new(Vec::new()))
+    }
+
+    /// The choice for `gpu`: remembered, else the tuning cache's entry for `family` (read by
+    /// `parse`), else `tune()`, which is then written to the cache (as `show` spells it).
+    pub(crate) fn get_or_tune(
+        &self,
+        gpu: &Arc<Gpu>,
+        family: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        show: impl Fn(&T) -> String,
+        tune: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        {
+            let mut memo = lock(&self.0);
+            memo.retain(|(w, _)| w.strong_count() > 0);
+            if let Some((_, v)) = memo
+                .iter()
+                .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(gpu)))
+            {
+                return Ok(*v);
+            }
+        }
+        let choice = match gpu.tuned(family).as_deref().and_then(&parse) {
+            Some(v) => v,
+            None => {
+                let v = tune()?;
+                gpu.store_tuned(family, &show(&v));
+                v
+            }
+        };
+        lock(&self.0).push((Arc::downgrade(gpu), choice));
+        Ok(choice)
+    }
 }
 
 impl Gpu {

@@ -12,15 +12,7 @@ use crate::error::{Error, Result};
 /// of `a`: where a column of `a` lies in the span of the previous ones, R_ii is (near) zero and
 /// Q's column i is the reflectors' completion of the basis.
 pub fn householder(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    if a.len() != m * n {
-        return Err(Error::Shape(format!(
-            "qr: {} values for a {m}×{n} matrix",
-            a.len()
-        )));
-    }
-    if a.iter().any(|x| !x.is_finite()) {
-        return Err(non_finite(m, n));
-    }
+    check_input(a, m, n)?;
     let k = m.min(n);
     let mut w: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
     // Reflectors v_j (length m − j) with H_j = I − τ_j v_j v_jᵀ.
@@ -80,15 +72,7 @@ pub fn householder(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)
 /// the CPU backend's fast path. Same conventions as [`householder`]: (Q m×k, R k×n) row-major,
 /// R's diagonal non-negative, Q orthonormal whatever the rank.
 pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    if a.len() != m * n {
-        return Err(Error::Shape(format!(
-            "qr: {} values for a {m}×{n} matrix",
-            a.len()
-        )));
-    }
-    if a.iter().any(|x| !x.is_finite()) {
-        return Err(non_finite(m, n));
-    }
+    check_input(a, m, n)?;
     let k = m.min(n);
     if k == 0 {
         return Ok((vec![0.0; m * k], vec![0.0; k * n]));
@@ -108,6 +92,20 @@ pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         }
     }
     Ok((qo, ro))
+}
+
+/// `a` must hold m·n finite values.
+fn check_input(a: &[f32], m: usize, n: usize) -> Result<()> {
+    if a.len() != m * n {
+        return Err(Error::Shape(format!(
+            "qr: {} values for a {m}×{n} matrix",
+            a.len()
+        )));
+    }
+    if a.iter().any(|x| !x.is_finite()) {
+        return Err(non_finite(m, n));
+    }
+    Ok(())
 }
 
 /// The error for input with NaN or infinite values.

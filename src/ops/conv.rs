@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use crate::context::{Context, Gpu, GpuBuffer, View};
 use crate::error::{Error, Result};
-use crate::ops::layout::Slice;
 use crate::ops::matmul::host_values;
 use crate::ops::{source, trusted_pipeline, Activation};
 use crate::tensor::{DType, Tensor};
@@ -874,18 +873,6 @@ impl Context {
             )));
         }
         let step = limit / taps;
-        let cut = |t: &Tensor, axis: usize, c0: usize, c1: usize| {
-            let specs: Vec<Slice> = (0..t.ndim())
-                .map(|d| {
-                    if d == axis {
-                        Slice::range(c0 as isize, c1 as isize)
-                    } else {
-                        Slice::all()
-                    }
-                })
-                .collect();
-            self.slice(t, &specs)
-        };
         let part_opts = ConvOptions {
             bias: None,
             activation: Activation::None,
@@ -897,8 +884,8 @@ impl Context {
             let c1 = (c0 + step).min(plan.cin);
             let part = self.conv(
                 kind,
-                &cut(x, x_axis, c0, c1)?,
-                &cut(w, w_axis, c0, c1)?,
+                &self.slice_axis(x, x_axis, c0, c1)?,
+                &self.slice_axis(w, w_axis, c0, c1)?,
                 &part_opts,
             )?;
             sum = Some(match sum {

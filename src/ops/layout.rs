@@ -501,6 +501,34 @@ impl Context {
         self.gather("slice", x, &plan)
     }
 
+    /// The indices `start..stop` of one axis, every other axis whole: `x[:, start:stop]` for
+    /// axis 1 of a 2-D tensor.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2, 3], &[0., 1., 2., 3., 4., 5.])?;
+    /// assert_eq!(ctx.slice_axis(&x, 1, 1, 3)?.to_vec()?, vec![1., 2., 4., 5.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn slice_axis(&self, x: &Tensor, axis: usize, start: usize, stop: usize) -> Result<Tensor> {
+        if axis >= x.ndim().max(1) {
+            return Err(Error::Shape(format!(
+                "slice_axis: axis {axis} of a tensor of shape {:?}",
+                x.shape()
+            )));
+        }
+        let specs: Vec<Slice> = (0..x.ndim())
+            .map(|d| {
+                if d == axis {
+                    Slice::range(start as isize, stop as isize)
+                } else {
+                    Slice::all()
+                }
+            })
+            .collect();
+        self.slice(x, &specs)
+    }
+
     /// `numpy.concatenate(tensors, axis)`: every dim but `axis` must agree.
     pub fn concat(&self, tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
         for t in tensors {

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use crate::context::{Context, Gpu, GpuBuffer, View};
 use crate::error::{Error, Result};
-use crate::ops::layout::Slice;
 use crate::ops::{source, trusted_pipeline, Activation};
 use crate::tensor::{DType, Tensor};
 
@@ -812,18 +811,6 @@ impl Context {
             d if transposed == is_a => d - 2,
             d => d - 1,
         };
-        let cut = |t: &Tensor, axis: usize, k0: usize, k1: usize| {
-            let specs: Vec<Slice> = (0..t.ndim())
-                .map(|d| {
-                    if d == axis {
-                        Slice::range(k0 as isize, k1 as isize)
-                    } else {
-                        Slice::all()
-                    }
-                })
-                .collect();
-            self.slice(t, &specs)
-        };
         let (ka, kb) = (
             k_axis(a, opts.transpose_a, true),
             k_axis(b, opts.transpose_b, false),
@@ -837,7 +824,10 @@ impl Context {
         let mut k0 = 0;
         while k0 < plan.k {
             let k1 = (k0 + MAX_K_PER_PASS_CPU_ADAPTER).min(plan.k);
-            let (ap, bp) = (cut(a, ka, k0, k1)?, cut(b, kb, k0, k1)?);
+            let (ap, bp) = (
+                self.slice_axis(a, ka, k0, k1)?,
+                self.slice_axis(b, kb, k0, k1)?,
+            );
             let part_plan =
                 MatmulPlan::new(ap.shape(), bp.shape(), opts.transpose_a, opts.transpose_b)?;
             let part = self.matmul_gpu(gpu, &part_plan, &ap, &bp, &part_opts)?;

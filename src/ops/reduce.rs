@@ -11,10 +11,10 @@
 use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::context::{lock, Context, Gpu, GpuBuffer};
+use crate::context::{Context, Gpu, GpuBuffer, PerDevice};
 use crate::error::{Error, Result};
 use crate::ops::matmul::host_values;
 use crate::ops::source;
@@ -355,7 +355,7 @@ fn window_limit(gpu: &Gpu) -> u64 {
 }
 
 /// Chosen combine kernels per device (by weak pointer, so a dropped device is never matched).
-static CHOICE: Mutex<Vec<(Weak<Gpu>, ReduceKernel)>> = Mutex::new(Vec::new());
+static CHOICE: PerDevice<ReduceKernel> = PerDevice::new();
 
 /// Every source variant the host can build (for the cross-compilation test).
 pub(crate) fn generated_sources() -> Vec<String> {
@@ -1099,31 +1099,21 @@ impl Context {
         if let Ok(s) = std::env::var("GPU_LINALG_REDUCE_KERNEL") {
             return s.parse();
         }
-        {
-            let mut c = lock(&CHOICE);
-            c.retain(|(w, _)| w.strong_count() > 0);
-            if let Some((_, k)) = c
-                .iter()
-                .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(gpu)))
-            {
-                return Ok(*k);
-            }
-        }
-        let choice = if let Some(k) = gpu.tuned("reduce").and_then(|v| v.parse().ok()) {
-            k
-        } else {
-            let results = self.tune_reduce()?;
-            let best = results
-                .iter()
-                .filter_map(|(k, r)| r.as_ref().ok().map(|g| (*k, *g)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(k, _)| k)
-                .unwrap_or(ReduceKernel::Tree);
-            gpu.store_tuned("reduce", &best.to_string());
-            best
-        };
-        lock(&CHOICE).push((Arc::downgrade(gpu), choice));
-        Ok(choice)
+        CHOICE.get_or_tune(
+            gpu,
+            "reduce",
+            |v| v.parse().ok(),
+            ToString::to_string,
+            || {
+                let results = self.tune_reduce()?;
+                Ok(results
+                    .iter()
+                    .filter_map(|(k, r)| r.as_ref().ok().map(|g| (*k, *g)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(k, _)| k)
+                    .unwrap_or(ReduceKernel::Tree))
+            },
+        )
     }
 
     /// Times each combine kernel on a sum of 2²² values: (kernel, GB/s or why it failed).

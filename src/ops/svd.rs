@@ -2,10 +2,10 @@
 //! one-sided (Hestenes) Jacobi with a parallel round-robin ordering (`shaders/svd.wgsl`), on
 //! the CPU by faer.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::context::{lock, Context, Gpu, GpuBuffer, Kernel};
+use crate::context::{Context, Gpu, GpuBuffer, Kernel, PerDevice};
 use crate::error::{Error, Result};
 use crate::ops::matmul::host_values;
 use crate::ops::source;
@@ -71,13 +71,19 @@ fn non_finite(m: usize, n: usize) -> Error {
     ))
 }
 
-fn pipeline(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
-    let key = format!("svd/{entry}/WG={wg}");
-    gpu.kernel(&key, |device| {
-        // Checked module: the round-robin pair indices are computed in the kernel.
+/// The pipeline of `entry` in the Jacobi module `name` (`svd` or `svd_batched`, with
+/// shaders/jacobi.wgsl prepended) at workgroup size `wg`, cached per device.
+pub(crate) fn jacobi_pipeline(gpu: &Gpu, name: &str, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
+    gpu.kernel(&format!("{name}/{entry}/WG={wg}"), |device| {
+        // Checked modules: pair indices and matrix offsets are computed in the kernels.
+        let src = if name == "svd" {
+            source::svd()
+        } else {
+            source::svd_batched()
+        };
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("svd.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(source::svd().into()),
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
         });
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
@@ -155,7 +161,7 @@ fn workgroup(gpu: &Gpu, rows: usize, forced: Option<u32>, base: u32) -> Result<u
 pub const SVD_WORKGROUP_ENV: &str = "GPU_LINALG_SVD_WORKGROUP";
 
 /// The workgroup size each device chose (tuned or read from the cache) in this process.
-static WORKGROUP_CHOICE: Mutex<Vec<(Weak<Gpu>, u32)>> = Mutex::new(Vec::new());
+static WORKGROUP_CHOICE: PerDevice<u32> = PerDevice::new();
 
 /// The sweeps rotate every pair whose scaled off-diagonal exceeds this fraction of the
 /// convergence tolerance. Convergence still means every pair ≤ the tolerance; rotating only
@@ -251,7 +257,7 @@ fn dispatch(
     b: &Bindings,
     keep: &mut Vec<Arc<GpuBuffer>>,
 ) -> Result<()> {
-    let k = pipeline(gpu, entry, params.wg)?;
+    let k = jacobi_pipeline(gpu, "svd", entry, params.wg)?;
     let (gx, gy) = grid(gpu, threads, params.wg)?;
     let u = gpu.uniform(&params.words(0, gx))?;
     let bg = bind_group(gpu, &k, b, (&u, 0));
@@ -435,7 +441,7 @@ fn run_gpu(
             words[s * stride..s * stride + 8].copy_from_slice(&params.words(s as u32, 0));
         }
         let u = gpu.uniform(&words)?;
-        let k = pipeline(gpu, "svd_rotate", wg)?;
+        let k = jacobi_pipeline(gpu, "svd", "svd_rotate", wg)?;
         let sort = opts.sort_columns.unwrap_or(true);
         let mut slots: Vec<u32> = (0..np as u32).collect();
         let order = gpu.upload(bytemuck::cast_slice(&slots), "svd order")?;
@@ -648,38 +654,27 @@ impl Context {
             })?;
             return workgroup(gpu, usize::MAX / 2, Some(wg), wg);
         }
-        {
-            let mut c = lock(&WORKGROUP_CHOICE);
-            c.retain(|(w, _)| w.strong_count() > 0);
-            if let Some((_, wg)) = c
-                .iter()
-                .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(gpu)))
-            {
-                return Ok(*wg);
-            }
-        }
-        let cached = gpu
-            .tuned("svd")
-            .and_then(|v| v.strip_prefix("wg=").and_then(|x| x.parse::<u32>().ok()))
-            .filter(|wg| SVD_WORKGROUPS.contains(wg));
-        let choice = match cached {
-            Some(wg) => wg,
-            None => {
+        WORKGROUP_CHOICE.get_or_tune(
+            gpu,
+            "svd",
+            |v| {
+                v.strip_prefix("wg=")
+                    .and_then(|x| x.parse::<u32>().ok())
+                    .filter(|wg| SVD_WORKGROUPS.contains(wg))
+            },
+            |wg| format!("wg={wg}"),
+            || {
                 let results = self.tune_svd()?;
-                let best = results
+                results
                     .iter()
                     .filter_map(|(wg, r)| r.as_ref().ok().map(|t| (*wg, *t)))
                     .min_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(wg, _)| wg)
                     .ok_or_else(|| {
                         Error::Kernel(format!("no svd workgroup size runs here: {results:?}"))
-                    })?;
-                gpu.store_tuned("svd", &format!("wg={best}"));
-                best
-            }
-        };
-        lock(&WORKGROUP_CHOICE).push((Arc::downgrade(gpu), choice));
-        Ok(choice)
+                    })
+            },
+        )
     }
 
     /// Times one Jacobi sweep of a random n×n matrix (n = 128 on CPU-type adapters, 512 on

@@ -4,16 +4,15 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::context::{lock, Context, Gpu, GpuBuffer, Kernel};
+use crate::context::{Context, Gpu, GpuBuffer, Kernel, PerDevice};
 use crate::error::{Error, Result};
 use crate::ops::matmul::host_values;
-use crate::ops::source;
 use crate::ops::svd::{
-    bind_group, encoder, grid, svd_tolerance, u32_of, Bindings, Svd, MAX_SWEEPS, ROTATE_FRACTION,
-    ZERO_REL,
+    bind_group, encoder, grid, jacobi_pipeline, svd_tolerance, u32_of, Bindings, Svd, MAX_SWEEPS,
+    ROTATE_FRACTION, ZERO_REL,
 };
 use crate::tensor::{DType, Tensor};
 
@@ -100,7 +99,7 @@ pub struct SvdBatchedOptions {
 }
 
 /// Chosen kernels per device (by weak pointer, so a dropped device is never matched).
-static CHOICE: Mutex<Vec<(Weak<Gpu>, SvdBatchedKernel)>> = Mutex::new(Vec::new());
+static CHOICE: PerDevice<SvdBatchedKernel> = PerDevice::new();
 
 /// The workgroup size of the workgroup-per-matrix sweep on `rows`×`cols` work matrices
 /// (cols ≤ rows), checked against the adapter's limits.
@@ -145,24 +144,7 @@ fn wg_size(gpu: &Gpu, rows: usize, cols: usize, forced: Option<u32>) -> Result<u
 
 /// The pipeline of `entry` in `shaders/svd_batched.wgsl` built with workgroup size `wg`.
 fn kernel(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
-    gpu.kernel(&format!("svd_batched/{entry}/WG={wg}"), |device| {
-        // Checked module: matrix offsets and round-robin pairs are computed in the kernel.
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("svd_batched.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(source::svd_batched().into()),
-        });
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WG", f64::from(wg))],
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        })
-    })
+    jacobi_pipeline(gpu, "svd_batched", entry, wg)
 }
 
 /// Runs the batched SVD of `batch` m×n matrices in `a`, the sweeps by `kernel_choice`.
@@ -423,35 +405,21 @@ impl Context {
         if let Ok(s) = std::env::var(SVD_BATCHED_KERNEL_ENV) {
             return s.parse();
         }
-        {
-            let mut c = lock(&CHOICE);
-            c.retain(|(w, _)| w.strong_count() > 0);
-            if let Some((_, k)) = c
-                .iter()
-                .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(gpu)))
-            {
-                return Ok(*k);
-            }
-        }
-        let choice = if let Some(k) = gpu.tuned(FAMILY).and_then(|v| v.parse().ok()) {
-            k
-        } else {
-            let results = self.tune_svd_batched()?;
-            let best = results
-                .iter()
-                .filter_map(|(k, r)| r.as_ref().ok().map(|t| (*k, *t)))
-                .min_by(|x, y| x.1.total_cmp(&y.1))
-                .map(|(k, _)| k);
-            match best {
-                Some(k) => {
-                    gpu.store_tuned(FAMILY, &k.to_string());
-                    k
-                }
-                None => SvdBatchedKernel::Invocation,
-            }
-        };
-        lock(&CHOICE).push((Arc::downgrade(gpu), choice));
-        Ok(choice)
+        CHOICE.get_or_tune(
+            gpu,
+            FAMILY,
+            |v| v.parse().ok(),
+            ToString::to_string,
+            || {
+                let results = self.tune_svd_batched()?;
+                Ok(results
+                    .iter()
+                    .filter_map(|(k, r)| r.as_ref().ok().map(|t| (*k, *t)))
+                    .min_by(|x, y| x.1.total_cmp(&y.1))
+                    .map(|(k, _)| k)
+                    .unwrap_or(SvdBatchedKernel::Invocation))
+            },
+        )
     }
 
     /// Times each batched SVD kernel on random 16×16 matrices — 128 on CPU-type adapters such

@@ -53,15 +53,7 @@ pub fn eigh_ratios(a: &[f32], n: usize, w: &[f32], z: &[f32]) -> [f64; 2] {
         let zdz: f64 = (0..n).map(|q| zf(i, q) * f64::from(w[q]) * zf(j, q)).sum();
         f64::from(a[i * n + j]) - zdz
     });
-    let r0 = if an == 0.0 {
-        if resid == 0.0 {
-            0.0
-        } else {
-            1.0 / RATIO_EPS
-        }
-    } else {
-        resid / (an * n as f64 * RATIO_EPS)
-    };
+    let r0 = super::residual_ratio(resid, an, n);
     let orth = norm1(&|i, j| {
         let d: f64 = (0..n).map(|r| zf(r, i) * zf(r, j)).sum();
         if i == j {

@@ -165,3 +165,18 @@ pub(crate) fn norm1(rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64) -
         .map(|j| (0..rows).map(|i| f(i, j).abs()).sum::<f64>())
         .fold(0.0, f64::max)
 }
+
+/// LAPACK's driver-test residual ratio ‖A − (factors)‖₁/(‖A‖₁·dim·ε), ε = 2⁻²³, from the two
+/// 1-norms; where ‖A‖ = 0 it is 0 for a zero residual and 1/ε otherwise.
+pub(crate) fn residual_ratio(resid: f64, anorm: f64, dim: usize) -> f64 {
+    let eps = crate::cpu::svd::RATIO_EPS;
+    if anorm == 0.0 {
+        if resid == 0.0 {
+            0.0
+        } else {
+            1.0 / eps
+        }
+    } else {
+        resid / (anorm * dim as f64 * eps)
+    }
+}

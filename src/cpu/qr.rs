@@ -177,15 +177,7 @@ pub fn ratios(a: &[f32], m: usize, n: usize, q: &[f32], r: &[f32]) -> [f64; 2] {
             .sum();
         f64::from(a[i * n + j]) - qr
     });
-    let r0 = if an == 0.0 {
-        if resid == 0.0 {
-            0.0
-        } else {
-            1.0 / eps
-        }
-    } else {
-        resid / (an * m.max(n) as f64 * eps)
-    };
+    let r0 = super::residual_ratio(resid, an, m.max(n));
     let qq = norm1(k, k, &|i, j| {
         let d = if i == j { 1.0 } else { 0.0 };
         d - (0..m)

@@ -89,15 +89,7 @@ pub fn ratios(a: &[f32], m: usize, n: usize, u: &[f32], s: &[f32], vt: &[f32]) -
             .sum();
         f64::from(a[i * n + j]) - usv
     });
-    let r0 = if an == 0.0 {
-        if resid == 0.0 {
-            0.0
-        } else {
-            1.0 / RATIO_EPS
-        }
-    } else {
-        resid / (an * m.max(n) as f64 * RATIO_EPS)
-    };
+    let r0 = super::residual_ratio(resid, an, m.max(n));
     let eye = |i: usize, j: usize| if i == j { 1.0 } else { 0.0 };
     let uu = norm1(k, k, &|i, j| {
         eye(i, j)

@@ -347,16 +347,9 @@ fn timing_256() {
         let _ = ctx.svd(&t).unwrap();
         let t0 = Instant::now();
         let svd = ctx.svd(&t).unwrap();
-        let s = svd.s.to_vec().unwrap();
+        let _ = svd.s.to_vec().unwrap();
         let secs = t0.elapsed().as_secs_f64();
-        let r = ratios(
-            &a,
-            n,
-            n,
-            &svd.u.to_vec().unwrap(),
-            &s,
-            &svd.vt.to_vec().unwrap(),
-        );
+        let r = common::svd_ratios(&a, n, n, &svd);
         eprintln!(
             "{label} 256×256: {:.1} ms, {} sweeps, ratios {r:?}",
             secs * 1e3,
@@ -382,16 +375,9 @@ fn timing_tall_qr_first() {
             let _ = ctx.svd_with(&t, &opts).unwrap().s.to_vec().unwrap();
             let t0 = Instant::now();
             let svd = ctx.svd_with(&t, &opts).unwrap();
-            let s = svd.s.to_vec().unwrap();
+            let _ = svd.s.to_vec().unwrap();
             let secs = t0.elapsed().as_secs_f64();
-            let r = ratios(
-                &a,
-                m,
-                n,
-                &svd.u.to_vec().unwrap(),
-                &s,
-                &svd.vt.to_vec().unwrap(),
-            );
+            let r = common::svd_ratios(&a, m, n, &svd);
             eprintln!(
                 "{m}×{n} qr_first={qr_first:?}: {:.1} ms, {} sweeps, ratios {r:?}",
                 secs * 1e3,
@@ -714,12 +700,8 @@ fn gpu_svd_up_to_512() {
         let a = common::data_full(n * n, seed);
         let t = ctx.tensor(&[n, n], &a).unwrap();
         let r = ctx.svd(&t).unwrap();
-        let (u, s, vt) = (
-            r.u.to_vec().unwrap(),
-            r.s.to_vec().unwrap(),
-            r.vt.to_vec().unwrap(),
-        );
-        let q = ratios(&a, n, n, &u, &s, &vt);
+        let s = r.s.to_vec().unwrap();
+        let q = common::svd_ratios(&a, n, n, &r);
         assert!(q.iter().all(|x| *x < 35.0), "{n}×{n}: ratios {q:?}");
         assert!(s.windows(2).all(|w| w[0] >= w[1]) && s.iter().all(|x| *x >= 0.0));
         eprintln!("{n}×{n}: ratios {q:?}, {} sweeps", r.sweeps);
@@ -757,12 +739,7 @@ fn random_256_converges_within_12_sweeps() {
     for (name, a) in random_square(n, 0..4) {
         let t = ctx.tensor(&[n, n], &a).unwrap();
         let svd = ctx.svd(&t).unwrap();
-        let (u, s, vt) = (
-            svd.u.to_vec().unwrap(),
-            svd.s.to_vec().unwrap(),
-            svd.vt.to_vec().unwrap(),
-        );
-        let q = ratios(&a, n, n, &u, &s, &vt);
+        let q = common::svd_ratios(&a, n, n, &svd);
         eprintln!(
             "256×256 {name}: {} sweeps, off {:e} (tol {:e}), ratios {q:.2?}",
             svd.sweeps,

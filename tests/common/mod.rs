@@ -102,3 +102,16 @@ pub fn with_singular_values(m: usize, n: usize, sigma: &[f64], seed: u64) -> Vec
     }
     a
 }
+
+/// LAPACK's SVD driver-test ratios (`gpu_linalg::cpu::svd::ratios`) of a result for the m×n
+/// matrix `a`, its factors read back.
+pub fn svd_ratios(a: &[f32], m: usize, n: usize, svd: &gpu_linalg::Svd) -> [f64; 3] {
+    gpu_linalg::cpu::svd::ratios(
+        a,
+        m,
+        n,
+        &svd.u.to_vec().unwrap(),
+        &svd.s.to_vec().unwrap(),
+        &svd.vt.to_vec().unwrap(),
+    )
+}

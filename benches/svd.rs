@@ -6,16 +6,11 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use gpu_linalg::{Backend, Context, Tensor};
 
-/// Full-mantissa pseudo-random values in [-1, 1).
+/// Pseudo-random values uniform in [-1, 1) (the library's Philox stream).
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
+    gpu_linalg::cpu::random::stream(n, seed, None)
+        .into_iter()
+        .map(|u| 2.0 * u - 1.0)
         .collect()
 }
 

@@ -670,17 +670,12 @@ fn gpu_copy(ctx: &Context, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) -> Resu
     })
 }
 
-/// Pseudo-random values with full mantissas, uniform in [-1, 1) (xorshift): well-conditioned
+/// Pseudo-random values uniform in [-1, 1) (the library's Philox stream): well-conditioned
 /// dense test matrices for the decompositions.
 fn random_values(len: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
+    crate::cpu::random::stream(len, seed, None)
+        .into_iter()
+        .map(|u| 2.0 * u - 1.0)
         .collect()
 }
 

@@ -432,6 +432,9 @@ fn run_gpu(
 
     // One uniform block per round-robin step, at the device's uniform offset alignment.
     let (mut sweeps, mut measured) = (0u32, 0f32);
+    // With sorting, the stats read after the last sweep (norms of W and V, W untouched since)
+    // serve the factors below as well.
+    let mut last_stats: Option<Vec<f32>> = None;
     if cols >= 2 {
         let steps = np - 1;
         let align = u64::from(gpu.limits.min_uniform_buffer_offset_alignment).max(PARAMS_BYTES);
@@ -481,11 +484,20 @@ fn run_gpu(
                 s0 = s1;
             }
             let norms: Vec<f32> = if sort {
-                bytemuck::pod_collect_to_vec(&stats.read((cols + 3) * 4)?)
+                bytemuck::pod_collect_to_vec(&stats.read((2 * cols + 3) * 4)?)
             } else {
                 bytemuck::pod_collect_to_vec(&off.read(4)?)
             };
-            measured = norms.last().copied().unwrap_or(f32::NAN);
+            measured = if sort {
+                norms.get(cols + 2)
+            } else {
+                norms.first()
+            }
+            .copied()
+            .unwrap_or(f32::NAN);
+            if sort {
+                last_stats = Some(norms);
+            }
             if measured <= params.tol || measured.is_nan() {
                 break;
             }
@@ -500,8 +512,7 @@ fn run_gpu(
                     break;
                 }
             }
-            if sort {
-                let norms = norms.get(2..cols + 2).unwrap_or(&[]);
+            if let Some(norms) = last_stats.as_deref().and_then(|st| st.get(2..cols + 2)) {
                 slots[..cols].sort_by(|&x, &y| norms[y as usize].total_cmp(&norms[x as usize]));
                 gpu.queue
                     .write_buffer(order.buffer(), 0, bytemuck::cast_slice(&slots));
@@ -510,10 +521,15 @@ fn run_gpu(
         keep.push(u);
     }
 
-    let mut enc = encoder(gpu);
-    column_norms(gpu, &mut enc, &params, &norm_bindings, &mut keep)?;
-    gpu.submit(enc);
-    let st: Vec<f32> = bytemuck::pod_collect_to_vec(&stats.read((2 * cols + 3) * 4)?);
+    let st: Vec<f32> = match last_stats {
+        Some(st) => st,
+        None => {
+            let mut enc = encoder(gpu);
+            column_norms(gpu, &mut enc, &params, &norm_bindings, &mut keep)?;
+            gpu.submit(enc);
+            bytemuck::pod_collect_to_vec(&stats.read((2 * cols + 3) * 4)?)
+        }
+    };
     let fro = st.first().copied().unwrap_or(0.0).max(0.0).sqrt();
     // An exact power of two: W = A·inv.
     let inv = st.get(1).copied().unwrap_or(1.0);
@@ -690,16 +706,7 @@ impl Context {
         } else {
             512
         };
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let values: Vec<f32> = (0..n * n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        let a = self.resident(&self.tensor(&[n, n], &values)?)?;
+        let a = self.resident(&self.rand_normal(&[n, n], 0x5eed, 0.0, 1.0)?)?;
         let gram = |w: &Arc<GpuBuffer>, rows: usize, cols: usize| self.gram(w, rows, cols);
         let mut out = Vec::new();
         for wg in SVD_WORKGROUPS {

@@ -438,16 +438,7 @@ impl Context {
             4096
         };
         let n = 16usize;
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let data: Vec<f32> = (0..batch * n * n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        let a = self.tensor(&[batch, n, n], &data)?;
+        let a = self.rand_normal(&[batch, n, n], 0x5eed, 0.0, 1.0)?;
         let mut out = Vec::new();
         for kernel in [
             SvdBatchedKernel::Invocation,

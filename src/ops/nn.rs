@@ -510,7 +510,6 @@ const COL_SUM_ROWS: usize = 16_384;
 
 /// Encodes `out[j] = scale · Σ_{r<rows} values[r·cols + j]` (Kahan-compensated per pass, one
 /// thread per column, passes of [`COL_SUM_ROWS`] rows).
-#[allow(clippy::too_many_arguments)]
 fn col_sums_into(
     gpu: &Arc<Gpu>,
     enc: &mut wgpu::CommandEncoder,

@@ -8,7 +8,7 @@ use gpu_linalg::{Backend, Context, Tensor};
 
 /// Pseudo-random values uniform in [-1, 1) (the library's Philox stream).
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    gpu_linalg::cpu::random::stream(n, seed, None)
+    gpu_linalg::random::cpu::stream(n, seed, None)
         .into_iter()
         .map(|u| 2.0 * u - 1.0)
         .collect()

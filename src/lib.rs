@@ -31,30 +31,47 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod activation;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod context;
-pub mod cpu;
+pub mod conv;
+pub mod decomp;
+pub mod elementwise;
 pub mod error;
+mod kernels;
+pub mod layout;
+pub mod matmul;
+pub mod nn;
 pub mod npy;
-pub mod ops;
+pub mod qr;
+pub mod random;
+pub mod reduce;
+pub mod reference;
+pub mod runtime;
+pub mod svd;
 pub mod tensor;
 
-pub use context::{list_adapters, AdapterSummary, Backend, Context, ContextOptions, DeviceSummary};
+pub use activation::Activation;
+pub use context::{
+    list_adapters, AdapterSummary, Backend, BoundsChecks, Context, ContextOptions, DeviceSummary,
+    GpuCounters, SubmitMode, TuningRecord,
+};
+pub use conv::{ConvConfig, ConvKind, ConvOptions, ConvPlan, Padding};
+pub use decomp::{Eigh, LowRank, Pca, RandomizedSvdOptions};
+pub use elementwise::{broadcast_shapes, BinaryOp, UnaryOp};
 pub use error::{Error, Result};
-pub use ops::conv::{ConvConfig, ConvKind, ConvOptions, ConvPlan, Padding};
-pub use ops::decomp::{Eigh, LowRank, Pca, RandomizedSvdOptions};
-pub use ops::elementwise::{broadcast_shapes, BinaryOp, UnaryOp};
-pub use ops::layout::Slice;
-pub use ops::matmul::{
+pub use kernels::{kernel_params, kernel_sources};
+pub use layout::Slice;
+pub use matmul::{
     MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan, MAX_K_PER_PASS_CPU_ADAPTER,
 };
-pub use ops::nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
-pub use ops::qr::{Qr, MAX_QR_PASSES};
-pub use ops::reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
-pub use ops::svd::{
+pub use nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
+pub use qr::{Qr, MAX_QR_PASSES};
+pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
+pub use svd::batched::{SvdBatchedKernel, SvdBatchedOptions};
+pub use svd::{
     svd_tolerance, Svd, SvdOptions, MAX_SWEEPS, SVD_QR_LONG_COLUMN, SVD_QR_MIN_COLS, SVD_QR_RATIO,
     SVD_WORKGROUPS, SVD_WORKGROUP_ENV,
 };
-pub use ops::svd_batched::{SvdBatchedKernel, SvdBatchedOptions};
-pub use ops::Activation;
 pub use tensor::{DType, Location, Tensor};

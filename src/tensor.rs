@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::context::GpuBuffer;
 use crate::error::{Error, Result};
+use crate::runtime::GpuBuffer;
 
 /// The largest number of dimensions a tensor may have.
 pub const MAX_DIMS: usize = 4;
@@ -241,5 +241,13 @@ impl Tensor {
             Storage::Host(HostData::F32(v)) => Some(v.as_slice()),
             _ => None,
         }
+    }
+}
+
+/// The values of a tensor on the host (downloading GPU tensors).
+pub(crate) fn host_values(t: &Tensor) -> Result<std::borrow::Cow<'_, [f32]>> {
+    match t.host_f32() {
+        Some(v) => Ok(std::borrow::Cow::Borrowed(v)),
+        None => Ok(std::borrow::Cow::Owned(t.to_vec()?)),
     }
 }

@@ -38,6 +38,7 @@ fn unknown_adapter_name_is_an_error_listing_what_exists() {
     let e = Context::with_options(gpu_linalg::ContextOptions {
         backend: Backend::Gpu,
         adapter: Some("no-such-adapter-xyz".into()),
+        ..Default::default()
     })
     .unwrap_err();
     assert!(matches!(e, Error::NoAdapter(_)));
@@ -59,7 +60,7 @@ fn one_context_serves_many_threads() {
                     let c = ctx.matmul(&ga, &ga).unwrap().to_vec().unwrap();
                     let host = Tensor::from_vec(&[n, n], a).unwrap();
                     let r =
-                        gpu_linalg::cpu::matmul::reference_for(&host, &host, &Default::default())
+                        gpu_linalg::matmul::cpu::reference_for(&host, &host, &Default::default())
                             .unwrap();
                     r.check(&c).unwrap();
                 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use gpu_linalg::cpu::conv::reference_for;
+use gpu_linalg::conv::cpu::reference_for;
 use gpu_linalg::{
     Activation, Context, ConvConfig, ConvKind, ConvOptions, Error, Location, Padding, Tensor,
 };
@@ -344,7 +344,7 @@ fn independent(c: &Case, x: &[f32], w: &[f32], b: Option<&[f32]>) -> (Vec<usize>
         .enumerate()
         .map(|(i, v)| {
             let co = (i / m) % out_c;
-            gpu_linalg::cpu::activate_f64(c.act, v + b.map_or(0.0, |b| f64::from(b[co])))
+            gpu_linalg::activation::activate_f64(c.act, v + b.map_or(0.0, |b| f64::from(b[co])))
         })
         .collect();
     let mut shape = vec![];

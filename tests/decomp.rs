@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Instant;
 
-use gpu_linalg::cpu::decomp::{eigenvalues_f64, eigh_ratios, frobenius_distance, pca_reference};
-use gpu_linalg::cpu::svd::{singular_values_f64, RATIO_EPS};
+use gpu_linalg::decomp::cpu::{eigenvalues_f64, eigh_ratios, frobenius_distance, pca_reference};
+use gpu_linalg::svd::cpu::{singular_values_f64, RATIO_EPS};
 use gpu_linalg::{Context, Error, Location, RandomizedSvdOptions, Tensor};
 
 /// An n×n orthogonal matrix (row-major, f64): Gram–Schmidt (twice) of pseudo-random columns.

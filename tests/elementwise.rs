@@ -3,7 +3,7 @@
 
 mod common;
 
-use gpu_linalg::cpu::elementwise::{binary_reference, slerp_reference, unary_f64};
+use gpu_linalg::elementwise::cpu::{binary_reference, slerp_reference, unary_f64};
 use gpu_linalg::{Activation, BinaryOp, Context, Error, Location, Tensor, UnaryOp};
 
 const U: f64 = 1.0 / 16_777_216.0;

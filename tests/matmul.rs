@@ -2,7 +2,7 @@
 
 mod common;
 
-use gpu_linalg::cpu::matmul::reference_for;
+use gpu_linalg::matmul::cpu::reference_for;
 use gpu_linalg::{Activation, Context, Error, Location, MatmulConfig, MatmulOptions, Tensor};
 
 /// One generated case: operand shapes, transposes, bias, activation.

@@ -3,8 +3,8 @@
 
 mod common;
 
-use gpu_linalg::cpu::nn::act_grad_f64;
-use gpu_linalg::cpu::{activate_f64, gamma};
+use gpu_linalg::nn::cpu::act_grad_f64;
+use gpu_linalg::{activation::activate_f64, reference::gamma};
 use gpu_linalg::{Activation, Context, Location, LossReduction, Optimizer, OptimizerKind, Targets};
 
 fn contexts() -> Vec<Context> {

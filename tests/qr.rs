@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Instant;
 
-use gpu_linalg::cpu::qr::ratios;
+use gpu_linalg::qr::cpu::ratios;
 use gpu_linalg::{Context, Error, Location, MAX_QR_PASSES};
 
 struct Case {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use gpu_linalg::cpu::random::philox4x32_10;
+use gpu_linalg::random::cpu::philox4x32_10;
 use gpu_linalg::{Context, Location};
 
 fn backends() -> Vec<(Context, bool)> {

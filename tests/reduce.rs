@@ -3,7 +3,7 @@
 
 mod common;
 
-use gpu_linalg::cpu::reduce::reference;
+use gpu_linalg::reduce::cpu::reference;
 use gpu_linalg::{Context, Location, ReduceKernel, ReduceOp, ReduceOptions, ReducePlan, Tensor};
 
 /// (shape, axis, keepdims) cases: 0-d to 4-D, empty axes, length 1, 2^k ± 1, every axis
@@ -139,10 +139,10 @@ fn run_all_capped(ctx: &Context, kernel: Option<ReduceKernel>, cap: Option<u64>)
             let what = format!("case {i} {op} shape {shape:?} {opts:?}");
             if let (Some(cap), Ok(plan)) = (cap, ReducePlan::new(op, &shape, &opts)) {
                 let c = cap.max(32 * 4 * plan.inner as u64 + 256);
-                gpu_linalg::ops::reduce::set_window_cap(Some(c));
+                gpu_linalg::reduce::set_window_cap(Some(c));
             }
             let ok = check(ctx, &x, op, &opts, &what);
-            gpu_linalg::ops::reduce::set_window_cap(None);
+            gpu_linalg::reduce::set_window_cap(None);
             if ok {
                 ran += 1;
             }
@@ -480,7 +480,7 @@ fn sums_of_quarters_are_exact() {
                 .unwrap()
                 .to_vec()
                 .unwrap();
-            let r = gpu_linalg::cpu::reduce::reference(
+            let r = gpu_linalg::reduce::cpu::reference(
                 &ReducePlan::new(ReduceOp::Sum, x.shape(), &o(Some(axis))).unwrap(),
                 &v[..n / 7 * 7],
             );

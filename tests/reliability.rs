@@ -3,7 +3,7 @@
 
 mod common;
 
-use gpu_linalg::cpu::matmul::reference_for;
+use gpu_linalg::matmul::cpu::reference_for;
 use gpu_linalg::{ConvOptions, Error, MatmulConfig, MatmulOptions};
 
 #[test]
@@ -110,7 +110,7 @@ fn eight_threads_share_one_context() {
                                 ..Default::default()
                             };
                             let y = ctx.conv2d(&x, &w, &o).unwrap().to_vec().unwrap();
-                            gpu_linalg::cpu::conv::reference_for(
+                            gpu_linalg::conv::cpu::reference_for(
                                 gpu_linalg::ConvKind::Conv2d,
                                 &x,
                                 &w,
@@ -179,7 +179,7 @@ fn conv_outputs_beyond_the_dispatch_limit_are_split() {
         let y = ctx
             .conv2d(&x, &w, &o)
             .unwrap_or_else(|e| panic!("{kernel}: {e}"));
-        gpu_linalg::cpu::conv::reference_for(gpu_linalg::ConvKind::Conv2d, &x, &w, &o)
+        gpu_linalg::conv::cpu::reference_for(gpu_linalg::ConvKind::Conv2d, &x, &w, &o)
             .unwrap()
             .check(&y.to_vec().unwrap())
             .unwrap_or_else(|e| panic!("{kernel}: {e}"));
@@ -206,7 +206,7 @@ fn conv_batches_larger_than_one_binding_are_chunked_by_image() {
     };
     let y = ctx.conv2d(&x, &w, &o).unwrap();
     assert_eq!(y.shape(), &[n, 2, hw, hw]);
-    gpu_linalg::cpu::conv::reference_for(gpu_linalg::ConvKind::Conv2d, &x, &w, &o)
+    gpu_linalg::conv::cpu::reference_for(gpu_linalg::ConvKind::Conv2d, &x, &w, &o)
         .unwrap()
         .check(&y.to_vec().unwrap())
         .unwrap();
@@ -468,8 +468,8 @@ fn full_sum_larger_than_one_binding() {
     let exact: f64 = v.iter().map(|&x| f64::from(x)).sum();
     let abs: f64 = v.iter().map(|&x| f64::from(x).abs()).sum();
     // The documented bound: γ_k·Σ|x| with k = sum_terms(n), plus the final rounding.
-    let k = gpu_linalg::ops::reduce::sum_terms(n);
-    let bound = gpu_linalg::cpu::gamma(k) * abs + gpu_linalg::cpu::F32_UNIT_ROUNDOFF * exact.abs();
+    let k = gpu_linalg::reduce::sum_terms(n);
+    let bound = gpu_linalg::reference::gamma(k) * abs + gpu_linalg::reference::F32_UNIT_ROUNDOFF * exact.abs();
     let x = ctx.tensor(&[n], &v).unwrap();
     for kernel in reduce_kernels(ctx) {
         let opts = ReduceOptions {
@@ -563,7 +563,7 @@ fn mean_along_axis_1_of_two_long_rows() {
             .reduce(ReduceOp::Mean, &x, &opts)
             .unwrap_or_else(|e| panic!("{kernel}: {e}"));
         assert_eq!(m.shape(), &[rows]);
-        gpu_linalg::cpu::reduce::reference(&plan, &v)
+        gpu_linalg::reduce::cpu::reference(&plan, &v)
             .check(&m.to_vec().unwrap())
             .unwrap_or_else(|e| panic!("{kernel}: {e}"));
     }
@@ -723,7 +723,7 @@ fn conv_with_a_reduction_beyond_the_loop_limit() {
             .to_vec()
             .unwrap();
         let hb = gpu_linalg::Tensor::from_vec(&[3], bias.clone()).unwrap();
-        let reference = gpu_linalg::cpu::conv::reference_for(
+        let reference = gpu_linalg::conv::cpu::reference_for(
             gpu_linalg::ConvKind::Conv2d,
             &gpu_linalg::Tensor::from_vec(&[1, cin, 3, 3], x.clone()).unwrap(),
             &gpu_linalg::Tensor::from_vec(&[3, cin, 3, 3], w.clone()).unwrap(),
@@ -751,7 +751,7 @@ fn conv_with_a_reduction_beyond_the_loop_limit() {
         .unwrap()
         .to_vec()
         .unwrap();
-    let reference = gpu_linalg::cpu::conv::reference_for(
+    let reference = gpu_linalg::conv::cpu::reference_for(
         gpu_linalg::ConvKind::ConvTranspose2d,
         &gpu_linalg::Tensor::from_vec(&[1, cin, 2, 2], xt).unwrap(),
         &gpu_linalg::Tensor::from_vec(&[cin, 2, 3, 3], wt).unwrap(),
@@ -837,7 +837,7 @@ fn svd_of_columns_beyond_the_loop_limit() {
         .unwrap()
         .to_vec()
         .unwrap();
-    let want = gpu_linalg::cpu::elementwise::slerp(&a, &b, d, 0.3);
+    let want = gpu_linalg::elementwise::cpu::slerp(&a, &b, d, 0.3);
     let diff = got
         .iter()
         .zip(&want)

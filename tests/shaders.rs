@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use gpu_linalg::ops::kernel_sources;
+use gpu_linalg::kernel_sources;
 use gpu_linalg::{ConvConfig, MatmulConfig, MatmulKernel};
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
@@ -176,9 +176,9 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
         "svd_batched" => {
             let wg = vec![Constants::from([(
                 "WG",
-                f64::from(gpu_linalg::ops::svd::BATCHED_WORKGROUP),
+                f64::from(gpu_linalg::svd::BATCHED_WORKGROUP),
             )])];
-            let per_matrix: Vec<Constants> = gpu_linalg::ops::svd_batched::BATCHED_WG_SIZES
+            let per_matrix: Vec<Constants> = gpu_linalg::svd::batched::BATCHED_WG_SIZES
                 .iter()
                 .map(|&w| Constants::from([("WG", f64::from(w))]))
                 .collect();

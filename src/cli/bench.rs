@@ -11,9 +11,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalOpts;
-use crate::context::GpuBuffer;
-use crate::cpu::gamma;
 use crate::error::{Error, Result};
+use crate::reference::gamma;
+use crate::runtime::GpuBuffer;
 use crate::tensor::DType;
 use crate::{
     Backend, Context, ContextOptions, ConvKind, ConvOptions, ConvPlan, MatmulOptions, MatmulPlan,
@@ -181,6 +181,7 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     let main = Context::with_options(ContextOptions {
         backend,
         adapter: g.adapter.clone(),
+        ..Default::default()
     })?;
     let mut gpus = Vec::new();
     if main.is_gpu() {
@@ -197,6 +198,7 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
         if let Ok(sw) = Context::with_options(ContextOptions {
             backend: Backend::Gpu,
             adapter: g.adapter.clone(),
+            ..Default::default()
         }) {
             println!(
                 "Also benchmarking the software adapter for reference: {}.",
@@ -629,7 +631,7 @@ fn reduce_case(n: usize) -> BenchCase {
         flops: 0.0,
         bytes: (n * 4) as f64,
         verify: Verify::AgainstCpu {
-            terms: crate::ops::reduce::sum_terms(n),
+            terms: crate::reduce::sum_terms(n),
         },
         cpu_one_thread: false,
         inputs: vec![(vec![n], values(n, 5))],
@@ -653,27 +655,28 @@ fn reduce_case(n: usize) -> BenchCase {
 
 /// Copies `bytes` bytes buffer to buffer on the GPU, bracketed by two empty compute passes so
 /// that [`Context::time_gpu`] times it like a kernel: the adapter's bandwidth limit.
-fn gpu_copy(ctx: &Context, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) -> Result<()> {
+fn gpu_copy(
+    ctx: &Context,
+    src: &std::sync::Arc<GpuBuffer>,
+    dst: &std::sync::Arc<GpuBuffer>,
+    bytes: u64,
+) -> Result<()> {
     let Some(gpu) = ctx.gpu() else {
         return Err(Error::InvalidArgument("no GPU on this context".into()));
     };
     gpu.scoped("buffer copy", || {
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("copy"),
-            });
-        drop(gpu.begin_pass(&mut enc));
-        enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes);
-        drop(gpu.begin_pass(&mut enc));
-        gpu.submit(enc);
-    })
+        let mut enc = gpu.encoder("copy");
+        drop(enc.pass());
+        enc.copy(src, 0, dst, 0, bytes);
+        drop(enc.pass());
+        enc.submit()
+    })?
 }
 
 /// Pseudo-random values uniform in [-1, 1) (the library's Philox stream): well-conditioned
 /// dense test matrices for the decompositions.
 fn random_values(len: usize, seed: u64) -> Vec<f32> {
-    crate::cpu::random::stream(len, seed, None)
+    crate::random::cpu::stream(len, seed, None)
         .into_iter()
         .map(|u| 2.0 * u - 1.0)
         .collect()
@@ -734,7 +737,7 @@ fn svd_case(m: usize, n: usize) -> BenchCase {
         Box::new(move |o| {
             ratios_below(
                 &format!("svd {m}x{n}"),
-                &crate::cpu::svd::ratios(&keep, m, n, &o[0], &o[1], &o[2]),
+                &crate::svd::cpu::ratios(&keep, m, n, &o[0], &o[1], &o[2]),
                 35.0,
             )
         }),
@@ -760,7 +763,7 @@ fn eigh_case(n: usize) -> BenchCase {
         Box::new(move |o| {
             ratios_below(
                 &format!("eigh {n}x{n}"),
-                &crate::cpu::decomp::eigh_ratios(&keep, n, &o[0], &o[1]),
+                &crate::decomp::cpu::eigh_ratios(&keep, n, &o[0], &o[1]),
                 60.0,
             )
         }),
@@ -783,7 +786,7 @@ fn qr_case(m: usize, n: usize) -> BenchCase {
         Box::new(move |o| {
             ratios_below(
                 &format!("qr {m}x{n}"),
-                &crate::cpu::qr::ratios(&keep, m, n, &o[0], &o[1]),
+                &crate::qr::cpu::ratios(&keep, m, n, &o[0], &o[1]),
                 35.0,
             )
         }),
@@ -810,7 +813,7 @@ fn svd_batched_case(batch: usize, m: usize, n: usize) -> BenchCase {
         Box::new(move |o| {
             let mut worst = [0.0f64; 3];
             for b in 0..batch {
-                let r = crate::cpu::svd::ratios(
+                let r = crate::svd::cpu::ratios(
                     &keep[b * m * n..(b + 1) * m * n],
                     m,
                     n,

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cpu::matmul::reference_for;
+use crate::conv::parse_pair;
 use crate::error::{Error, Result};
+use crate::matmul::cpu::reference_for;
 use crate::npy::{read_npy, write_npy_f32, write_npy_i64};
-use crate::ops::conv::parse_pair;
 use crate::{
     Activation, Backend, BinaryOp, Context, ContextOptions, ConvConfig, ConvKind, ConvOptions,
     ConvPlan, MatmulConfig, MatmulOptions, Padding, ReduceKernel, ReduceOp, ReduceOptions,
@@ -344,7 +344,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 let idx = y.to_vec_u32()?;
                 if cli.global.verify {
                     let xs = hx.to_vec()?;
-                    verify(crate::cpu::reduce::reference(&plan, &xs).check_indices(&idx))?;
+                    verify(crate::reduce::cpu::reference(&plan, &xs).check_indices(&idx))?;
                 }
                 let wide: Vec<i64> = idx.iter().map(|&i| i64::from(i)).collect();
                 write_npy_i64(output, y.shape(), &wide)
@@ -352,7 +352,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 let values = y.to_vec()?;
                 if cli.global.verify {
                     let xs = hx.to_vec()?;
-                    verify(crate::cpu::reduce::reference(&plan, &xs).check(&values))?;
+                    verify(crate::reduce::cpu::reference(&plan, &xs).check(&values))?;
                 }
                 write_npy_f32(output, y.shape(), &values)
             }
@@ -429,7 +429,7 @@ fn svd(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 3]) -> Result<()> {
             [m, n] => (m, n),
             _ => (0, 0), // unreachable: svd accepted the input as a matrix
         };
-        let ratios = crate::cpu::svd::ratios(&ha.to_vec()?, m, n, &u, &s, &vt);
+        let ratios = crate::svd::cpu::ratios(&ha.to_vec()?, m, n, &u, &s, &vt);
         if ratios.iter().any(|x| x.is_nan() || *x >= 35.0) {
             return Err(Error::Verification(format!(
                 "svd: LAPACK ratios {ratios:?} (residual, ‖I − UᵀU‖, ‖I − VᵀV‖) reach 35"
@@ -469,8 +469,8 @@ fn eigh(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 2]) -> Result<()> 
     let (w, z) = (r.values.to_vec()?, r.vectors.to_vec()?);
     if g.verify {
         let n = w.len();
-        let sym = crate::ops::decomp::symmetric_from_lower(&ha.to_vec()?, n)?;
-        let ratios = crate::cpu::decomp::eigh_ratios(&sym, n, &w, &z);
+        let sym = crate::decomp::symmetric_from_lower(&ha.to_vec()?, n)?;
+        let ratios = crate::decomp::cpu::eigh_ratios(&sym, n, &w, &z);
         if ratios.iter().any(|x| x.is_nan() || *x >= 60.0) {
             return Err(Error::Verification(format!(
                 "eigh: LAPACK ratios {ratios:?} (residual, ‖I − ZᵀZ‖) reach 60"
@@ -560,7 +560,7 @@ fn lowrank(
             [m, n] => (m, n),
             _ => (0, 0),
         };
-        let sigma = crate::cpu::svd::singular_values_f64(&ha.to_vec()?, m, n)?;
+        let sigma = crate::svd::cpu::singular_values_f64(&ha.to_vec()?, m, n)?;
         let optimum = sigma.iter().skip(rank).map(|s| s * s).sum::<f64>().sqrt();
         let norm = sigma.first().copied().unwrap_or(0.0);
         let allowed = 1.05 * optimum + 1e-5 * norm * (m.max(n) as f64);
@@ -592,7 +592,7 @@ fn qr(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 2]) -> Result<()> {
             [m, n] => (m, n),
             _ => (0, 0), // unreachable: qr accepted the input as a matrix
         };
-        let ratios = crate::cpu::qr::ratios(&ha.to_vec()?, m, n, &q, &r);
+        let ratios = crate::qr::cpu::ratios(&ha.to_vec()?, m, n, &q, &r);
         if ratios.iter().any(|x| x.is_nan() || *x >= 35.0) {
             return Err(Error::Verification(format!(
                 "qr: LAPACK ratios {ratios:?} (residual, ‖I − QᵀQ‖) reach 35"
@@ -642,7 +642,7 @@ fn conv(g: &GlobalOpts, kind: ConvKind, a: &ConvArgs, output_padding: &str) -> R
     let y = ctx.conv(kind, &x, &w, &opts)?;
     let values = y.to_vec()?;
     if g.verify {
-        crate::cpu::conv::reference_for(kind, &x, &w, &opts)?.check(&values)?;
+        crate::conv::cpu::reference_for(kind, &x, &w, &opts)?.check(&values)?;
         eprintln!(
             "verified against the f64 CPU reference ({})",
             ctx.description()
@@ -722,7 +722,7 @@ fn elementwise(g: &GlobalOpts, a: &ElementwiseArgs) -> Result<()> {
             let r = g
                 .verify
                 .then(|| -> Result<_> {
-                    Ok(crate::cpu::elementwise::unary_checked(
+                    Ok(crate::elementwise::cpu::unary_checked(
                         u,
                         x.shape(),
                         &x.to_vec()?,
@@ -736,7 +736,7 @@ fn elementwise(g: &GlobalOpts, a: &ElementwiseArgs) -> Result<()> {
             let r = g
                 .verify
                 .then(|| -> Result<_> {
-                    Ok(crate::cpu::elementwise::binary_checked(
+                    Ok(crate::elementwise::cpu::binary_checked(
                         bop,
                         out.shape(),
                         (&x.to_vec()?, x.shape()),
@@ -751,7 +751,7 @@ fn elementwise(g: &GlobalOpts, a: &ElementwiseArgs) -> Result<()> {
             let r = g
                 .verify
                 .then(|| -> Result<_> {
-                    Ok(crate::cpu::elementwise::slerp_checked(
+                    Ok(crate::elementwise::cpu::slerp_checked(
                         x.shape(),
                         &x.to_vec()?,
                         &y.to_vec()?,
@@ -784,6 +784,7 @@ fn context(g: &GlobalOpts) -> Result<Context> {
     Context::with_options(ContextOptions {
         backend,
         adapter: g.adapter.clone(),
+        ..Default::default()
     })
 }
 
@@ -812,6 +813,7 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
         let ctx = Context::with_options(ContextOptions {
             backend: mode,
             adapter: filtered.adapter.clone(),
+            ..Default::default()
         });
         let label = format!("{mode:?}").to_lowercase();
         match ctx {

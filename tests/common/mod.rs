@@ -103,10 +103,10 @@ pub fn with_singular_values(m: usize, n: usize, sigma: &[f64], seed: u64) -> Vec
     a
 }
 
-/// LAPACK's SVD driver-test ratios (`gpu_linalg::cpu::svd::ratios`) of a result for the m×n
+/// LAPACK's SVD driver-test ratios (`gpu_linalg::svd::cpu::ratios`) of a result for the m×n
 /// matrix `a`, its factors read back.
 pub fn svd_ratios(a: &[f32], m: usize, n: usize, svd: &gpu_linalg::Svd) -> [f64; 3] {
-    gpu_linalg::cpu::svd::ratios(
+    gpu_linalg::svd::cpu::ratios(
         a,
         m,
         n,

@@ -1,0 +1,51 @@
+//! Every WGSL module and kernel-parameter struct of the library, gathered from the families
+//! (for the cross-compilation and parameter-layout tests).
+
+use crate::runtime::{shader, ParamsLayout};
+use crate::{conv, elementwise, layout, matmul, nn, random, reduce, svd};
+
+/// Every WGSL module the library compiles, by family, exactly as it is handed to wgpu (for the
+/// cross-compilation tests that carry each kernel to MSL, HLSL, SPIR-V and GLSL).
+pub fn kernel_sources() -> Vec<(&'static str, String)> {
+    vec![
+        ("matmul", shader::with_epilogue(matmul::SOURCE)),
+        ("conv", shader::with_epilogue(conv::SOURCE)),
+        ("nn", shader::with_epilogue(nn::SOURCE)),
+        ("layout", layout::module_source()),
+        ("random", random::SOURCE.to_string()),
+        ("svd", svd::module_source()),
+        ("svd_batched", svd::batched::module_source()),
+    ]
+    .into_iter()
+    .chain(
+        elementwise::generated_sources()
+            .into_iter()
+            .map(|s| ("elementwise", s)),
+    )
+    .chain(
+        reduce::generated_sources()
+            .into_iter()
+            .map(|s| ("reduce", s)),
+    )
+    .collect()
+}
+
+/// The parameter struct of every kernel module, with the module it feeds (for the test that
+/// compares each with naga's layout of the WGSL struct).
+#[doc(hidden)]
+pub fn kernel_params() -> Vec<(&'static str, ParamsLayout)> {
+    [
+        ("matmul", matmul::params_layouts()),
+        ("conv", conv::params_layouts()),
+        ("nn", nn::params_layouts()),
+        ("layout", layout::params_layouts()),
+        ("random", random::params_layouts()),
+        ("svd", svd::params_layouts()),
+        ("svd_batched", svd::batched::params_layouts()),
+        ("elementwise", elementwise::params_layouts()),
+        ("reduce", reduce::params_layouts()),
+    ]
+    .into_iter()
+    .flat_map(|(f, v)| v.into_iter().map(move |l| (f, l)))
+    .collect()
+}

@@ -1,0 +1,719 @@
+//! Matmul: `C = act(op(A)·op(B) + bias)` with `numpy.matmul` semantics, on the GPU or the CPU.
+
+pub mod cpu;
+
+/// `shaders/matmul.wgsl`.
+pub(crate) const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
+
+use std::sync::Arc;
+
+use crate::activation::Activation;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::runtime::{shader, trusted_pipeline};
+use crate::runtime::{Bind, Choices, Encoder, Gpu, GpuBuffer, Window};
+use crate::tensor::{host_values, DType, Tensor};
+
+mod plan;
+pub use plan::*;
+
+use crate::runtime::u32_of as as_u32;
+
+/// Builds (or fetches from the cache) the pipeline for `entry` with the given constants.
+fn pipeline(
+    gpu: &Gpu,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> Result<Arc<crate::runtime::Kernel>> {
+    let key = format!("matmul/{entry}/{constants:?}");
+    // SAFETY: every index in shaders/matmul.wgsl is guarded or clamped by the kernel itself
+    // against sizes the host derives from the operand shapes (MatmulPlan) and binding windows,
+    // and the host binds buffers at least that large; no loop in it is unbounded.
+    unsafe {
+        trusted_pipeline(
+            gpu,
+            &key,
+            "matmul.wgsl",
+            || shader::with_epilogue(SOURCE),
+            entry,
+            constants,
+        )
+    }
+}
+
+/// Longest shared dimension k one matmul pass runs on a CPU-type adapter. lavapipe and GL's
+/// llvmpipe end every invocation after 65,535 loop iterations in all (gallivm's
+/// `LP_MAX_TGSI_LOOP_ITERATIONS`), silently: longer products are summed from slices of k.
+pub const MAX_K_PER_PASS_CPU_ADAPTER: usize = 16_384;
+
+/// The B operand as the kernel reads it.
+struct OperandB {
+    buf: Arc<GpuBuffer>,
+    bytes: u64,
+    strides: (usize, usize, [usize; 2]),
+    n4: usize,
+}
+
+/// Everything a GPU matmul dispatch needs, resolved.
+struct GpuMatmul<'a> {
+    gpu: &'a Arc<Gpu>,
+    plan: &'a MatmulPlan,
+    a: Arc<GpuBuffer>,
+    b: Arc<GpuBuffer>,
+    bias: Option<Arc<GpuBuffer>>,
+    activation: Activation,
+    config: MatmulConfig,
+}
+
+crate::kernel_params! {
+    /// The kernels' uniform block (`Params` in shaders/matmul.wgsl).
+    struct MatmulParams: "Params" {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch1: u32,
+        a_rs: u32,
+        a_cs: u32,
+        b_rs: u32,
+        b_cs: u32,
+        a_b0: u32,
+        a_b1: u32,
+        b_b0: u32,
+        b_b1: u32,
+        n4: u32,
+        row_off: u32,
+        fold: u32,
+        a_off: u32,
+        c_off: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+/// The layout of every parameter struct of this family (for the layout test).
+pub(crate) fn params_layouts() -> Vec<crate::runtime::ParamsLayout> {
+    use crate::runtime::KernelParams;
+    vec![MatmulParams::layout(shader::with_epilogue(SOURCE))]
+}
+
+impl MatmulParams {
+    /// The sizes and strides of `plan`, with B read at `b_strides` (row, column, batch).
+    fn new(
+        plan: &MatmulPlan,
+        b_strides: (usize, usize, [usize; 2]),
+        n4: usize,
+        row_off: usize,
+    ) -> Result<MatmulParams> {
+        let u = |v: usize| as_u32(v, "matmul size or stride");
+        let (b_rs, b_cs, b_bs) = b_strides;
+        Ok(MatmulParams {
+            m: u(plan.m)?,
+            n: u(plan.n)?,
+            k: u(plan.k)?,
+            batch1: u(plan.batch[1])?,
+            a_rs: u(plan.a_rs)?,
+            a_cs: u(plan.a_cs)?,
+            b_rs: u(b_rs)?,
+            b_cs: u(b_cs)?,
+            a_b0: u(plan.a_bs[0])?,
+            a_b1: u(plan.a_bs[1])?,
+            b_b0: u(b_bs[0])?,
+            b_b1: u(b_bs[1])?,
+            n4: u(n4)?,
+            row_off: u(row_off)?,
+            ..Default::default()
+        })
+    }
+}
+
+impl GpuMatmul<'_> {
+    /// Encodes and submits the matmul; returns the output buffer.
+    ///
+    /// When A or C is larger than one storage binding may be (128 MiB on lavapipe and in
+    /// WebGPU), the rows are split into chunks whose A and C windows each fit one binding; a
+    /// window starts at an offset aligned to `min_storage_buffer_offset_alignment` and the
+    /// kernel skips the few elements before the chunk's first row (`a_off`, `c_off`).
+    fn run(&self) -> Result<Arc<GpuBuffer>> {
+        let plan = self.plan;
+        let gpu = self.gpu;
+        let out_len = plan.batches() * plan.m * plan.n;
+        let out = gpu.alloc((out_len * 4) as u64, "matmul result")?;
+        if out_len == 0 {
+            return Ok(out);
+        }
+        let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let batches = plan.batches();
+        if batches > limit {
+            return Err(Error::InvalidArgument(format!(
+                "matmul over {batches} batches exceeds this adapter's {limit} workgroups per dispatch dimension"
+            )));
+        }
+        let mut enc = gpu.encoder("matmul");
+        // B: as given (naive, tiled, vec4 on a suitable B) or packed once for the vec4 kernel.
+        let b = match self.config.kernel {
+            MatmulKernel::Vec4 => {
+                let rn4 = self.config.cols as usize;
+                let n4 = plan.n.div_ceil(4 * rn4) * rn4;
+                let (buf, bs) = if plan.b_cs == 1 && plan.n == n4 * 4 {
+                    (self.b.clone(), [plan.b_bs[0] / 4, plan.b_bs[1] / 4])
+                } else {
+                    let packed = self.pack_b(&mut enc, n4 * 4)?;
+                    let per = plan.k * n4;
+                    let scale = |s: usize| s.checked_div(plan.k * plan.n).map_or(0, |q| q * per);
+                    (packed, [scale(plan.b_bs[0]), scale(plan.b_bs[1])])
+                };
+                let bytes = (plan.b_count * plan.k * n4 * 16).max(16) as u64;
+                OperandB {
+                    buf,
+                    bytes,
+                    strides: (0, 0, bs),
+                    n4,
+                }
+            }
+            _ => OperandB {
+                buf: self.b.clone(),
+                bytes: (plan.b_count * plan.k * plan.n * 4).max(4) as u64,
+                strides: (plan.b_rs, plan.b_cs, plan.b_bs),
+                n4: 0,
+            },
+        };
+        let bind_limit = gpu.limits.max_storage_buffer_binding_size;
+        if b.bytes > bind_limit {
+            return Err(Error::OutOfMemory(format!(
+                "matmul operand B needs a binding of {} bytes, above this adapter's max_storage_buffer_binding_size of {bind_limit} bytes",
+                b.bytes
+            )));
+        }
+        let a_bytes = ((plan.a_base(batches - 1) + plan.m * plan.k).max(1) * 4) as u64;
+        let c_bytes = (out_len * 4) as u64;
+        if a_bytes <= bind_limit && c_bytes <= bind_limit {
+            self.encode(
+                &mut enc,
+                plan,
+                &b,
+                Window::whole(a_bytes),
+                Window::whole(c_bytes),
+                &out,
+            )?;
+        } else {
+            let too_big = |what: &str| {
+                Error::OutOfMemory(format!(
+                    "matmul {what}: A needs {a_bytes} and C {c_bytes} bytes, above this adapter's max_storage_buffer_binding_size of {bind_limit} bytes"
+                ))
+            };
+            if batches > 1 || plan.a_cs != 1 {
+                return Err(too_big(
+                    "of a batched or transposed A is not split into row chunks",
+                ));
+            }
+            let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment).max(4);
+            let row_bytes = (4 * plan.k.max(plan.n)) as u64;
+            let rows_per = (bind_limit.saturating_sub(align) / row_bytes.max(1)) as usize;
+            if rows_per == 0 {
+                return Err(too_big("has rows longer than one binding"));
+            }
+            let mut r0 = 0;
+            while r0 < plan.m {
+                let r1 = (r0 + rows_per).min(plan.m);
+                let chunk = MatmulPlan {
+                    m: r1 - r0,
+                    ..plan.clone()
+                };
+                let a = Window::span(r0 * plan.k, r1 * plan.k, align);
+                let c = Window::span(r0 * plan.n, r1 * plan.n, align);
+                self.encode(&mut enc, &chunk, &b, a, c, &out)?;
+                r0 = r1;
+            }
+        }
+        enc.submit()?;
+        Ok(out)
+    }
+
+    /// Encodes the dispatches of `plan` (the whole matmul, or a chunk of its rows) with A and C
+    /// bound through the given windows.
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        enc: &mut Encoder,
+        plan: &MatmulPlan,
+        b: &OperandB,
+        a_view: Window,
+        c_view: Window,
+        out: &Arc<GpuBuffer>,
+    ) -> Result<()> {
+        let gpu = self.gpu;
+        let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let batches = plan.batches();
+        let mut constants: Vec<(&str, f64)> = vec![
+            ("HAS_BIAS", if self.bias.is_some() { 1.0 } else { 0.0 }),
+            ("ACT", f64::from(self.activation.shader_id())),
+        ];
+        let dummy;
+        let bias_bytes = if self.bias.is_some() {
+            (plan.n * 4) as u64
+        } else {
+            4
+        };
+        let bias_buf = match &self.bias {
+            Some(b) => b,
+            None => {
+                dummy = gpu.alloc(4, "matmul bias placeholder")?;
+                &dummy
+            }
+        };
+        // (entry point, rows per workgroup, grid x, x is the row dimension)
+        let (entry, rows_per_group, gx, rows_on_x) = match self.config.kernel {
+            MatmulKernel::Naive => ("naive", 8, plan.n.div_ceil(8), false),
+            MatmulKernel::Tiled => {
+                constants.push(("TM", f64::from(self.config.rows)));
+                constants.push(("TN", f64::from(self.config.cols)));
+                let tn = 16 * self.config.cols as usize;
+                (
+                    "tiled",
+                    16 * self.config.rows as usize,
+                    plan.n.div_ceil(tn),
+                    false,
+                )
+            }
+            MatmulKernel::Vec4 => {
+                constants.push(("RM", f64::from(self.config.rows)));
+                constants.push(("RN4", f64::from(self.config.cols)));
+                constants.push(("WG", f64::from(self.config.workgroup)));
+                let gx =
+                    (b.n4 / self.config.cols as usize).div_ceil(self.config.workgroup as usize);
+                ("vec4_kernel", self.config.rows as usize, gx, true)
+            }
+        };
+        if gx > limit {
+            return Err(Error::InvalidArgument(format!(
+                "matmul with {} columns needs {gx} workgroups along one dimension, above this adapter's limit of {limit}",
+                plan.n
+            )));
+        }
+        let kernel = pipeline(gpu, entry, &constants)?;
+        let b_binding = if rows_on_x { 5 } else { 2 };
+        for (row_off, rows) in row_chunks(plan.m, rows_per_group, limit) {
+            let params = MatmulParams {
+                a_off: as_u32(a_view.elem_off, "A offset")?,
+                c_off: as_u32(c_view.elem_off, "C offset")?,
+                ..MatmulParams::new(plan, b.strides, b.n4, row_off)?
+            };
+            let u = enc.params(&params)?;
+            let bg = enc.bind(
+                &kernel,
+                &[
+                    (0, Bind::Params(&u)),
+                    (1, Bind::Range(&self.a, a_view.offset, a_view.size)),
+                    (b_binding, Bind::Buffer(&b.buf, b.bytes)),
+                    (3, Bind::Buffer(bias_buf, bias_bytes)),
+                    (4, Bind::Range(out, c_view.offset, c_view.size)),
+                ],
+            );
+            let row_groups = rows.div_ceil(rows_per_group) as u32;
+            let grid = if rows_on_x {
+                (row_groups, gx as u32, batches as u32)
+            } else {
+                (gx as u32, row_groups, batches as u32)
+            };
+            enc.dispatch(&kernel, &bg, grid);
+        }
+        Ok(())
+    }
+
+    /// Encodes the pack of op(B) into a zero-padded K x `width` layout per stored matrix.
+    fn pack_b(&self, enc: &mut Encoder, width: usize) -> Result<Arc<GpuBuffer>> {
+        let plan = self.plan;
+        let gpu = self.gpu;
+        let packed_len = plan.b_count * plan.k * width;
+        let packed = gpu.alloc((packed_len * 4).max(16) as u64, "packed B operand")?;
+        if packed_len == 0 {
+            return Ok(packed);
+        }
+        let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        if plan.b_count > limit {
+            return Err(Error::InvalidArgument(format!(
+                "packing B over {} matrices exceeds this adapter's {limit} workgroups per dispatch dimension",
+                plan.b_count
+            )));
+        }
+        // Fold the per-matrix 1-D grid of k * width threads into x and y.
+        let groups = (plan.k * width).div_ceil(64);
+        let gx = groups.min(limit);
+        let gy = groups.div_ceil(gx);
+        let kernel = pipeline(gpu, "pack_b", &[])?;
+        // Stored matrices of B are contiguous, K*N apart: pass that as the batch stride.
+        let params = MatmulParams {
+            fold: as_u32(gx * 64, "pack fold")?,
+            ..MatmulParams::new(plan, (plan.b_rs, plan.b_cs, [0, plan.k * plan.n]), width, 0)?
+        };
+        let u = enc.params(&params)?;
+        let b_bytes = (plan.b_count * plan.k * plan.n * 4).max(4) as u64;
+        let bg = enc.bind(
+            &kernel,
+            &[
+                (0, Bind::Params(&u)),
+                (2, Bind::Buffer(&self.b, b_bytes)),
+                (6, Bind::Buffer(&packed, (packed_len * 4) as u64)),
+            ],
+        );
+        enc.dispatch(&kernel, &bg, (gx as u32, gy as u32, plan.b_count as u32));
+        Ok(packed)
+    }
+}
+
+/// Splits `m` rows into chunks of at most `limit` workgroups of `per_group` rows each.
+fn row_chunks(m: usize, per_group: usize, limit: usize) -> Vec<(usize, usize)> {
+    let step = per_group * limit;
+    (0..m).step_by(step).map(|s| (s, step.min(m - s))).collect()
+}
+
+/// Result of timing one candidate.
+#[derive(Clone, Debug)]
+pub struct TuningResult {
+    /// The configuration timed.
+    pub config: MatmulConfig,
+    /// GFLOP/s on the tuning problem, or the error that ruled it out.
+    pub gflops: Result<f64, String>,
+}
+
+impl Context {
+    /// `A · B` with `numpy.matmul` semantics. Both stay where they are; the result is resident
+    /// on the same backend.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+    /// let v = ctx.tensor(&[3], &[1., 0., 1.])?;
+    /// assert_eq!(ctx.matmul(&a, &v)?.to_vec()?, vec![4., 10.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn matmul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.matmul_with(a, b, &MatmulOptions::default())
+    }
+
+    /// A linear layer `act(X·W + b)` with `W` of shape `[in, out]`, one fused kernel.
+    pub fn linear(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        activation: Activation,
+    ) -> Result<Tensor> {
+        self.matmul_with(
+            x,
+            w,
+            &MatmulOptions {
+                bias,
+                activation,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `act(op(A)·op(B) + bias)` with transposes, bias, activation and an optional forced
+    /// kernel.
+    pub fn matmul_with(&self, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
+        for (name, t) in [("A", a), ("B", b)] {
+            if t.dtype() != DType::F32 {
+                return Err(Error::InvalidArgument(format!(
+                    "matmul operand {name} (shape {:?}) is {}; expected float32",
+                    t.shape(),
+                    t.dtype().name()
+                )));
+            }
+        }
+        let plan = MatmulPlan::new(a.shape(), b.shape(), opts.transpose_a, opts.transpose_b)?;
+        plan.check_bias(opts.bias)?;
+        if let Some(k) = opts.kernel {
+            k.validate()?;
+        }
+        if let Some(gpu) = self.gpu() {
+            let r = self.matmul_gpu(gpu, &plan, a, b, opts);
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+            // Auto fallback: compute on the CPU, keep the result resident on the GPU.
+            let host = self.matmul_cpu(&plan, a, b, opts)?;
+            return self.tensor(host.shape(), &host.to_vec()?);
+        }
+        self.matmul_cpu(&plan, a, b, opts)
+    }
+
+    fn matmul_cpu(
+        &self,
+        plan: &MatmulPlan,
+        a: &Tensor,
+        b: &Tensor,
+        opts: &MatmulOptions,
+    ) -> Result<Tensor> {
+        let av = host_values(a)?;
+        let bv = host_values(b)?;
+        let bias = opts.bias.map(host_values).transpose()?;
+        let out = crate::matmul::cpu::fast(plan, &av, &bv, bias.as_deref(), opts.activation);
+        Tensor::from_vec(&plan.out_shape, out)
+    }
+
+    fn matmul_gpu(
+        &self,
+        gpu: &Arc<Gpu>,
+        plan: &MatmulPlan,
+        a: &Tensor,
+        b: &Tensor,
+        opts: &MatmulOptions,
+    ) -> Result<Tensor> {
+        if gpu.info.device_type == wgpu::DeviceType::Cpu && plan.k > MAX_K_PER_PASS_CPU_ADAPTER {
+            return self.matmul_split_k(gpu, plan, a, b, opts);
+        }
+        let config = match opts.kernel {
+            Some(c) => c,
+            None => self.matmul_config_for(plan)?,
+        };
+        let job = GpuMatmul {
+            gpu,
+            plan,
+            a: self.resident(a)?,
+            b: self.resident(b)?,
+            bias: opts.bias.map(|t| self.resident(t)).transpose()?,
+            activation: opts.activation,
+            config,
+        };
+        let out = gpu.scoped("matmul", || job.run())??;
+        Ok(Tensor::from_gpu(plan.out_shape.clone(), DType::F32, out))
+    }
+
+    /// `matmul_gpu` over slices of the shared dimension, each at most
+    /// [`MAX_K_PER_PASS_CPU_ADAPTER`] long: the partial products are added, then the bias and
+    /// the activation applied, all on the GPU. (Summing in chunks only shortens the rounding
+    /// error's chains.)
+    fn matmul_split_k(
+        &self,
+        gpu: &Arc<Gpu>,
+        plan: &MatmulPlan,
+        a: &Tensor,
+        b: &Tensor,
+        opts: &MatmulOptions,
+    ) -> Result<Tensor> {
+        // The axis that holds k in each operand as stored.
+        let k_axis = |t: &Tensor, transposed: bool, is_a: bool| match t.ndim() {
+            0 | 1 => 0,
+            d if transposed == is_a => d - 2,
+            d => d - 1,
+        };
+        let (ka, kb) = (
+            k_axis(a, opts.transpose_a, true),
+            k_axis(b, opts.transpose_b, false),
+        );
+        let part_opts = MatmulOptions {
+            bias: None,
+            activation: Activation::None,
+            ..*opts
+        };
+        let mut sum: Option<Tensor> = None;
+        let mut k0 = 0;
+        while k0 < plan.k {
+            let k1 = (k0 + MAX_K_PER_PASS_CPU_ADAPTER).min(plan.k);
+            let (ap, bp) = (
+                self.slice_axis(a, ka, k0, k1)?,
+                self.slice_axis(b, kb, k0, k1)?,
+            );
+            let part_plan =
+                MatmulPlan::new(ap.shape(), bp.shape(), opts.transpose_a, opts.transpose_b)?;
+            let part = self.matmul_gpu(gpu, &part_plan, &ap, &bp, &part_opts)?;
+            sum = Some(match sum {
+                None => part,
+                Some(s) => self.add(&s, &part)?,
+            });
+            k0 = k1;
+        }
+        let mut out = sum.ok_or_else(|| Error::Shape("matmul: no slices of k".into()))?;
+        if let Some(bias) = opts.bias {
+            out = self.add(&out, bias)?;
+        }
+        if opts.activation != Activation::None {
+            out = self.activate(&out, opts.activation)?;
+        }
+        Ok(out)
+    }
+
+    /// The matmul kernel this context uses for large products (the bucket of an n³ product,
+    /// n = 512 on CPU-type adapters and 1024 on GPUs): see [`Context::matmul_config_for`].
+    pub fn matmul_config(&self) -> Result<MatmulConfig> {
+        let n = self.matmul_tuning_cap().0;
+        self.matmul_config_for(&MatmulPlan::new(&[n, n], &[n, n], false, false)?)
+    }
+
+    /// The matmul kernel for `plan`: forced by `GPU_LINALG_MATMUL_KERNEL`, else the choice of
+    /// its shape bucket ([`matmul_bucket`]): remembered, read from the tuning cache, or tuned
+    /// now on a product of that bucket, every candidate checked against the CPU reference
+    /// first (and the choice cached on disk).
+    pub fn matmul_config_for(&self, plan: &MatmulPlan) -> Result<MatmulConfig> {
+        let Some(gpu) = self.gpu() else {
+            return Err(Error::InvalidArgument(
+                "the CPU backend has no GPU matmul kernel".into(),
+            ));
+        };
+        if let Ok(s) = std::env::var("GPU_LINALG_MATMUL_KERNEL") {
+            return s.parse();
+        }
+        let bucket = matmul_bucket(plan);
+        CHOICES.get(gpu, &bucket.name(), || {
+            let (m, n, k, batch) = self.matmul_tuning_shape(&bucket);
+            self.tune_matmul_shape(m, n, k, batch)
+        })
+    }
+
+    /// The largest (m = n, k) a tuning product has on this adapter.
+    fn matmul_tuning_cap(&self) -> (usize, usize) {
+        match self.gpu() {
+            Some(g) if g.is_cpu_adapter() => (512, 512),
+            _ => (1024, 2048),
+        }
+    }
+
+    /// The product a bucket is tuned on: (m, n, k, batch), capped so a tuning stays short.
+    fn matmul_tuning_shape(&self, b: &MatmulBucket) -> (usize, usize, usize, usize) {
+        let (cap_mn, cap_k) = self.matmul_tuning_cap();
+        let side = (1usize << b.mn_exp.div_ceil(2)).min(cap_mn);
+        let k = (1usize << b.k_exp).min(cap_k);
+        let batch = if b.batched { 4 } else { 1 };
+        (side, side, k, batch)
+    }
+
+    /// Times every candidate kernel on one n³ problem (512³ on CPU-type adapters, 1024³ on
+    /// real GPUs), each checked against the CPU reference first, and returns the figures, best
+    /// kernel not yet chosen. Used by `gpu-linalg info --tune`.
+    pub fn tune_matmul(&self) -> Result<Vec<TuningResult>> {
+        if self.gpu().is_none() {
+            return Ok(Vec::new());
+        }
+        let n = self.matmul_tuning_cap().0;
+        let outcomes = self.tune_matmul_shape(n, n, n, 1)?;
+        let flops = 2.0 * (n * n * n) as f64;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| TuningResult {
+                config: o.choice,
+                gflops: o.seconds.map(|s| flops / s / 1e9),
+            })
+            .collect())
+    }
+
+    /// Every candidate's outcome on `batch` products of m×k by k×n.
+    fn tune_matmul_shape(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        batch: usize,
+    ) -> Result<Vec<crate::runtime::TuneOutcome<MatmulConfig>>> {
+        let Some(gpu) = self.gpu() else {
+            return Ok(Vec::new());
+        };
+        let (sa, sb) = if batch > 1 {
+            (vec![batch, m, k], vec![batch, k, n])
+        } else {
+            (vec![m, k], vec![k, n])
+        };
+        let ad: Vec<f32> = (0..batch * m * k)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.25)
+            .collect();
+        let bd: Vec<f32> = (0..batch * k * n)
+            .map(|i| ((i % 5) as f32 - 2.0) * 0.5)
+            .collect();
+        let reference = crate::matmul::cpu::reference_for(
+            &Tensor::from_vec(&sa, ad.clone())?,
+            &Tensor::from_vec(&sb, bd.clone())?,
+            &MatmulOptions::default(),
+        )?;
+        let a = self.tensor(&sa, &ad)?;
+        let b = self.tensor(&sb, &bd)?;
+        Ok(crate::runtime::measure(
+            gpu,
+            &MatmulConfig::candidates(),
+            3,
+            |config| {
+                let opts = MatmulOptions {
+                    kernel: Some(config),
+                    ..Default::default()
+                };
+                self.matmul_with(&a, &b, &opts)
+            },
+            |t| t.to_vec(),
+            |v| reference.check(v),
+        ))
+    }
+}
+
+/// The tuned matmul choices of every device, by shape bucket.
+static CHOICES: Choices<MatmulConfig> = Choices::new("matmul");
+
+/// A matmul shape bucket: ⌈log₂(m·n)⌉ rounded up to a multiple of 4, ⌈log₂ k⌉ rounded up to a
+/// multiple of 3, and whether there is more than one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulBucket {
+    /// Exponent of the bucket of m·n (0, 4, …, 24).
+    pub mn_exp: u32,
+    /// Exponent of the bucket of k (0, 3, …, 15).
+    pub k_exp: u32,
+    /// More than one matrix product.
+    pub batched: bool,
+}
+
+impl MatmulBucket {
+    /// The bucket's name in the tuning cache, e.g. `mn2^16/k2^9/b1`.
+    pub fn name(&self) -> String {
+        format!(
+            "mn2^{}/k2^{}/b{}",
+            self.mn_exp,
+            self.k_exp,
+            if self.batched { "n" } else { "1" }
+        )
+    }
+}
+
+/// The tuning bucket of `plan`.
+pub fn matmul_bucket(plan: &MatmulPlan) -> MatmulBucket {
+    use crate::runtime::tune::bucket_exp;
+    MatmulBucket {
+        mn_exp: bucket_exp(plan.m * plan.n, 4, 24),
+        k_exp: bucket_exp(plan.k, 3, 15),
+        batched: plan.batches() > 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_follows_numpy() {
+        let p = MatmulPlan::new(&[3, 4], &[4], false, false).unwrap();
+        assert_eq!(p.out_shape, vec![3]);
+        let p = MatmulPlan::new(&[4], &[4, 5], false, false).unwrap();
+        assert_eq!(p.out_shape, vec![5]);
+        let p = MatmulPlan::new(&[4], &[4], false, false).unwrap();
+        assert_eq!(p.out_shape, Vec::<usize>::new());
+        let p = MatmulPlan::new(&[2, 1, 3, 4], &[5, 4, 6], false, false).unwrap();
+        assert_eq!(p.out_shape, vec![2, 5, 3, 6]);
+        assert_eq!(p.a_bs, [12, 0]);
+        assert_eq!(p.b_bs, [0, 24]);
+        let p = MatmulPlan::new(&[4, 3], &[5, 4], true, true).unwrap();
+        assert_eq!((p.m, p.k, p.n), (3, 4, 5));
+        assert!(MatmulPlan::new(&[3, 4], &[5, 6], false, false).is_err());
+        assert!(MatmulPlan::new(&[2, 3, 4], &[3, 4, 6], false, false).is_err());
+        assert!(MatmulPlan::new(&[], &[3], false, false).is_err());
+    }
+
+    #[test]
+    fn configs_round_trip() {
+        for c in MatmulConfig::candidates()
+            .into_iter()
+            .chain([MatmulConfig::NAIVE])
+        {
+            assert_eq!(c.to_string().parse::<MatmulConfig>().unwrap(), c);
+        }
+        assert!("vec4:9x1@64".parse::<MatmulConfig>().is_err());
+        assert!("fast".parse::<MatmulConfig>().is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! Reduced QR decomposition, `numpy.linalg.qr(A, mode='reduced')`: on the GPU by shifted
+//! CholeskyQR3 (Fukaya, Kannan, Nakatsukasa, Yamamoto, Yanagisawa 2020) built from resident
+//! GPU GEMMs, with the small k×k Cholesky factorizations on the host in f64; on the CPU by
+//! faer's blocked Householder.
+
+pub mod cpu;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::layout::Slice;
+use crate::matmul::MatmulOptions;
+use crate::qr::cpu::{cholesky_upper, householder, non_finite, upper_inverse, upper_product};
+use crate::tensor::host_values;
+use crate::tensor::{DType, Tensor};
+
+/// The reduced QR `A = Q · R` of an m×n matrix, k = min(m, n).
+#[derive(Clone, Debug)]
+pub struct Qr {
+    /// m×k with orthonormal columns (also when A is rank-deficient, see [`Context::qr`]).
+    pub q: Tensor,
+    /// k×n upper triangular (trapezoidal when wide), with a non-negative diagonal.
+    pub r: Tensor,
+    /// CholeskyQR passes the GPU ran (one Gram matrix and one GEMM each); 0 where the
+    /// Householder path ran (the CPU backend, rank-deficient or empty input).
+    pub passes: u32,
+}
+
+/// Most CholeskyQR passes (shifted and plain) before the GPU path gives up on a matrix as
+/// numerically rank-deficient and hands it to Householder.
+pub const MAX_QR_PASSES: u32 = 8;
+
+/// Unit roundoff u = 2⁻²⁴ of the shift.
+const U: f64 = 1.0 / 16_777_216.0;
+
+/// A plain CholeskyQR pass is used only when the smallest pivot of the Gram matrix, relative to
+/// its largest diagonal entry, is at least this (κ(Q)² ≲ 10⁵: the pass then leaves an
+/// orthogonality error of about 10⁵·u, which the next plain pass removes).
+const PLAIN_MIN_PIVOT: f64 = 1e-5;
+
+/// (m, n) of a valid QR operand, or an error naming the shape or dtype.
+fn qr_dims(a: &Tensor) -> Result<(usize, usize)> {
+    if a.dtype() != DType::F32 {
+        return Err(Error::InvalidArgument(format!(
+            "qr: input (shape {:?}) is {}; expected float32",
+            a.shape(),
+            a.dtype().name()
+        )));
+    }
+    match *a.shape() {
+        [m, n] => Ok((m, n)),
+        _ => Err(Error::Shape(format!(
+            "qr needs a 2-D matrix; got shape {:?} ({} dims)",
+            a.shape(),
+            a.ndim()
+        ))),
+    }
+}
+
+/// f32 tensor of a row-major f64 matrix.
+fn upload(ctx: &Context, rows: usize, cols: usize, v: &[f64]) -> Result<Tensor> {
+    let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    ctx.tensor(&[rows, cols], &f)
+}
+
+/// Shifted CholeskyQR3 (adaptive) of the tall or square m×n matrix `a` (m ≥ n ≥ 1) with GEMMs
+/// on `ctx`: `Ok(None)` when `a` is numerically rank-deficient (or zero).
+fn cholesky_qr(
+    ctx: &Context,
+    a: &Tensor,
+    m: usize,
+    n: usize,
+) -> Result<Option<(Tensor, Vec<f64>, u32)>> {
+    let tn = MatmulOptions {
+        transpose_a: true,
+        ..MatmulOptions::default()
+    };
+    let mut q = a.clone();
+    let mut r_total: Option<Vec<f64>> = None;
+    let mut plain = 0;
+    let mut passes = 0;
+    while plain < 2 {
+        if passes >= MAX_QR_PASSES {
+            return Ok(None);
+        }
+        passes += 1;
+        let g32 = ctx.matmul_with(&q, &q, &tn)?.to_vec()?;
+        if g32.iter().any(|x| !x.is_finite()) {
+            return Ok(None);
+        }
+        // Symmetrize: the GEMM need not give G_ij = G_ji bit for bit.
+        let mut g = vec![0.0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                g[i * n + j] = 0.5 * (f64::from(g32[i * n + j]) + f64::from(g32[j * n + i]));
+            }
+        }
+        let plain_r = if passes == 1 {
+            None
+        } else {
+            cholesky_upper(&g, n, 0.0).filter(|(_, rel)| *rel >= PLAIN_MIN_PIVOT)
+        };
+        let r = match plain_r {
+            Some((r, _)) => {
+                plain += 1;
+                r
+            }
+            None => {
+                plain = 0;
+                // s = 11(mn + n(n+1))·u·‖Q‖_F², Fukaya et al.'s shift.
+                let fro2: f64 = (0..n).map(|j| g[j * n + j]).sum();
+                let shift = 11.0 * ((m * n + n * (n + 1)) as f64) * U * fro2;
+                match cholesky_upper(&g, n, shift) {
+                    Some((r, _)) if shift > 0.0 => r,
+                    _ => return Ok(None),
+                }
+            }
+        };
+        let rinv = upload(ctx, n, n, &upper_inverse(&r, n))?;
+        q = ctx.matmul(&q, &rinv)?;
+        r_total = Some(match r_total {
+            None => r,
+            Some(t) => upper_product(&r, &t, n),
+        });
+    }
+    Ok(r_total.map(|r| (q, r, passes)))
+}
+
+impl Context {
+    /// The reduced QR decomposition, as `numpy.linalg.qr(a, mode='reduced')`: `Q` m×k with
+    /// orthonormal columns, `R` k×n upper triangular, k = min(m, n), with one convention that
+    /// differs from numpy/LAPACK: R's diagonal is non-negative on every path (LAPACK's may hold
+    /// negative entries; the two differ by the signs of Q's columns and R's rows).
+    ///
+    /// On a GPU, results stay resident: shifted CholeskyQR3 — Gram matrix QᵀQ by a GPU GEMM,
+    /// its Cholesky factor on the host in f64 (one readback of n² values per pass), Q ← Q·R⁻¹
+    /// by a GPU GEMM; a shifted pass, then plain passes until two plain ones have run (more
+    /// shifted passes for condition numbers near 1/u). A wide matrix (m < n) is factored
+    /// through its first m columns, then R = Qᵀ·A. A matrix that CholeskyQR cannot factor
+    /// (numerically rank-deficient: condition ≳ 10⁷, zero columns, the zero matrix) is read
+    /// back and factored by Householder in f64 on the host; Q then still has orthonormal
+    /// columns, those at (near-)zero R_ii completing the basis. On the CPU backend: faer's
+    /// blocked Householder QR (f32, all threads), signs made to match.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[3.0, 1.0, 4.0, 2.0])?;
+    /// let qr = ctx.qr(&a)?;
+    /// let r = qr.r.to_vec()?;
+    /// assert!((r[0] - 5.0).abs() < 1e-6 && r[2] == 0.0);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn qr(&self, a: &Tensor) -> Result<Qr> {
+        let (m, n) = qr_dims(a)?;
+        let k = m.min(n);
+        let householder_path = || -> Result<Qr> {
+            let values = host_values(a)?;
+            let (q, r) = householder(&values, m, n)?;
+            Ok(Qr {
+                q: self.tensor(&[m, k], &q)?,
+                r: self.tensor(&[k, n], &r)?,
+                passes: 0,
+            })
+        };
+        if self.gpu().is_none() || k == 0 {
+            let (q, r) = crate::qr::cpu::fast(&host_values(a)?, m, n)?;
+            return Ok(Qr {
+                q: self.tensor(&[m, k], &q)?,
+                r: self.tensor(&[k, n], &r)?,
+                passes: 0,
+            });
+        }
+        let front = if m < n {
+            self.slice(a, &[Slice::all(), Slice::range(0, m as isize)])?
+        } else {
+            a.clone()
+        };
+        let Some((q, r, passes)) = cholesky_qr(self, &front, m, k)? else {
+            let values = host_values(a)?;
+            if values.iter().any(|x| !x.is_finite()) {
+                return Err(non_finite(m, n));
+            }
+            return householder_path();
+        };
+        let r1 = upload(self, k, k, &r)?;
+        let r = if m < n {
+            // R = [R₁ | Qᵀ·A₂]: the first block exactly triangular.
+            let rest = self.slice(a, &[Slice::all(), Slice::range(m as isize, n as isize)])?;
+            let tn = MatmulOptions {
+                transpose_a: true,
+                ..MatmulOptions::default()
+            };
+            let r2 = self.matmul_with(&q, &rest, &tn)?;
+            self.concat(&[&r1, &r2], 1)?
+        } else {
+            r1
+        };
+        Ok(Qr { q, r, passes })
+    }
+}

@@ -1,0 +1,210 @@
+//! A wgpu device and queue with what gpu-linalg keeps per device: error scopes and the
+//! device-lost state, the pipeline cache, the buffer pool and the command stream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::adapter::{summarize, DeviceSummary};
+use super::pipeline::Kernel;
+use super::pool::Pool;
+use super::stream::{Stream, SubmitMode, Timer};
+use crate::error::{Error, Result};
+
+/// Locks `m`, ignoring poisoning (a panicking thread never leaves the guarded state
+/// half-written: every critical section here is a plain update).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether kernels are compiled with wgpu's runtime bounds checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BoundsChecks {
+    /// Unchecked on CPU-type adapters, where it was measured to pay (+35% matmul on lavapipe);
+    /// checked on real GPUs. `GPU_LINALG_BOUNDS_CHECKS=on|off` overrides it.
+    #[default]
+    Auto,
+    /// Always checked.
+    On,
+    /// Unchecked wherever a kernel's host code proves every index in bounds.
+    Off,
+}
+
+impl BoundsChecks {
+    /// Whether modules are built checked on an adapter of `device_type`.
+    pub(crate) fn checked_on(self, device_type: wgpu::DeviceType) -> bool {
+        let resolved = match self {
+            BoundsChecks::Auto => match std::env::var("GPU_LINALG_BOUNDS_CHECKS").as_deref() {
+                Ok("on") => BoundsChecks::On,
+                Ok("off") => BoundsChecks::Off,
+                _ => BoundsChecks::Auto,
+            },
+            other => other,
+        };
+        match resolved {
+            BoundsChecks::On => true,
+            BoundsChecks::Off => false,
+            BoundsChecks::Auto => device_type != wgpu::DeviceType::Cpu,
+        }
+    }
+}
+
+/// How a device is set up beyond wgpu's own descriptor.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DeviceSetup {
+    pub bounds_checks: BoundsChecks,
+    pub submit: Option<SubmitMode>,
+}
+
+/// A wgpu device and queue with everything gpu-linalg keeps per device.
+pub(crate) struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// Whether kernels are built with runtime bounds checks on this device.
+    pub checked: bool,
+    pub(crate) pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
+    pub(crate) pool: Pool,
+    pub(crate) stream: Stream,
+    lost: Arc<Mutex<Option<String>>>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+    /// Active kernel timer of `Context::time_gpu`, if any.
+    pub(crate) timer: Mutex<Option<Timer>>,
+}
+
+impl Gpu {
+    /// Wraps `device` and `queue`, installing the device-lost and uncaptured-error handlers
+    /// (wgpu's default handler panics).
+    pub(crate) fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        setup: DeviceSetup,
+    ) -> Arc<Gpu> {
+        let lost = Arc::new(Mutex::new(None));
+        let lost_cb = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *lock(&lost_cb) = Some(format!("{reason:?}: {msg}"));
+        });
+        let uncaptured = Arc::new(Mutex::new(None));
+        let unc = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = lock(&unc);
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let limits = device.limits();
+        let features = device.features();
+        let checked = setup.bounds_checks.checked_on(info.device_type);
+        Arc::new(Gpu {
+            stream: Stream::new(&device, setup.submit.unwrap_or_else(SubmitMode::from_env)),
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            checked,
+            pipelines: Mutex::new(HashMap::new()),
+            pool: Pool::default(),
+            lost,
+            uncaptured,
+            timer: Mutex::new(None),
+        })
+    }
+
+    /// True for CPU-type adapters such as lavapipe (llvmpipe's loop limit and JIT apply).
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// `Err(DeviceLost)` once the device is gone.
+    pub fn check_alive(&self) -> Result<()> {
+        if let Some(reason) = lock(&self.lost).as_ref() {
+            return Err(Error::DeviceLost(format!(
+                "{reason}; create a new Context to continue"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside out-of-memory, validation and internal error scopes and turns what they
+    /// catch into an `Err` that starts with `what`. Scopes are per thread: what another thread
+    /// does meanwhile is never reported here.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_alive()?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let i = pollster::block_on(internal.pop());
+        let o = pollster::block_on(oom.pop());
+        self.check_alive()?;
+        if let Some(e) = o {
+            return Err(Error::OutOfMemory(format!("{what}: {e}")));
+        }
+        if let Some(e) = i {
+            return Err(Error::Kernel(format!("{what}: {e}")));
+        }
+        if let Some(e) = v {
+            return Err(Error::Validation(format!("{what}: {e}")));
+        }
+        if let Some(e) = lock(&self.uncaptured).take() {
+            return Err(Error::Validation(format!("{what}: {e}")));
+        }
+        Ok(out)
+    }
+
+    /// Checks `bytes` against the device's largest buffer.
+    pub fn check_size(&self, bytes: u64, what: &str) -> Result<()> {
+        if bytes > self.limits.max_buffer_size {
+            return Err(Error::OutOfMemory(format!(
+                "{what} needs a buffer of {bytes} bytes, above this adapter's max_buffer_size of {} bytes",
+                self.limits.max_buffer_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that `bytes` fit one storage binding: ops that bind a whole tensor call this
+    /// (ops that split larger operands into windows never need to).
+    pub fn check_binding(&self, bytes: u64, what: &str) -> Result<()> {
+        if bytes > self.limits.max_storage_buffer_binding_size {
+            return Err(Error::OutOfMemory(format!(
+                "{what} needs a storage binding of {bytes} bytes, above this adapter's \
+                 max_storage_buffer_binding_size of {} bytes",
+                self.limits.max_storage_buffer_binding_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Submits everything recorded so far and blocks until the GPU has finished it.
+    pub fn wait_idle(&self) -> Result<()> {
+        self.flush()?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
+        self.stream.mark_all_done();
+        self.check_alive()
+    }
+
+    /// A summary of the device's limits and features.
+    pub fn summary(&self) -> DeviceSummary {
+        DeviceSummary {
+            adapter: summarize(&self.info),
+            max_storage_buffer_binding_size: self.limits.max_storage_buffer_binding_size,
+            max_buffer_size: self.limits.max_buffer_size,
+            max_compute_workgroups_per_dimension: self.limits.max_compute_workgroups_per_dimension,
+            max_compute_invocations_per_workgroup: self
+                .limits
+                .max_compute_invocations_per_workgroup,
+            max_compute_workgroup_storage_size: self.limits.max_compute_workgroup_storage_size,
+            shader_f16: self.features.contains(wgpu::Features::SHADER_F16),
+            subgroups: self.features.contains(wgpu::Features::SUBGROUP),
+            timestamps: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}

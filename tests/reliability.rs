@@ -469,7 +469,8 @@ fn full_sum_larger_than_one_binding() {
     let abs: f64 = v.iter().map(|&x| f64::from(x).abs()).sum();
     // The documented bound: γ_k·Σ|x| with k = sum_terms(n), plus the final rounding.
     let k = gpu_linalg::reduce::sum_terms(n);
-    let bound = gpu_linalg::reference::gamma(k) * abs + gpu_linalg::reference::F32_UNIT_ROUNDOFF * exact.abs();
+    let bound = gpu_linalg::reference::gamma(k) * abs
+        + gpu_linalg::reference::F32_UNIT_ROUNDOFF * exact.abs();
     let x = ctx.tensor(&[n], &v).unwrap();
     for kernel in reduce_kernels(ctx) {
         let opts = ReduceOptions {

@@ -16,13 +16,13 @@
 mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gpu_linalg::cpu::elementwise::{binary_checked, unary_checked, BoundedReference};
-use gpu_linalg::cpu::reduce::ReduceReference;
-use gpu_linalg::cpu::svd::{ratios, singular_values_f64, RATIO_EPS};
-use gpu_linalg::cpu::Reference;
+use gpu_linalg::elementwise::cpu::{binary_checked, unary_checked, BoundedReference};
+use gpu_linalg::reduce::cpu::ReduceReference;
+use gpu_linalg::reference::Reference;
+use gpu_linalg::svd::cpu::{ratios, singular_values_f64, RATIO_EPS};
 use gpu_linalg::{
     broadcast_shapes, Activation, BinaryOp, Context, ConvKind, ConvOptions, ConvPlan, Location,
     MatmulOptions, MatmulPlan, Padding, ReduceOp, ReduceOptions, ReducePlan, Svd, Tensor, UnaryOp,
@@ -591,7 +591,7 @@ impl Worker {
         let out = self.ctx.matmul_with(&a.tensor, &b.tensor, &opts);
         let bias_values = bias.as_ref().map(|b| b.values.as_slice());
         let reference =
-            gpu_linalg::cpu::matmul::reference(&plan, &a.values, &b.values, bias_values, act);
+            gpu_linalg::matmul::cpu::reference(&plan, &a.values, &b.values, bias_values, act);
         let g = finer(
             product_grid(grid(&a.values), grid(&b.values)),
             bias_values.and_then(grid),
@@ -688,7 +688,7 @@ impl Worker {
         );
         let out = self.ctx.conv2d(&x.tensor, &w.tensor, &opts);
         let bias_values = bias.as_ref().map(|b| b.values.as_slice());
-        let reference = gpu_linalg::cpu::conv::reference(
+        let reference = gpu_linalg::conv::cpu::reference(
             &plan,
             &x.values,
             &w.values,
@@ -838,7 +838,7 @@ impl Worker {
         );
         let plan = ReducePlan::new(op, &sx, &opts).expect("non-empty input");
         let out = self.ctx.reduce(op, &x.tensor, &opts);
-        let reference = gpu_linalg::cpu::reduce::reference(&plan, &x.values);
+        let reference = gpu_linalg::reduce::cpu::reference(&plan, &x.values);
         let label = format!("op {} {} → {:?}", self.op, op.name(), plan.out_shape);
         if op.is_arg() {
             return self.result(out, Check::Indices(reference), None, label, what);
@@ -1042,48 +1042,13 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// Runs each kernel family's tuner (or reads its cached choice) once, before the threads start,
-/// as an application's start-up would; returns the seconds it took. The tuners time kernels on
-/// large problems: raced by seven threads' work they would measure noise, and each thread's
-/// first op would run its own tuner (they do not wait for one another), a minute on lavapipe.
-fn tune_once(ctx: &Context) -> f64 {
-    let start = Instant::now();
-    ctx.matmul_config().expect("matmul tuning");
-    ctx.conv_config().expect("conv tuning");
-    let depthwise = ConvPlan::new(
-        ConvKind::Conv2d,
-        &[1, 2, 4, 4],
-        &[2, 1, 3, 3],
-        &ConvOptions {
-            groups: 2,
-            ..ConvOptions::default()
-        },
-    )
-    .expect("a depthwise plan");
-    ctx.conv_config_for(&depthwise)
-        .expect("depthwise conv tuning");
-    ctx.reduce_kernel().expect("reduce tuning");
-    ctx.svd_workgroup().expect("svd tuning");
-    ctx.svd_batched_kernel().expect("batched svd tuning");
-    start.elapsed().as_secs_f64()
-}
-
 #[test]
 fn threads_share_one_context_under_mixed_load() {
     let Some(ctx) = common::gpu() else { return };
     // Watchdog: every wait below has the same deadline, so a deadlock fails the test.
     let deadline = Instant::now() + WATCHDOG;
-    let (tuned_tx, tuned_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tuned_tx.send(tune_once(ctx));
-    });
-    let tuning = match tuned_rx.recv_timeout(WATCHDOG) {
-        Ok(secs) => secs,
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("deadlock? tuning has not finished after {WATCHDOG:?}")
-        }
-        Err(RecvTimeoutError::Disconnected) => panic!("tuning failed (its panic is printed above)"),
-    };
+    // No tuning beforehand: on a fresh cache the threads' first ops meet each family's tuner
+    // at once, and every thread but the tuning one waits for its choice.
     let start = Instant::now();
     let (tx, rx) = mpsc::channel();
     for thread in 0..THREADS {
@@ -1129,7 +1094,6 @@ fn threads_share_one_context_under_mixed_load() {
         .zip(stats.per_kind)
         .map(|(k, c)| format!("{k} {c}"))
         .collect();
-    eprintln!("stress: tuning (or reading the tuning cache) took {tuning:.1} s");
     eprintln!(
         "stress: {THREADS} threads × {OPS_PER_THREAD} ops = {} ops ({}) in {secs:.1} s on {}: \
          {} took an earlier op's GPU-resident result, {} an unread one; {} results exact by \

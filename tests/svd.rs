@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Instant;
 
-use gpu_linalg::svd::cpu::{ratios, singular_values_f64, RATIO_EPS};
 use gpu_linalg::svd::batched::BATCHED_WG_SIZES;
+use gpu_linalg::svd::cpu::{ratios, singular_values_f64, RATIO_EPS};
 use gpu_linalg::{
     Context, Error, Location, SvdBatchedKernel, SvdBatchedOptions, SvdOptions, Tensor, MAX_SWEEPS,
     SVD_WORKGROUPS,

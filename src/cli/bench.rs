@@ -29,14 +29,17 @@ const OPS: &[(&str, &[&str])] = &[
     ("eigh", &["64", "128", "256", "512", "1024"]),
     ("qr", &["1024x64", "4096x256"]),
     ("svd-batched", &["10000x16x16"]),
+    ("chained", &[]),
 ];
 
 /// Arguments of `gpu-linalg bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Comma-separated ops to run (available: matmul, conv2d, reduce, svd, eigh, qr,
-    /// svd-batched). The decompositions are not in the default set: on a software adapter a
-    /// 1024×1024 SVD takes minutes.
+    /// svd-batched, chained). The decompositions are not in the default set: on a software
+    /// adapter a 1024×1024 SVD takes minutes. `chained` times 1,000 dependent 64×64 matmuls
+    /// and 1,000 dependent adds of 4,096 floats, through the command stream and with per-op
+    /// submission, in ops/s.
     #[arg(long, default_value = "matmul,conv2d,reduce")]
     ops: String,
     /// Comma-separated sizes: n or MxKxN for matmul (default 256,512,1024), elements for reduce
@@ -88,6 +91,12 @@ pub(crate) struct Row {
     pub repeats: usize,
     /// Jacobi sweeps of the run (GPU rows of the SVD family).
     pub sweeps: Option<u32>,
+    /// Dependent ops per second (rows of `chained`).
+    pub ops_per_s: Option<f64>,
+    /// Compute dispatches of one run (GPU rows of the decompositions and `chained`).
+    pub dispatches: Option<u64>,
+    /// Queue submissions of one run (GPU rows of the decompositions and `chained`).
+    pub submits: Option<u64>,
 }
 
 impl Row {
@@ -266,6 +275,9 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     for case in &cases {
         bench_case(args, case, &gpus, &cpu, &bar, &mut rows)?;
     }
+    if ops.iter().any(|(op, _)| *op == "chained") {
+        bench_chained(args, &gpus, &cpu, &bar, &mut rows)?;
+    }
     bar.finish_and_clear();
     if let Some(path) = &args.json {
         write_atomic(path, &to_json(&machine, &rows))?;
@@ -278,6 +290,143 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         plot::draw(path, &machine, &rows)?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Dependent ops in one `chained` measurement.
+const CHAINED_OPS: usize = 1000;
+
+/// One `chained` workload: its shape string and one op applied to the running value.
+type ChainStep = fn(&Context, &Tensor, &Tensor) -> Result<Tensor>;
+
+/// The `chained` workloads: 1,000 dependent 64×64 matmuls (by a permutation matrix, so the
+/// result is exact and checked bit for bit) and 1,000 dependent adds of 4,096 floats (values on
+/// a grid of 1/4, exact too). Returns (shape, start, operand, step, expected result).
+fn chained_workloads() -> Vec<(
+    String,
+    (Vec<usize>, Vec<f32>),
+    (Vec<usize>, Vec<f32>),
+    ChainStep,
+    Vec<f32>,
+)> {
+    let n = 64;
+    let x0: Vec<f32> = (0..n * n).map(|i| (i % 97) as f32 - 48.0).collect();
+    // P sends column j to column (j + 5) mod n: x·P shifts every row right by 5.
+    let mut p = vec![0.0f32; n * n];
+    for j in 0..n {
+        p[j * n + (j + 5) % n] = 1.0;
+    }
+    let shift = (5 * CHAINED_OPS) % n;
+    let mut mm_expected = vec![0.0f32; n * n];
+    for r in 0..n {
+        for c in 0..n {
+            mm_expected[r * n + (c + shift) % n] = x0[r * n + c];
+        }
+    }
+    let len = 4096;
+    let a0: Vec<f32> = (0..len).map(|i| (i % 13) as f32 * 0.25).collect();
+    let d: Vec<f32> = (0..len).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
+    let add_expected: Vec<f32> = a0
+        .iter()
+        .zip(&d)
+        .map(|(a, d)| a + CHAINED_OPS as f32 * d)
+        .collect();
+    vec![
+        (
+            format!("{CHAINED_OPS}x{n}x{n}x{n}"),
+            (vec![n, n], x0),
+            (vec![n, n], p),
+            |ctx, x, p| ctx.matmul(x, p),
+            mm_expected,
+        ),
+        (
+            format!("{CHAINED_OPS}x{len}"),
+            (vec![len], a0),
+            (vec![len], d),
+            |ctx, x, d| ctx.add(x, d),
+            add_expected,
+        ),
+    ]
+}
+
+/// `bench --ops chained`: each workload's 1,000 dependent ops on the CPU, then on every GPU
+/// through the command stream and with per-op submission (in the same run), in ops/s; the
+/// final value (one readback) is checked exactly.
+fn bench_chained(
+    args: &BenchArgs,
+    gpus: &[Target],
+    cpu: &Context,
+    bar: &ProgressBar,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    for (shape, (xs, x0), (os, operand), step, expected) in chained_workloads() {
+        let mut targets: Vec<(&'static str, String, &Context, Option<crate::SubmitMode>)> =
+            vec![("cpu", "cpu (faer)".to_string(), cpu, None)];
+        for t in gpus {
+            for mode in [crate::SubmitMode::Stream, crate::SubmitMode::PerOp] {
+                targets.push((
+                    "gpu",
+                    format!("{} {}", t.label, mode.name()),
+                    &t.ctx,
+                    Some(mode),
+                ));
+            }
+        }
+        let mut cpu_s = f64::NAN;
+        for (backend, label, ctx, mode) in targets {
+            bar.set_message(format!("chained {shape} on {label}"));
+            let previous = ctx.submit_mode();
+            if let Some(m) = mode {
+                ctx.set_submit_mode(m)?;
+            }
+            let x = ctx.tensor(&xs, &x0)?;
+            let o = ctx.tensor(&os, &operand)?;
+            let chain = || -> Result<Vec<f32>> {
+                let mut v = x.clone();
+                for _ in 0..CHAINED_OPS {
+                    v = step(ctx, &v, &o)?;
+                }
+                v.to_vec()
+            };
+            let got = chain()?;
+            if got != expected {
+                ctx.set_submit_mode(previous)?;
+                return Err(Error::Verification(format!(
+                    "chained {shape} on {label}: the result after {CHAINED_OPS} ops differs \
+                     from the exact one"
+                )));
+            }
+            let before = ctx.gpu_counters();
+            let (med, spread, reps) = time_plain(args.repeat, true, &|| chain().map(drop))?;
+            let spent = ctx.gpu_counters() - before;
+            ctx.set_submit_mode(previous)?;
+            let per_run = |c: u64| c / (reps as u64 + 1);
+            let r = Row {
+                op: "chained".into(),
+                shape: shape.clone(),
+                size: CHAINED_OPS as f64,
+                backend,
+                label,
+                median_s: med,
+                spread_s: spread,
+                kernel_s: None,
+                e2e_s: None,
+                flops: 0.0,
+                bytes: 0.0,
+                repeats: reps,
+                sweeps: None,
+                ops_per_s: Some(CHAINED_OPS as f64 / med),
+                dispatches: mode.map(|_| per_run(spent.dispatches)),
+                submits: mode.map(|_| per_run(spent.submits)),
+            };
+            if backend == "cpu" {
+                cpu_s = med;
+            }
+            bar.suspend(|| print_row(&r, cpu_s));
+            rows.push(r);
+            bar.inc(1);
+        }
     }
     Ok(())
 }
@@ -302,7 +451,7 @@ fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec
         "matmul" => &[1, 3],
         "svd" | "qr" => &[1, 2],
         "svd-batched" => &[3],
-        "conv2d" => return Ok(Vec::new()),
+        "conv2d" | "chained" => return Ok(Vec::new()),
         _ => &[1],
     };
     let items: Vec<&str> = match s {
@@ -356,10 +505,12 @@ fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 
 fn print_row(r: &Row, cpu_s: f64) {
     // Decompositions have no rate: their rate columns print "-".
-    let rate = |secs: Option<f64>| {
-        fmt_opt(secs.filter(|_| !r.is_time_only()), |s| {
+    let rate = |secs: Option<f64>| match r.ops_per_s {
+        // Chained rows: dependent ops per second.
+        Some(_) => fmt_opt(secs, |s| format!("{:.0}/s", r.size / s)),
+        None => fmt_opt(secs.filter(|_| !r.is_time_only()), |s| {
             format!("{:.2}", r.rate(s))
-        })
+        }),
     };
     println!(
         "{:<11} {:<24} {:<39} {:>10.3} {:>9.3} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7.2}× {:>6}",
@@ -459,6 +610,8 @@ fn time_plain(repeat: usize, warm: bool, f: &dyn Fn() -> Result<()>) -> Result<(
 struct Output {
     tensors: Vec<Tensor>,
     sweeps: Option<u32>,
+    /// Dispatches and submissions of the run (GPU decompositions).
+    counts: Option<crate::GpuCounters>,
 }
 
 impl From<Tensor> for Output {
@@ -466,6 +619,7 @@ impl From<Tensor> for Output {
         Output {
             tensors: vec![t],
             sweeps: None,
+            counts: None,
         }
     }
 }
@@ -483,11 +637,21 @@ impl Output {
     }
 }
 
-/// The outputs of a run, with the sweeps where the context is a GPU one.
-fn output(ctx: &Context, tensors: Vec<Tensor>, sweeps: u32) -> Output {
+/// The outputs of a run, with the sweeps, dispatches and submissions where the context is a
+/// GPU one.
+fn output(
+    ctx: &Context,
+    tensors: Vec<Tensor>,
+    sweeps: u32,
+    (dispatches, submits): (u64, u64),
+) -> Output {
     Output {
         tensors,
         sweeps: ctx.is_gpu().then_some(sweeps),
+        counts: ctx.is_gpu().then_some(crate::GpuCounters {
+            dispatches,
+            submits,
+        }),
     }
 }
 
@@ -743,7 +907,12 @@ fn svd_case(m: usize, n: usize) -> BenchCase {
         }),
         Box::new(|ctx: &Context, t: &[Tensor], _| {
             let r = ctx.svd(&t[0])?;
-            Ok(output(ctx, vec![r.u, r.s, r.vt], r.sweeps))
+            Ok(output(
+                ctx,
+                vec![r.u, r.s, r.vt],
+                r.sweeps,
+                (r.dispatches, r.submits),
+            ))
         }),
     )
 }
@@ -769,7 +938,12 @@ fn eigh_case(n: usize) -> BenchCase {
         }),
         Box::new(|ctx: &Context, t: &[Tensor], _| {
             let r = ctx.eigh(&t[0])?;
-            Ok(output(ctx, vec![r.values, r.vectors], r.sweeps))
+            Ok(output(
+                ctx,
+                vec![r.values, r.vectors],
+                r.sweeps,
+                (r.dispatches, r.submits),
+            ))
         }),
     )
 }
@@ -795,6 +969,10 @@ fn qr_case(m: usize, n: usize) -> BenchCase {
             Ok(Output {
                 tensors: vec![r.q, r.r],
                 sweeps: None,
+                counts: ctx.is_gpu().then_some(crate::GpuCounters {
+                    dispatches: r.dispatches,
+                    submits: r.submits,
+                }),
             })
         }),
     )
@@ -833,7 +1011,12 @@ fn svd_batched_case(batch: usize, m: usize, n: usize) -> BenchCase {
         }),
         Box::new(|ctx: &Context, t: &[Tensor], _| {
             let r = ctx.svd_batched(&t[0])?;
-            Ok(output(ctx, vec![r.u, r.s, r.vt], r.sweeps))
+            Ok(output(
+                ctx,
+                vec![r.u, r.s, r.vt],
+                r.sweeps,
+                (r.dispatches, r.submits),
+            ))
         }),
     )
 }
@@ -885,6 +1068,7 @@ fn cases_for(op: &str, sizes: &[Vec<usize>]) -> Result<Vec<BenchCase>> {
                 _ => svd_batched_case(0, 0, 0),
             })
             .collect()),
+        "chained" => Ok(Vec::new()),
         "conv2d" => {
             let mut out = Vec::new();
             for &(x, w, pad, groups) in CONV_LAYERS {
@@ -924,7 +1108,11 @@ fn bench_case(
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let what = format!("{} {}", case.op, case.shape);
-    let row = |backend, label: String, t: (f64, f64, Option<f64>, Option<f64>), reps, sweeps| Row {
+    let row = |backend,
+               label: String,
+               t: (f64, f64, Option<f64>, Option<f64>),
+               reps,
+               (sweeps, counts): (Option<u32>, Option<crate::GpuCounters>)| Row {
         op: case.op.into(),
         shape: case.shape.clone(),
         size: case.size,
@@ -938,6 +1126,9 @@ fn bench_case(
         bytes: case.bytes,
         repeats: reps,
         sweeps,
+        ops_per_s: None,
+        dispatches: counts.map(|c| c.dispatches),
+        submits: counts.map(|c| c.submits),
     };
     let upload = |ctx: &Context, abs: bool| -> Result<Vec<Tensor>> {
         case.inputs
@@ -976,7 +1167,7 @@ fn bench_case(
         format!("cpu ({lib}){}", case.note),
         (cpu_s, cpu_spread, None, None),
         cpu_reps,
-        None,
+        (None, None),
     );
     bar.suspend(|| print_row(&r, cpu_s));
     rows.push(r);
@@ -992,7 +1183,7 @@ fn bench_case(
             format!("cpu ({lib}, 1 thread)"),
             (s1, spread1, None, None),
             reps1,
-            None,
+            (None, None),
         );
         bar.suspend(|| print_row(&r, cpu_s));
         rows.push(r);
@@ -1012,7 +1203,7 @@ fn bench_case(
             bar.set_message(format!("{what} on {label}"));
             let t0 = Instant::now();
             let out = (case.run)(ctx, &gt, kernel)?;
-            let sweeps = out.sweeps;
+            let sweeps = (out.sweeps, out.counts);
             let got = out.read()?;
             let long = t0.elapsed().as_secs_f64() > LONG_RUN_S;
             match &case.verify {
@@ -1071,7 +1262,7 @@ fn bench_case(
                 format!("{} buffer copy (bandwidth limit)", t.label),
                 (med, spread, kern, Some(e2e)),
                 done,
-                None,
+                (None, None),
             );
             bar.suspend(|| print_row(&r, cpu_s));
             rows.push(r);
@@ -1101,6 +1292,10 @@ fn json_num(v: Option<f64>) -> String {
     }
 }
 
+fn json_count(v: Option<u64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "null".into())
+}
+
 fn json_opt_str(v: &Option<String>) -> String {
     v.as_deref().map(json_str).unwrap_or_else(|| "null".into())
 }
@@ -1111,7 +1306,7 @@ fn to_json(m: &Machine, rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": {}, \"repeats\": {}, \"sweeps\": {}}}",
+                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": {}, \"repeats\": {}, \"sweeps\": {}, \"ops_per_s\": {}, \"dispatches\": {}, \"submits\": {}}}",
                 json_str(&r.op),
                 json_str(&r.shape),
                 json_str(r.backend),
@@ -1123,7 +1318,10 @@ fn to_json(m: &Machine, rows: &[Row]) -> String {
                 json_num(r.gflops(r.median_s)),
                 json_num(r.gbs(r.median_s)),
                 r.repeats,
-                r.sweeps.map(|s| s.to_string()).unwrap_or_else(|| "null".into())
+                r.sweeps.map(|s| s.to_string()).unwrap_or_else(|| "null".into()),
+                json_num(r.ops_per_s),
+                json_count(r.dispatches),
+                json_count(r.submits)
             )
         })
         .collect();
@@ -1149,11 +1347,11 @@ fn csv_field(s: &str) -> String {
 fn to_csv(rows: &[Row]) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:e}")).unwrap_or_default();
     let mut out = String::from(
-        "op,shape,backend,kernel,median_s,spread_s,kernel_s,e2e_s,gflops,gbs,repeats,sweeps\n",
+        "op,shape,backend,kernel,median_s,spread_s,kernel_s,e2e_s,gflops,gbs,repeats,sweeps,ops_per_s,dispatches,submits\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{:e},{:e},{},{},{},{},{},{}\n",
+            "{},{},{},{},{:e},{:e},{},{},{},{},{},{},{},{},{}\n",
             csv_field(&r.op),
             csv_field(&r.shape),
             r.backend,
@@ -1165,7 +1363,10 @@ fn to_csv(rows: &[Row]) -> String {
             opt(r.gflops(r.median_s)),
             opt(r.gbs(r.median_s)),
             r.repeats,
-            r.sweeps.map(|s| s.to_string()).unwrap_or_default()
+            r.sweeps.map(|s| s.to_string()).unwrap_or_default(),
+            opt(r.ops_per_s),
+            r.dispatches.map(|s| s.to_string()).unwrap_or_default(),
+            r.submits.map(|s| s.to_string()).unwrap_or_default()
         ));
     }
     out

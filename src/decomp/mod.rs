@@ -24,6 +24,10 @@ pub struct Eigh {
     /// Jacobi sweeps of the GPU's SVDs of the shifted matrix and of the refinement (0 on the
     /// CPU backend).
     pub sweeps: u32,
+    /// Compute dispatches the GPU ran for this call (0 on the CPU backend).
+    pub dispatches: u64,
+    /// Queue submissions this call made (0 on the CPU backend).
+    pub submits: u64,
 }
 
 /// A principal component analysis, as `sklearn.decomposition.PCA(n_components=k)` fits it.
@@ -158,6 +162,12 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn eigh(&self, a: &Tensor) -> Result<Eigh> {
+        let (mut out, spent) = crate::runtime::counted(|| self.eigh_uncounted(a))?;
+        (out.dispatches, out.submits) = (spent.dispatches, spent.submits);
+        Ok(out)
+    }
+
+    fn eigh_uncounted(&self, a: &Tensor) -> Result<Eigh> {
         let (m, n) = matrix_dims("eigh", a)?;
         if m != n {
             return Err(Error::Shape(format!(
@@ -171,6 +181,8 @@ impl Context {
                 values: self.zeros(&[0])?,
                 vectors: self.zeros(&[0, 0])?,
                 sweeps: 0,
+                dispatches: 0,
+                submits: 0,
             });
         }
         if self.gpu().is_none() {
@@ -179,6 +191,8 @@ impl Context {
                 values: self.tensor(&[n], &w)?,
                 vectors: self.tensor(&[n, n], &z)?,
                 sweeps: 0,
+                dispatches: 0,
+                submits: 0,
             });
         }
         // Scale max|A| into [0.5, 1) by an exact power of two, so that neither the shift nor
@@ -258,6 +272,8 @@ impl Context {
             values: self.tensor(&[n], &w)?,
             vectors: self.tensor(&[n, n], &z)?,
             sweeps,
+            dispatches: 0,
+            submits: 0,
         })
     }
 
@@ -383,6 +399,8 @@ impl Context {
                 vt: self.zeros(&[0, n])?,
                 sweeps: 0,
                 off_diagonal: 0.0,
+                dispatches: 0,
+                submits: 0,
             });
         }
         let l = r.saturating_add(opts.oversampling).min(k);
@@ -411,6 +429,8 @@ impl Context {
             vt: first_rows(self, &small.vt, r)?,
             sweeps: sweeps.saturating_add(small.sweeps),
             off_diagonal: small.off_diagonal,
+            dispatches: 0,
+            submits: 0,
         })
     }
 }

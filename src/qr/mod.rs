@@ -23,6 +23,10 @@ pub struct Qr {
     /// CholeskyQR passes the GPU ran (one Gram matrix and one GEMM each); 0 where the
     /// Householder path ran (the CPU backend, rank-deficient or empty input).
     pub passes: u32,
+    /// Compute dispatches the GPU ran for this call (0 on the CPU backend).
+    pub dispatches: u64,
+    /// Queue submissions this call made (0 on the CPU backend).
+    pub submits: u64,
 }
 
 /// Most CholeskyQR passes (shifted and plain) before the GPU path gives up on a matrix as
@@ -150,6 +154,12 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn qr(&self, a: &Tensor) -> Result<Qr> {
+        let (mut out, spent) = crate::runtime::counted(|| self.qr_uncounted(a))?;
+        (out.dispatches, out.submits) = (spent.dispatches, spent.submits);
+        Ok(out)
+    }
+
+    fn qr_uncounted(&self, a: &Tensor) -> Result<Qr> {
         let (m, n) = qr_dims(a)?;
         let k = m.min(n);
         let householder_path = || -> Result<Qr> {
@@ -159,6 +169,8 @@ impl Context {
                 q: self.tensor(&[m, k], &q)?,
                 r: self.tensor(&[k, n], &r)?,
                 passes: 0,
+                dispatches: 0,
+                submits: 0,
             })
         };
         if self.gpu().is_none() || k == 0 {
@@ -167,6 +179,8 @@ impl Context {
                 q: self.tensor(&[m, k], &q)?,
                 r: self.tensor(&[k, n], &r)?,
                 passes: 0,
+                dispatches: 0,
+                submits: 0,
             });
         }
         let front = if m < n {
@@ -194,6 +208,12 @@ impl Context {
         } else {
             r1
         };
-        Ok(Qr { q, r, passes })
+        Ok(Qr {
+            q,
+            r,
+            passes,
+            dispatches: 0,
+            submits: 0,
+        })
     }
 }

@@ -1,12 +1,19 @@
-//! The buffer pool, aware of submissions: a released buffer is handed out again only once the
-//! GPU has finished every submission that may use it.
+//! The buffer pool, aware of submissions.
 //!
-//! A buffer is released when the last tensor (or op) holding it drops it. It is tagged with the
-//! submission that will contain every command recorded so far (the pending one, or the last
-//! one submitted when nothing is pending; see `Stream::release_tag`), and stays in the pool
-//! until that submission has completed. Ops keep the buffers they bind alive until their
-//! commands are in the stream (`Encoder` owns them), so a buffer is never released before the
-//! commands that use it are recorded.
+//! A buffer is released when the last tensor (or op) holding it drops it. Ops keep the buffers
+//! they bind alive until their commands are in the stream (`Encoder` owns them), so a buffer is
+//! never released before the commands that use it are recorded. On release it is tagged with
+//! the submission that will contain every command recorded so far (the pending one, or the
+//! last one submitted when nothing is pending; see `Stream::release_tag`). Then:
+//!
+//! - For the host to write it (uploads, kernel parameters: `queue.write_buffer`, which lands
+//!   before the next submission's commands, i.e. before commands recorded earlier that may
+//!   still read the old contents), it is handed out only once that submission has completed.
+//! - For the GPU to write it (op outputs and scratch), it is handed out at once: every command
+//!   that uses it from then on is recorded after every command that used it before, in one
+//!   queue, and wgpu orders the two with a barrier. This is stream-ordered reuse, as CUDA's
+//!   `cudaFreeAsync` and PyTorch's caching allocator do on one stream; without it a chain of
+//!   ops recorded into one submission would need a fresh buffer per op.
 //!
 //! With `GPU_LINALG_POISON_RELEASED=1` every released buffer is overwritten with NaN by a
 //! command queued right after the commands recorded before its release: any use after release
@@ -68,7 +75,8 @@ impl Pool {
             .get_or_init(|| std::env::var("GPU_LINALG_POISON_RELEASED").is_ok_and(|v| v == "1"))
     }
 
-    /// A released buffer of `class` bytes and `usage` whose last submission has completed.
+    /// A released buffer of `class` bytes and `usage` whose last submission is at most
+    /// `completed` (`u64::MAX`: any, the oldest release first).
     fn take(&self, class: u64, usage: wgpu::BufferUsages, completed: u64) -> Option<wgpu::Buffer> {
         let mut st = lock(&self.state);
         let list = st.free.get_mut(&(class, usage.bits()))?;
@@ -112,16 +120,22 @@ impl Pool {
 }
 
 impl Gpu {
-    /// A buffer of at least `bytes` bytes (pooled), usable as storage or as a copy source/target.
+    /// A buffer of at least `bytes` bytes (pooled), usable as storage or as a copy source/target,
+    /// for the GPU to write: commands recorded from now on may write it (see the module docs).
+    /// Buffers the host writes come from [`Gpu::upload`] (or [`Gpu::alloc_with`] with
+    /// `host_writes`).
     pub fn alloc(self: &Arc<Self>, bytes: u64, what: &str) -> Result<Arc<GpuBuffer>> {
-        self.alloc_with(bytes, storage_usage(), what)
+        self.alloc_with(bytes, storage_usage(), false, what)
     }
 
-    /// A pooled buffer of at least `bytes` bytes with `usage`.
+    /// A pooled buffer of at least `bytes` bytes with `usage`; with `host_writes`, one whose
+    /// last submission has completed, so that a queue write into it cannot overtake a command
+    /// that still reads its old contents.
     pub(crate) fn alloc_with(
         self: &Arc<Self>,
         bytes: u64,
         usage: wgpu::BufferUsages,
+        host_writes: bool,
         what: &str,
     ) -> Result<Arc<GpuBuffer>> {
         self.check_alive()?;
@@ -130,8 +144,13 @@ impl Gpu {
         if class > self.limits.max_buffer_size {
             class = bytes.max(4).div_ceil(4) * 4;
         }
-        let mut reused = self.pool.take(class, usage, self.stream.completed());
-        if reused.is_none() && self.pool.has_waiting(class, usage) {
+        let ready = if host_writes {
+            self.stream.completed()
+        } else {
+            u64::MAX
+        };
+        let mut reused = self.pool.take(class, usage, ready);
+        if reused.is_none() && host_writes && self.pool.has_waiting(class, usage) {
             // Let finished submissions report themselves, then look again (never blocks).
             let _ = self.device.poll(wgpu::PollType::Poll);
             reused = self.pool.take(class, usage, self.stream.completed());
@@ -176,10 +195,10 @@ impl Gpu {
             .push(Released { after, buffer });
     }
 
-    /// Uploads `data` into a new pooled buffer. The buffer is free (no recorded command uses
-    /// it), so the queue's write lands before any command that reads it.
+    /// Uploads `data` into a pooled buffer no submitted or recorded command still uses, so the
+    /// queue's write lands before every command that reads it and after every earlier use.
     pub fn upload(self: &Arc<Self>, data: &[u8], what: &str) -> Result<Arc<GpuBuffer>> {
-        let buf = self.alloc(data.len() as u64, what)?;
+        let buf = self.alloc_with(data.len() as u64, storage_usage(), true, what)?;
         if !data.is_empty() {
             self.queue.write_buffer(buf.buffer(), 0, data);
         }

@@ -104,6 +104,13 @@ pub fn thread_counters() -> GpuCounters {
     }
 }
 
+/// Runs `f` and returns what it spent on this thread (dispatches recorded, submissions made).
+pub(crate) fn counted<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, GpuCounters)> {
+    let before = thread_counters();
+    let out = f()?;
+    Ok((out, thread_counters() - before))
+}
+
 /// Timestamp queries around every compute pass encoded while `Context::time_gpu` runs:
 /// query 0 at the start of the first pass, query 1 at the end of each (the last one wins).
 pub(crate) struct Timer {
@@ -350,6 +357,7 @@ impl Stream {
             let chunk = gpu.alloc_with(
                 UNIFORM_CHUNK,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                true,
                 "kernel parameters",
             )?;
             let mut st = lock(&self.state);
@@ -494,6 +502,7 @@ impl Gpu {
         let buf = self.alloc_with(
             bytes.len() as u64,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            true,
             "kernel parameters",
         )?;
         self.queue.write_buffer(buf.buffer(), 0, &bytes);

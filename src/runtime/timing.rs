@@ -38,6 +38,7 @@ impl Gpu {
         let resolved = self.alloc_with(
             16,
             wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            false,
             "timestamps",
         )?;
         let mut enc = self.encoder("resolving timestamps");

@@ -341,6 +341,12 @@ impl Context {
 
     /// [`Context::svd_batched`] with options (the GPU kernel; ignored on the CPU backend).
     pub fn svd_batched_with(&self, a: &Tensor, opts: &SvdBatchedOptions) -> Result<Svd> {
+        let (mut out, spent) = crate::runtime::counted(|| self.svd_batched_uncounted(a, opts))?;
+        (out.dispatches, out.submits) = (spent.dispatches, spent.submits);
+        Ok(out)
+    }
+
+    fn svd_batched_uncounted(&self, a: &Tensor, opts: &SvdBatchedOptions) -> Result<Svd> {
         if a.dtype() != DType::F32 {
             return Err(Error::InvalidArgument(format!(
                 "svd_batched: input (shape {:?}) is {}; expected float32",
@@ -371,6 +377,8 @@ impl Context {
                 vt: self.zeros(&shapes.2)?,
                 sweeps: 0,
                 off_diagonal: 0.0,
+                dispatches: 0,
+                submits: 0,
             });
         }
         if let Some(gpu) = self.gpu() {
@@ -389,6 +397,8 @@ impl Context {
                     vt: Tensor::from_gpu(shapes.2.to_vec(), DType::F32, out.vt),
                     sweeps: out.sweeps,
                     off_diagonal: out.off,
+                    dispatches: 0,
+                    submits: 0,
                 })
             })();
             if let Some(t) = self.fallback_or(r)? {
@@ -409,6 +419,8 @@ impl Context {
             vt: self.tensor(&shapes.2, &vt)?,
             sweeps: 0,
             off_diagonal: 0.0,
+            dispatches: 0,
+            submits: 0,
         })
     }
 

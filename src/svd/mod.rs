@@ -41,6 +41,10 @@ pub struct Svd {
     /// The largest scaled off-diagonal |aᵢ·aⱼ|/(‖aᵢ‖‖aⱼ‖) measured in the last sweep (0 on the
     /// CPU backend); at most [`svd_tolerance`] when the sweeps converged.
     pub off_diagonal: f32,
+    /// Compute dispatches the GPU ran for this call (0 on the CPU backend).
+    pub dispatches: u64,
+    /// Queue submissions this call made (0 on the CPU backend).
+    pub submits: u64,
 }
 
 /// Most Jacobi sweeps the GPU runs (LAPACK's sgesvj stops at 30 too).
@@ -719,6 +723,12 @@ impl Context {
 
     /// [`Context::svd`] with options (GPU kernel tuning; ignored on the CPU backend).
     pub fn svd_with(&self, a: &Tensor, opts: &SvdOptions) -> Result<Svd> {
+        let (mut out, spent) = crate::runtime::counted(|| self.svd_uncounted(a, opts))?;
+        (out.dispatches, out.submits) = (spent.dispatches, spent.submits);
+        Ok(out)
+    }
+
+    fn svd_uncounted(&self, a: &Tensor, opts: &SvdOptions) -> Result<Svd> {
         let (m, n) = svd_dims(a)?;
         let k = m.min(n);
         let cpu_svd = || -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
@@ -736,6 +746,8 @@ impl Context {
                     vt: self.zeros(&[k, n])?,
                     sweeps: 0,
                     off_diagonal: 0.0,
+                    dispatches: 0,
+                    submits: 0,
                 });
             }
             let gram = |w: &Arc<GpuBuffer>, rows: usize, cols: usize| self.gram(w, rows, cols);
@@ -780,6 +792,8 @@ impl Context {
                     vt: Tensor::from_gpu(vec![kk, cols], DType::F32, out.vt),
                     sweeps: out.sweeps,
                     off_diagonal: out.off,
+                    dispatches: 0,
+                    submits: 0,
                 })
             };
             let r = (|| {
@@ -803,6 +817,8 @@ impl Context {
                         vt: self.transpose(&tall.u)?,
                         sweeps: tall.sweeps,
                         off_diagonal: tall.off_diagonal,
+                        dispatches: 0,
+                        submits: 0,
                     });
                 }
                 if reduce_first {
@@ -825,6 +841,8 @@ impl Context {
                 vt: self.tensor(&[k, n], &vt)?,
                 sweeps: 0,
                 off_diagonal: 0.0,
+                dispatches: 0,
+                submits: 0,
             });
         }
         let (u, s, vt) = cpu_svd()?;
@@ -834,6 +852,8 @@ impl Context {
             vt: Tensor::from_vec(&[k, n], vt)?,
             sweeps: 0,
             off_diagonal: 0.0,
+            dispatches: 0,
+            submits: 0,
         })
     }
 }

@@ -166,7 +166,10 @@ crate::kernel_params! {
 /// The layout of every parameter struct of this family (for the layout test).
 pub(crate) fn params_layouts() -> Vec<crate::runtime::ParamsLayout> {
     use crate::runtime::KernelParams;
-    vec![EwParams::layout(module_source("a + b"))]
+    generated_sources()
+        .into_iter()
+        .map(EwParams::layout)
+        .collect()
 }
 
 /// The elementwise parameters before conversion to the kernels' 32-bit fields.

@@ -1,12 +1,13 @@
 //! Matmul throughput: the chosen GPU kernel vs the fast CPU backend vs the naive WGSL kernel,
 //! at 256, 512 and 1024 (GFLOP/s via criterion's throughput), and 1,000 chained 64×64 matmuls
-//! with no readback in between (ops/s).
+//! and 4,096-float adds with no readback in between (ops/s), through the command stream and
+//! with per-op submission.
 //!
 //! `cargo bench --bench matmul`. The GPU is `Backend::Gpu` (lavapipe counts); without any
 //! adapter only the CPU rows run.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gpu_linalg::{Backend, Context, MatmulConfig, MatmulOptions};
+use gpu_linalg::{Backend, Context, MatmulConfig, MatmulOptions, SubmitMode};
 
 fn data(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
@@ -65,6 +66,8 @@ fn square(c: &mut Criterion) {
     group.finish();
 }
 
+/// 1,000 dependent 64×64 matmuls (by the identity) and 1,000 dependent adds of 4,096 floats,
+/// one readback each, through the command stream and with per-op submission.
 fn chained(c: &mut Criterion) {
     let Some(g) = Context::with_backend(Backend::Gpu).ok() else {
         return;
@@ -75,19 +78,34 @@ fn chained(c: &mut Criterion) {
         .collect();
     let id = g.tensor(&[n, n], &eye).unwrap();
     let x0 = g.tensor(&[n, n], &data(n * n, 3)).unwrap();
-    let mut group = c.benchmark_group("chained-64");
+    let v0 = g.tensor(&[4096], &data(4096, 4)).unwrap();
+    let dv = g.tensor(&[4096], &data(4096, 5)).unwrap();
+    let mut group = c.benchmark_group("chained");
     group.sample_size(10);
     // Throughput in elements = ops: criterion reports ops/s as "elem/s".
     group.throughput(Throughput::Elements(1000));
-    group.bench_function("1000 matmuls, one readback", |bch| {
-        bch.iter(|| {
-            let mut x = x0.clone();
-            for _ in 0..1000 {
-                x = g.matmul(&x, &id).unwrap();
-            }
-            x.to_vec().unwrap()
-        })
-    });
+    for mode in [SubmitMode::Stream, SubmitMode::PerOp] {
+        g.set_submit_mode(mode).unwrap();
+        group.bench_function(format!("1000 matmuls 64x64 {}", mode.name()), |bch| {
+            bch.iter(|| {
+                let mut x = x0.clone();
+                for _ in 0..1000 {
+                    x = g.matmul(&x, &id).unwrap();
+                }
+                x.to_vec().unwrap()
+            })
+        });
+        group.bench_function(format!("1000 adds 4096 {}", mode.name()), |bch| {
+            bch.iter(|| {
+                let mut x = v0.clone();
+                for _ in 0..1000 {
+                    x = g.add(&x, &dv).unwrap();
+                }
+                x.to_vec().unwrap()
+            })
+        });
+    }
+    g.set_submit_mode(SubmitMode::Stream).unwrap();
     group.finish();
 }
 

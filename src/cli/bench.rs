@@ -297,19 +297,23 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
 /// Dependent ops in one `chained` measurement.
 const CHAINED_OPS: usize = 1000;
 
-/// One `chained` workload: its shape string and one op applied to the running value.
+/// One op applied to the running value of a `chained` workload.
 type ChainStep = fn(&Context, &Tensor, &Tensor) -> Result<Tensor>;
 
-/// The `chained` workloads: 1,000 dependent 64×64 matmuls (by a permutation matrix, so the
-/// result is exact and checked bit for bit) and 1,000 dependent adds of 4,096 floats (values on
-/// a grid of 1/4, exact too). Returns (shape, start, operand, step, expected result).
-fn chained_workloads() -> Vec<(
+/// A `chained` workload: its shape string, the start value and the operand (shape, values),
+/// the step, and the exact result.
+type ChainWorkload = (
     String,
     (Vec<usize>, Vec<f32>),
     (Vec<usize>, Vec<f32>),
     ChainStep,
     Vec<f32>,
-)> {
+);
+
+/// The `chained` workloads: 1,000 dependent 64×64 matmuls (by a permutation matrix, so the
+/// result is exact and checked bit for bit) and 1,000 dependent adds of 4,096 floats (values on
+/// a grid of 1/4, exact too). Returns (shape, start, operand, step, expected result).
+fn chained_workloads() -> Vec<ChainWorkload> {
     let n = 64;
     let x0: Vec<f32> = (0..n * n).map(|i| (i % 97) as f32 - 48.0).collect();
     // P sends column j to column (j + 5) mod n: x·P shifts every row right by 5.
@@ -1405,6 +1409,9 @@ mod tests {
             bytes: 0.0,
             repeats: 3,
             sweeps: None,
+            ops_per_s: None,
+            dispatches: None,
+            submits: None,
         }
     }
 
@@ -1484,6 +1491,27 @@ mod tests {
             "\"gbs\": null",
             "\"repeats\": 3",
             "\"sweeps\": null",
+            "\"ops_per_s\": null",
+            "\"dispatches\": null",
+            "\"submits\": null",
+        ] {
+            assert!(j.contains(f), "{f} missing in {j}");
+        }
+        let chained = Row {
+            op: "chained".into(),
+            label: "gpu per-op".into(),
+            ops_per_s: Some(2500.0),
+            dispatches: Some(1000),
+            submits: Some(1001),
+            ..row()
+        };
+        let j = to_json(&m, &[chained]);
+        for f in [
+            "\"op\": \"chained\"",
+            "\"kernel\": \"gpu per-op\"",
+            "\"ops_per_s\": 2.5e3",
+            "\"dispatches\": 1000",
+            "\"submits\": 1001",
         ] {
             assert!(j.contains(f), "{f} missing in {j}");
         }

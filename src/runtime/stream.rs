@@ -603,6 +603,10 @@ impl Encoder {
     }
 
     /// Copies `bytes` bytes between buffers, in order with the passes.
+    #[cfg_attr(
+        not(feature = "cli"),
+        allow(dead_code, reason = "the bench's copy rows use it")
+    )]
     pub(crate) fn copy(
         &mut self,
         src: &Arc<GpuBuffer>,

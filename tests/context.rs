@@ -146,3 +146,47 @@ fn a_destroyed_device_gives_device_lost() {
     let b = ctx2.tensor(&[1], &[3.0]).unwrap();
     assert_eq!(ctx2.matmul(&b, &b).unwrap().to_vec().unwrap(), vec![9.0]);
 }
+
+/// Polls `fut` to completion on this thread, sleeping between polls until woken; returns its
+/// output and how many times it was polled. A future that wakes itself at every poll (a spin)
+/// is polled thousands of times; one woken by the map callback, a handful.
+fn block_on_counting<F: std::future::Future>(fut: F) -> (F::Output, usize) {
+    use std::sync::{Condvar, Mutex};
+    use std::task::{Context as TaskContext, Poll, Wake, Waker};
+    struct Signal(Mutex<bool>, Condvar);
+    impl Wake for Signal {
+        fn wake(self: Arc<Self>) {
+            *self.0.lock().unwrap() = true;
+            self.1.notify_one();
+        }
+    }
+    let signal = Arc::new(Signal(Mutex::new(false), Condvar::new()));
+    let waker = Waker::from(signal.clone());
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return (v, polls);
+        }
+        let mut woken = signal.0.lock().unwrap();
+        while !*woken {
+            woken = signal.1.wait(woken).unwrap();
+        }
+        *woken = false;
+    }
+}
+
+#[test]
+fn async_readback_is_woken_by_the_map_callback_not_by_spinning() {
+    let Some(ctx) = common::gpu() else { return };
+    let n = 512;
+    let a = ctx.tensor(&[n, n], &common::data(n * n, 7)).unwrap();
+    // Work in flight when the readback starts, so the future has to wait for it.
+    let c = ctx.matmul(&a, &a).unwrap();
+    let (got, polls) = block_on_counting(c.to_vec_async());
+    let got = got.unwrap();
+    assert_eq!(got, c.to_vec().unwrap());
+    assert!(polls <= 4, "the readback future was polled {polls} times");
+}

@@ -914,6 +914,21 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
             ctx.conv_config()?,
             ctx.conv_config_for(&dw)?
         );
+        println!(
+            "  bounds-checked kernels: {}, submission: {}",
+            yes(ctx.bounds_checked()),
+            ctx.submit_mode().name()
+        );
+        let report = ctx.tuning_report();
+        if !report.is_empty() {
+            println!("  tunings run by this process (family, bucket: choice):");
+        }
+        for r in report {
+            println!("    {} {}: {}", r.family, r.bucket, r.chosen);
+            for (label, why) in r.excluded {
+                println!("      excluded {label}: {why}");
+            }
+        }
     }
     println!(
         "CPU backend: {} ({} threads)",

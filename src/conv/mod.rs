@@ -317,7 +317,7 @@ impl Context {
         }
         if let Some(gpu) = self.gpu() {
             if gpu.info.device_type == wgpu::DeviceType::Cpu
-                && plan.k() > crate::matmul::MAX_K_PER_PASS_CPU_ADAPTER
+                && plan.k() > crate::runtime::LOOP_SLICE_CPU_ADAPTER
             {
                 return self.conv_split_channels(kind, &plan, x, w, opts);
             }
@@ -354,7 +354,7 @@ impl Context {
         w: &Tensor,
         opts: &ConvOptions,
     ) -> Result<Tensor> {
-        let limit = crate::matmul::MAX_K_PER_PASS_CPU_ADAPTER;
+        let limit = crate::runtime::LOOP_SLICE_CPU_ADAPTER;
         if plan.groups != 1 {
             return Err(Error::InvalidArgument(format!(
                 "{}: a reduction of {} terms per output in a grouped convolution exceeds the \

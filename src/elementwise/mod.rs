@@ -597,13 +597,13 @@ impl Context {
         let d = shape.last().copied().unwrap_or(1);
         if let Some(gpu) = self.gpu() {
             if gpu.info.device_type == wgpu::DeviceType::Cpu
-                && d > crate::matmul::MAX_K_PER_PASS_CPU_ADAPTER
+                && d > crate::runtime::LOOP_SLICE_CPU_ADAPTER
             {
                 let v = crate::elementwise::cpu::slerp(&host_values(a)?, &host_values(b)?, d, t);
                 return self.tensor(&shape, &v);
             }
             if gpu.info.device_type == wgpu::DeviceType::Cpu
-                && d > crate::matmul::MAX_K_PER_PASS_CPU_ADAPTER
+                && d > crate::runtime::LOOP_SLICE_CPU_ADAPTER
             {
                 let v = crate::elementwise::cpu::slerp(&host_values(a)?, &host_values(b)?, d, t);
                 return self.tensor(&shape, &v);

@@ -41,10 +41,9 @@ fn pipeline(
     }
 }
 
-/// Longest shared dimension k one matmul pass runs on a CPU-type adapter. lavapipe and GL's
-/// llvmpipe end every invocation after 65,535 loop iterations in all (gallivm's
-/// `LP_MAX_TGSI_LOOP_ITERATIONS`), silently: longer products are summed from slices of k.
-pub const MAX_K_PER_PASS_CPU_ADAPTER: usize = 16_384;
+/// Longest shared dimension k one matmul pass runs on a CPU-type adapter (see
+/// [`crate::runtime::LOOP_SLICE_CPU_ADAPTER`]): longer products are summed from slices of k.
+pub const MAX_K_PER_PASS_CPU_ADAPTER: usize = crate::runtime::LOOP_SLICE_CPU_ADAPTER;
 
 /// The B operand as the kernel reads it.
 struct OperandB {

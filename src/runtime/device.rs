@@ -16,6 +16,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Longest serial loop one invocation runs on a CPU-type adapter, where kernels that loop over
+/// a long dimension (matmul's k, conv's input channels, slerp's rows) split it into slices of
+/// at most this many. lavapipe and GL's llvmpipe end every invocation after 65,535 loop
+/// iterations in all (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`), silently.
+pub const LOOP_SLICE_CPU_ADAPTER: usize = 16_384;
+
 /// Whether kernels are compiled with wgpu's runtime bounds checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BoundsChecks {

@@ -53,12 +53,8 @@ pub(crate) unsafe fn trusted_pipeline(
     entry: &str,
     constants: &[(&str, f64)],
 ) -> Result<Arc<Kernel>> {
-    let checked = gpu.checked;
-    gpu.kernel(key, |device| {
-        // SAFETY: the caller's contract (above).
-        let module = unsafe { trusted_module(device, checked, label, src()) };
-        compute_pipeline(device, &module, entry, constants)
-    })
+    // SAFETY: the caller's contract (above).
+    unsafe { cached_pipeline(gpu, gpu.checked, key, label, src, entry, constants) }
 }
 
 /// The WGSL module `src`, with runtime bounds checks when `checked`, else without (for
@@ -94,11 +90,27 @@ pub(crate) fn checked_pipeline(
     entry: &str,
     constants: &[(&str, f64)],
 ) -> Result<Arc<Kernel>> {
+    // SAFETY: a checked module has no contract to keep.
+    unsafe { cached_pipeline(gpu, true, key, label, src, entry, constants) }
+}
+
+/// The pipeline of `entry` in `src` under `key` in the device's cache, built on first use.
+///
+/// # Safety
+///
+/// As for [`trusted_pipeline`] when `checked` is false.
+unsafe fn cached_pipeline(
+    gpu: &Gpu,
+    checked: bool,
+    key: &str,
+    label: &str,
+    src: impl FnOnce() -> String,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> Result<Arc<Kernel>> {
     gpu.kernel(key, |device| {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(src().into()),
-        });
+        // SAFETY: the caller's contract (above).
+        let module = unsafe { trusted_module(device, checked, label, src()) };
         compute_pipeline(device, &module, entry, constants)
     })
 }

@@ -284,6 +284,10 @@ impl Context {
 
     /// Wraps an application's wgpu buffer (usage must include `STORAGE | COPY_SRC | COPY_DST`)
     /// holding `f32` values as a tensor, without copying. The buffer is not pooled.
+    ///
+    /// Ops on it are recorded into the context's command stream: before the application writes
+    /// the buffer with its own `queue.write_buffer` (which lands ahead of commands not yet
+    /// submitted), or reads it with its own commands, call [`Context::flush`].
     pub fn tensor_from_buffer(&self, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Tensor> {
         let gpu = self.gpu().ok_or_else(|| {
             Error::InvalidArgument("tensor_from_buffer needs a GPU context".into())

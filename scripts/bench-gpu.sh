@@ -4,7 +4,7 @@
 #   scripts/bench-gpu.sh [OUT_DIR] [SIZES]
 #
 # Writes OUT_DIR/bench.json, bench.csv, bench.svg (gpu-linalg bench --backend gpu), the SVD
-# family's decomp.* and batched.*, and, when `python3 -c 'import torch'` works,
+# family's decomp.* and batched.*, the command stream's chained.*, and, when `python3 -c 'import torch'` works,
 # OUT_DIR/torch.txt with PyTorch's fp32 matmul (TF32 off) at the same sizes, cuDNN's conv2d on
 # the same layers and torch.linalg.svd / eigh (cuSOLVER) on the same matrices. Paste the tables into
 # BENCHMARKS.md with this command line.
@@ -24,6 +24,9 @@ bin=target/release/gpu-linalg
   --json "$out/decomp.json" --plot "$out/decomp.svg" | tee "$out/decomp.txt"
 "$bin" --backend gpu bench --ops svd-batched --sizes 10000x16x16,1000x32x32 --repeat 5 \
   --json "$out/batched.json" | tee "$out/batched.txt"
+# The command stream against per-op submission: 1,000 dependent 64×64 matmuls and 4,096-float
+# adds (ops/s, dispatches and submits per run).
+"$bin" --backend gpu bench --ops chained --repeat 10 --json "$out/chained.json" | tee "$out/chained.txt"
 
 if python3 -c 'import torch' 2>/dev/null; then
   SIZES="$sizes" python3 - <<'PY' | tee "$out/torch.txt"

@@ -43,6 +43,10 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A linear-algebra failure of the input itself, as numpy's `LinAlgError` (a matrix that
+    /// is not positive definite names its first failing leading minor).
+    #[error("linear algebra error: {0}")]
+    LinAlg(String),
     /// A result differed from the CPU reference beyond the documented bound.
     #[error("verification failed: {0}")]
     Verification(String),

@@ -32,6 +32,7 @@
 )]
 
 pub mod activation;
+pub mod cholesky;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod context;
@@ -53,6 +54,7 @@ pub mod svd;
 pub mod tensor;
 
 pub use activation::Activation;
+pub use cholesky::{CholeskyOptions, CholeskyPlan, CHOLESKY_ASYMMETRY, CHOLESKY_BLOCK};
 pub use context::{
     list_adapters, AdapterSummary, Backend, BoundsChecks, Context, ContextOptions, DeviceSummary,
     GpuCounters, SubmitMode, TuningRecord,

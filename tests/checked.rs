@@ -233,3 +233,28 @@ fn checked_reduce_kernels_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn checked_cholesky_kernels_match_the_reference() {
+    let Some(ctx) = checked() else { return };
+    for n in [1usize, 31, 33, 70] {
+        // A diagonally dominant symmetric matrix: positive definite.
+        let r = common::data_full(n * n, n as u64);
+        let mut a = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in 0..i {
+                a[i * n + j] = r[i * n + j];
+                a[j * n + i] = r[i * n + j];
+            }
+            a[i * n + i] = n as f32 + 1.0;
+        }
+        let t = ctx
+            .tensor(&[2, n, n], &[a.clone(), a.clone()].concat())
+            .unwrap();
+        let l = ctx.cholesky(&t).unwrap().to_vec().unwrap();
+        for z in 0..2 {
+            let q = gpu_linalg::cholesky::cpu::ratio(&a, n, &l[z * n * n..(z + 1) * n * n]);
+            assert!(q < 30.0, "checked cholesky {n}: ratio {q}");
+        }
+    }
+}

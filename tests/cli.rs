@@ -962,3 +962,54 @@ fn lowrank_and_values_only_svd() {
     assert_error(&run(&["lowrank", s(&a), "-r", "9", "-o", s(&bad)]), "9");
     assert!(!bad.exists());
 }
+
+#[test]
+fn cholesky_on_npy_files() {
+    let d = tmpdir("cholesky");
+    let a = d.join("a.npy");
+    // [[4, 2], [2, 5]] = L·Lᵀ with L = [[2, 0], [1, 2]].
+    write_npy_f32(&a, &[2, 2], &[4.0, 2.0, 2.0, 5.0]).unwrap();
+    for backend in backends() {
+        let l = d.join(format!("l-{backend}.npy"));
+        assert_ok(&run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "cholesky",
+            s(&a),
+            "-o",
+            s(&l),
+        ]));
+        let r = read_npy(&l).unwrap();
+        assert_eq!(r.shape, vec![2, 2]);
+        assert_eq!(r.data, vec![2.0, 0.0, 1.0, 2.0]);
+        let u = d.join(format!("u-{backend}.npy"));
+        assert_ok(&run(&[
+            "--backend",
+            backend,
+            "--verify",
+            "cholesky",
+            s(&a),
+            "-o",
+            s(&u),
+            "--upper",
+        ]));
+        assert_eq!(read_npy(&u).unwrap().data, vec![2.0, 1.0, 0.0, 2.0]);
+        // Not positive definite: one line naming the minor, no output file.
+        let bad = d.join("bad.npy");
+        write_npy_f32(&bad, &[2, 2], &[1.0, 2.0, 2.0, 1.0]).unwrap();
+        let o = d.join(format!("none-{backend}.npy"));
+        assert_error(
+            &run(&["--backend", backend, "cholesky", s(&bad), "-o", s(&o)]),
+            "leading minor of order 2",
+        );
+        assert!(!o.exists());
+        let rect = d.join("rect.npy");
+        write_npy_f32(&rect, &[2, 3], &[1.0; 6]).unwrap();
+        assert_error(
+            &run(&["--backend", backend, "cholesky", s(&rect), "-o", s(&o)]),
+            "[2, 3]",
+        );
+        assert!(!o.exists());
+    }
+}

@@ -143,6 +143,10 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 .collect(),
         )],
         "random" => vec![("rand_block", vec![Constants::from([("WG", 64.0)])])],
+        "cholesky" => ["check", "diag", "panel", "update", "finish"]
+            .into_iter()
+            .map(|e| (e, vec![Constants::new()]))
+            .collect(),
         "reduce" => {
             let sets = |wgs: &[f64]| -> Vec<Constants> {
                 (0..10)

@@ -168,6 +168,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Cholesky factor, numpy.linalg.cholesky(A): lower L with A = L·Lᵀ (the lower triangle of
+    /// A is read); --upper gives U = Lᵀ with A = Uᵀ·U. Batched [..., n, n] input factors each
+    /// matrix.
+    Cholesky {
+        /// The symmetric positive definite n×n matrix, or a batch [..., n, n] (.npy).
+        a: PathBuf,
+        /// Output for the factor (.npy, the shape of A).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Write the upper factor U = Lᵀ instead of L.
+        #[arg(long)]
+        upper: bool,
+    },
     /// Symmetric eigen-decomposition, numpy.linalg.eigh(A): eigenvalues ascending, eigenvectors
     /// as columns; the lower triangle is used.
     Eigh {
@@ -388,6 +401,7 @@ pub fn run(cli: Cli) -> Result<()> {
             lowrank(&cli.global, a, *rank, output, opts)
         }
         Command::Qr { a, q, r } => qr(&cli.global, a, [q, r]),
+        Command::Cholesky { a, output, upper } => cholesky(&cli.global, a, output, *upper),
         Command::Eigh { a, values, vectors } => eigh(&cli.global, a, [values, vectors]),
         Command::Pca {
             x,
@@ -454,6 +468,40 @@ fn svd(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 3]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `cholesky`: the factor is computed (and verified) before the file is written.
+fn cholesky(g: &GlobalOpts, a: &Path, output: &Path, upper: bool) -> Result<()> {
+    let ctx = context(g)?;
+    let ha = load(a)?;
+    let f = ctx.cholesky_with(&ha, &crate::CholeskyOptions { upper })?;
+    let values = f.to_vec()?;
+    if g.verify {
+        let n = ha.shape().last().copied().unwrap_or(0);
+        let av = ha.to_vec()?;
+        let ratios: Vec<f64> = (0..values.len().checked_div(n * n).unwrap_or(0))
+            .map(|z| {
+                let fz = &values[z * n * n..(z + 1) * n * n];
+                let l: Vec<f32> = if upper {
+                    (0..n * n).map(|k| fz[(k % n) * n + k / n]).collect()
+                } else {
+                    fz.to_vec()
+                };
+                crate::cholesky::cpu::ratio(&av[z * n * n..(z + 1) * n * n], n, &l)
+            })
+            .collect();
+        let worst = ratios.iter().fold(0.0f64, |w, &r| w.max(r));
+        if ratios.iter().any(|r| r.is_nan()) || worst >= 30.0 {
+            return Err(Error::Verification(format!(
+                "cholesky: LAPACK ratio ‖A − L·Lᵀ‖/(n·‖A‖·ε) = {worst} reaches 30"
+            )));
+        }
+        eprintln!(
+            "verified: LAPACK ratio {worst:.2} below 30 ({})",
+            ctx.description()
+        );
+    }
+    write_npy_f32(output, f.shape(), &values)
 }
 
 /// `eigh`: both outputs are computed (and verified) before any file is written.

@@ -22,6 +22,27 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// iterations in all (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`), silently.
 pub const LOOP_SLICE_CPU_ADAPTER: usize = 16_384;
 
+/// Longest single wait on the device: GL holds its context lock while it waits.
+pub(crate) const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Polls `device` until submission `idx` (every submission when `None`) has completed, in
+/// waits of at most [`WAIT_SLICE`].
+pub(crate) fn wait_for(
+    device: &wgpu::Device,
+    idx: Option<wgpu::SubmissionIndex>,
+) -> std::result::Result<(), wgpu::PollError> {
+    loop {
+        match device.poll(wgpu::PollType::Wait {
+            submission_index: idx.clone(),
+            timeout: Some(WAIT_SLICE),
+        }) {
+            Ok(_) => return Ok(()),
+            Err(wgpu::PollError::Timeout) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Whether kernels are compiled with wgpu's runtime bounds checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BoundsChecks {
@@ -105,7 +126,13 @@ impl Gpu {
         let features = device.features();
         let checked = setup.bounds_checks.checked_on(info.device_type);
         Arc::new(Gpu {
-            stream: Stream::new(&device, setup.submit.unwrap_or_else(SubmitMode::from_env)),
+            stream: Stream::new(
+                &device,
+                setup
+                    .submit
+                    .or_else(SubmitMode::from_env)
+                    .unwrap_or_else(|| SubmitMode::default_for(info.backend)),
+            ),
             device,
             queue,
             info,
@@ -190,10 +217,16 @@ impl Gpu {
     /// Submits everything recorded so far and blocks until the GPU has finished it.
     pub fn wait_idle(&self) -> Result<()> {
         self.flush()?;
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
+        self.wait_for(None, "waiting for the GPU")?;
         self.stream.mark_all_done();
+        self.check_alive()
+    }
+
+    /// Blocks until submission `idx` (every submission when `None`) has completed, in waits
+    /// of at most [`WAIT_SLICE`] so that a backend lock held while waiting (GL's context) is
+    /// released between them.
+    pub(crate) fn wait_for(&self, idx: Option<wgpu::SubmissionIndex>, what: &str) -> Result<()> {
+        wait_for(&self.device, idx).map_err(|e| Error::DeviceLost(format!("{what}: {e}")))?;
         self.check_alive()
     }
 

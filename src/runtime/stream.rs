@@ -47,10 +47,23 @@ pub enum SubmitMode {
 }
 
 impl SubmitMode {
-    /// `GPU_LINALG_SUBMIT`: `per-op` or `stream` (the default when unset or unknown).
-    pub fn from_env() -> SubmitMode {
+    /// `GPU_LINALG_SUBMIT`: `per-op` or `stream`; `None` when unset or unknown.
+    pub fn from_env() -> Option<SubmitMode> {
         match std::env::var("GPU_LINALG_SUBMIT").as_deref() {
-            Ok("per-op") | Ok("per_op") | Ok("perop") => SubmitMode::PerOp,
+            Ok("per-op") | Ok("per_op") | Ok("perop") => Some(SubmitMode::PerOp),
+            Ok("stream") => Some(SubmitMode::Stream),
+            _ => None,
+        }
+    }
+
+    /// The default on a device of `backend`: the stream, except on wgpu's GL backend. GL runs
+    /// a submission's commands while holding its one context lock, which other threads wait on
+    /// for at most 6 s before wgpu-hal panics ("Could not lock adapter context"); one long
+    /// submission of batched ops from one thread could then bring down another. Per-op
+    /// submission keeps each hold to one op, as GL always had it.
+    pub fn default_for(backend: wgpu::Backend) -> SubmitMode {
+        match backend {
+            wgpu::Backend::Gl => SubmitMode::PerOp,
             _ => SubmitMode::Stream,
         }
     }
@@ -379,10 +392,7 @@ impl Stream {
                 .name("gpu-linalg poller".into())
                 .spawn(move || {
                     while let Ok(idx) = rx.recv() {
-                        let _ = device.poll(wgpu::PollType::Wait {
-                            submission_index: Some(idx),
-                            timeout: None,
-                        });
+                        let _ = super::device::wait_for(&device, Some(idx));
                     }
                 })
                 .map(|_| ())
@@ -741,14 +751,7 @@ impl GpuBuffer {
             return Ok(Vec::new());
         }
         let (staging, idx, rx) = self.start_read(len)?;
-        self.gpu
-            .device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(idx),
-                timeout: None,
-            })
-            .map_err(|e| Error::DeviceLost(format!("waiting for a readback: {e}")))?;
-        self.gpu.check_alive()?;
+        self.gpu.wait_for(Some(idx), "waiting for a readback")?;
         Self::received(pollster::block_on(rx.receive()))?;
         Self::finish_read(staging, len)
     }

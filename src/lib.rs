@@ -44,6 +44,7 @@ mod kernels;
 pub mod layout;
 pub mod matmul;
 pub mod nn;
+pub mod norms;
 pub mod npy;
 pub mod qr;
 pub mod random;
@@ -69,6 +70,7 @@ pub use matmul::{
     MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan, MAX_K_PER_PASS_CPU_ADAPTER,
 };
 pub use nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
+pub use norms::{MatrixNorm, NormsPlan, NORMS_EPS};
 pub use qr::{Qr, MAX_QR_PASSES};
 pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use svd::batched::{SvdBatchedKernel, SvdBatchedOptions};

@@ -22,25 +22,22 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// iterations in all (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`), silently.
 pub const LOOP_SLICE_CPU_ADAPTER: usize = 16_384;
 
-/// Longest single wait on the device: GL holds its context lock while it waits.
-pub(crate) const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Polls `device` until submission `idx` (every submission when `None`) has completed, in
-/// waits of at most [`WAIT_SLICE`].
+/// Blocks until submission `idx` (every submission when `None`) of `device` has completed.
+///
+/// One unbounded wait, not a loop of short ones: wgpu-core 30 asserts, in `Device::maintain`,
+/// that a queue found empty has a fence value at least the waited index, and a wait that timed
+/// out while another thread's poll retired the submissions trips that assertion (seen in the
+/// stress test with 50 ms waits).
 pub(crate) fn wait_for(
     device: &wgpu::Device,
     idx: Option<wgpu::SubmissionIndex>,
 ) -> std::result::Result<(), wgpu::PollError> {
-    loop {
-        match device.poll(wgpu::PollType::Wait {
-            submission_index: idx.clone(),
-            timeout: Some(WAIT_SLICE),
-        }) {
-            Ok(_) => return Ok(()),
-            Err(wgpu::PollError::Timeout) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: idx,
+            timeout: None,
+        })
+        .map(drop)
 }
 
 /// Whether kernels are compiled with wgpu's runtime bounds checks.
@@ -222,9 +219,7 @@ impl Gpu {
         self.check_alive()
     }
 
-    /// Blocks until submission `idx` (every submission when `None`) has completed, in waits
-    /// of at most [`WAIT_SLICE`] so that a backend lock held while waiting (GL's context) is
-    /// released between them.
+    /// Blocks until submission `idx` (every submission when `None`) has completed.
     pub(crate) fn wait_for(&self, idx: Option<wgpu::SubmissionIndex>, what: &str) -> Result<()> {
         wait_for(&self.device, idx).map_err(|e| Error::DeviceLost(format!("{what}: {e}")))?;
         self.check_alive()

@@ -22,22 +22,48 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// iterations in all (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`), silently.
 pub const LOOP_SLICE_CPU_ADAPTER: usize = 16_384;
 
-/// Blocks until submission `idx` (every submission when `None`) of `device` has completed.
+/// How to wait for a submission: by one blocking wait, or (GL) by short non-blocking polls until
+/// the stream's completion counter reaches its sequence number.
+pub(crate) enum WaitBy<'a> {
+    /// `device.poll(Wait)` for wgpu's index (every submission when `None`).
+    Blocking(Option<wgpu::SubmissionIndex>),
+    /// Non-blocking polls until `completed` reaches `seq`.
+    Polling {
+        /// The stream's count of completed submissions.
+        completed: &'a std::sync::atomic::AtomicU64,
+        /// The sequence number to reach.
+        seq: u64,
+    },
+}
+
+/// Blocks until a submission of `device` has completed.
 ///
-/// One unbounded wait, not a loop of short ones: wgpu-core 30 asserts, in `Device::maintain`,
-/// that a queue found empty has a fence value at least the waited index, and a wait that timed
-/// out while another thread's poll retired the submissions trips that assertion (seen in the
-/// stress test with 50 ms waits).
+/// - Elsewhere: one unbounded `Wait`. Not a loop of short ones: wgpu-core 30 asserts, in
+///   `Device::maintain`, that a queue found empty has a fence value at least the waited index,
+///   and a timed-out wait while another thread's poll or submit retires the submissions trips
+///   that assertion (seen in the stress test with 50 ms waits).
+/// - On GL: polls without a wait index (no assertion), 0.5 ms apart. GL holds its one context
+///   lock through a wait, and any other thread that needs it for more than 6 s makes wgpu-hal
+///   panic ("Could not lock adapter context"), which long waits caused in the GL suite.
 pub(crate) fn wait_for(
     device: &wgpu::Device,
-    idx: Option<wgpu::SubmissionIndex>,
+    by: WaitBy<'_>,
 ) -> std::result::Result<(), wgpu::PollError> {
-    device
-        .poll(wgpu::PollType::Wait {
-            submission_index: idx,
-            timeout: None,
-        })
-        .map(drop)
+    match by {
+        WaitBy::Blocking(idx) => device
+            .poll(wgpu::PollType::Wait {
+                submission_index: idx,
+                timeout: None,
+            })
+            .map(drop),
+        WaitBy::Polling { completed, seq } => loop {
+            device.poll(wgpu::PollType::Poll)?;
+            if completed.load(std::sync::atomic::Ordering::Acquire) >= seq {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        },
+    }
 }
 
 /// Whether kernels are compiled with wgpu's runtime bounds checks.
@@ -129,6 +155,7 @@ impl Gpu {
                     .submit
                     .or_else(SubmitMode::from_env)
                     .unwrap_or_else(|| SubmitMode::default_for(info.backend)),
+                info.backend,
             ),
             device,
             queue,
@@ -214,14 +241,21 @@ impl Gpu {
     /// Submits everything recorded so far and blocks until the GPU has finished it.
     pub fn wait_idle(&self) -> Result<()> {
         self.flush()?;
-        self.wait_for(None, "waiting for the GPU")?;
+        self.wait_for(None, self.stream.submitted(), "waiting for the GPU")?;
         self.stream.mark_all_done();
         self.check_alive()
     }
 
-    /// Blocks until submission `idx` (every submission when `None`) has completed.
-    pub(crate) fn wait_for(&self, idx: Option<wgpu::SubmissionIndex>, what: &str) -> Result<()> {
-        wait_for(&self.device, idx).map_err(|e| Error::DeviceLost(format!("{what}: {e}")))?;
+    /// Blocks until the submission of wgpu index `idx` and stream sequence number `seq` (every
+    /// submission when `idx` is `None`) has completed (see [`wait_for`]).
+    pub(crate) fn wait_for(
+        &self,
+        idx: Option<wgpu::SubmissionIndex>,
+        seq: u64,
+        what: &str,
+    ) -> Result<()> {
+        let by = self.stream.wait_by(idx, seq);
+        wait_for(&self.device, by).map_err(|e| Error::DeviceLost(format!("{what}: {e}")))?;
         self.check_alive()
     }
 

@@ -157,13 +157,16 @@ pub(crate) struct Stream {
     total_dispatches: AtomicU64,
     /// Wakes readbacks awaited by `read_async` without spinning: a thread that blocks in
     /// `device.poll` for each submission it is sent.
-    poller: Mutex<Option<std::sync::mpsc::Sender<wgpu::SubmissionIndex>>>,
+    poller: Mutex<Option<std::sync::mpsc::Sender<(wgpu::SubmissionIndex, u64)>>>,
     device: wgpu::Device,
+    /// Wait by polling (wgpu's GL backend; see `device::wait_for`).
+    polls: bool,
 }
 
 impl Stream {
-    pub(crate) fn new(device: &wgpu::Device, mode: SubmitMode) -> Stream {
+    pub(crate) fn new(device: &wgpu::Device, mode: SubmitMode, backend: wgpu::Backend) -> Stream {
         Stream {
+            polls: backend == wgpu::Backend::Gl,
             state: Mutex::new(StreamState::default()),
             mode: AtomicU8::new(mode.code()),
             submitted: AtomicU64::new(0),
@@ -195,6 +198,27 @@ impl Stream {
     pub(crate) fn mark_all_done(&self) {
         self.completed
             .fetch_max(self.submitted.load(Ordering::Acquire), Ordering::AcqRel);
+    }
+
+    /// Sequence number of the last submission.
+    pub(crate) fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::Acquire)
+    }
+
+    /// How to wait for submission `idx` / `seq` on this stream's backend.
+    pub(crate) fn wait_by(
+        &self,
+        idx: Option<wgpu::SubmissionIndex>,
+        seq: u64,
+    ) -> super::device::WaitBy<'_> {
+        if self.polls {
+            super::device::WaitBy::Polling {
+                completed: &self.completed,
+                seq,
+            }
+        } else {
+            super::device::WaitBy::Blocking(idx)
+        }
     }
 
     /// Device-wide counts.
@@ -239,7 +263,7 @@ impl Stream {
         &self,
         st: &mut StreamState,
         queue: &wgpu::Queue,
-    ) -> (Option<wgpu::SubmissionIndex>, Option<Arc<GpuBuffer>>) {
+    ) -> (Option<(wgpu::SubmissionIndex, u64)>, Option<Arc<GpuBuffer>>) {
         let chunk = st.uniforms.chunk.take();
         if let Some(c) = &chunk {
             if !st.uniforms.host.is_empty() {
@@ -259,11 +283,11 @@ impl Stream {
             completed.fetch_max(seq, Ordering::AcqRel);
         });
         THREAD_SUBMITS.with(|c| c.set(c.get() + 1));
-        (Some(idx), chunk)
+        (Some((idx, seq)), chunk)
     }
 
-    /// Submits everything pending.
-    pub(crate) fn flush(&self, queue: &wgpu::Queue) -> Option<wgpu::SubmissionIndex> {
+    /// Submits everything pending: (wgpu index, sequence number), `None` when nothing was.
+    pub(crate) fn flush(&self, queue: &wgpu::Queue) -> Option<(wgpu::SubmissionIndex, u64)> {
         let (idx, chunk) = {
             let mut st = lock(&self.state);
             self.submit_locked(&mut st, queue)
@@ -298,7 +322,7 @@ impl Stream {
         &self,
         queue: &wgpu::Queue,
         cb: wgpu::CommandBuffer,
-    ) -> wgpu::SubmissionIndex {
+    ) -> (wgpu::SubmissionIndex, u64) {
         let (idx, chunk) = {
             let mut st = lock(&self.state);
             st.pending.push(cb);
@@ -383,23 +407,33 @@ impl Stream {
 
     /// Sends `idx` to the poller thread, which blocks in `device.poll` until it is done (so
     /// that the map callbacks of awaited readbacks fire without anyone spinning).
-    fn wake_when_done(&self, idx: wgpu::SubmissionIndex) {
+    fn wake_when_done(&self, idx: wgpu::SubmissionIndex, seq: u64) {
         let mut slot = lock(&self.poller);
         let tx = slot.get_or_insert_with(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<wgpu::SubmissionIndex>();
+            let (tx, rx) = std::sync::mpsc::channel::<(wgpu::SubmissionIndex, u64)>();
             let device = self.device.clone();
+            let completed = self.completed.clone();
+            let polls = self.polls;
             std::thread::Builder::new()
                 .name("gpu-linalg poller".into())
                 .spawn(move || {
-                    while let Ok(idx) = rx.recv() {
-                        let _ = super::device::wait_for(&device, Some(idx));
+                    while let Ok((idx, seq)) = rx.recv() {
+                        let by = if polls {
+                            super::device::WaitBy::Polling {
+                                completed: &completed,
+                                seq,
+                            }
+                        } else {
+                            super::device::WaitBy::Blocking(Some(idx))
+                        };
+                        let _ = super::device::wait_for(&device, by);
                     }
                 })
                 .map(|_| ())
                 .unwrap_or(());
             tx
         });
-        if tx.send(idx).is_err() {
+        if tx.send((idx, seq)).is_err() {
             // The poller could not start: poll once here; the awaiting task then polls too.
             let _ = self.device.poll(wgpu::PollType::Poll);
         }
@@ -661,7 +695,7 @@ impl Encoder {
 
     /// Finishes the commands and submits them with everything pending: the submission to wait
     /// for (readbacks).
-    pub(crate) fn submit_now(self) -> Result<wgpu::SubmissionIndex> {
+    pub(crate) fn submit_now(self) -> Result<(wgpu::SubmissionIndex, u64)> {
         let Encoder { gpu, enc, keep, .. } = self;
         let cb = gpu.scoped("recording commands", || enc.finish())?;
         let idx = gpu.stream.push_and_submit(&gpu.queue, cb);
@@ -700,7 +734,10 @@ impl std::ops::DerefMut for Pass<'_> {
 impl GpuBuffer {
     /// Starts a copy of the first `len` bytes into a mappable staging buffer, submitted with
     /// everything recorded before it.
-    fn start_read(&self, len: usize) -> Result<(wgpu::Buffer, wgpu::SubmissionIndex, ReadSignal)> {
+    fn start_read(
+        &self,
+        len: usize,
+    ) -> Result<(wgpu::Buffer, (wgpu::SubmissionIndex, u64), ReadSignal)> {
         let gpu = &self.gpu;
         let size = (len as u64).div_ceil(4) * 4;
         let staging = gpu.scoped("reading a tensor back", || {
@@ -750,8 +787,9 @@ impl GpuBuffer {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let (staging, idx, rx) = self.start_read(len)?;
-        self.gpu.wait_for(Some(idx), "waiting for a readback")?;
+        let (staging, (idx, seq), rx) = self.start_read(len)?;
+        self.gpu
+            .wait_for(Some(idx), seq, "waiting for a readback")?;
         Self::received(pollster::block_on(rx.receive()))?;
         Self::finish_read(staging, len)
     }
@@ -763,8 +801,8 @@ impl GpuBuffer {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let (staging, idx, rx) = self.start_read(len)?;
-        self.gpu.stream.wake_when_done(idx);
+        let (staging, (idx, seq), rx) = self.start_read(len)?;
+        self.gpu.stream.wake_when_done(idx, seq);
         let r = rx.receive().await;
         self.gpu.check_alive()?;
         Self::received(r)?;

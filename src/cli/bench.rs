@@ -29,6 +29,7 @@ const OPS: &[(&str, &[&str])] = &[
     ("eigh", &["64", "128", "256", "512", "1024"]),
     ("qr", &["1024x64", "4096x256"]),
     ("svd-batched", &["10000x16x16"]),
+    ("cholesky", &["256", "512", "1024"]),
     ("chained", &[]),
 ];
 
@@ -36,7 +37,7 @@ const OPS: &[(&str, &[&str])] = &[
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Comma-separated ops to run (available: matmul, conv2d, reduce, svd, eigh, qr,
-    /// svd-batched, chained). The decompositions are not in the default set: on a software
+    /// svd-batched, cholesky, chained). The decompositions are not in the default set: on a software
     /// adapter a 1024×1024 SVD takes minutes. `chained` times 1,000 dependent 64×64 matmuls
     /// and 1,000 dependent adds of 4,096 floats, through the command stream and with per-op
     /// submission, in ops/s.
@@ -885,6 +886,7 @@ fn decomposition_case(
             Ok(match op {
                 "eigh" => "jacobi on A + c·I, refined".to_string(),
                 "qr" => "cholesky-qr".to_string(),
+                "cholesky" => format!("blocked, b = {}", crate::CHOLESKY_BLOCK),
                 "svd-batched" => format!("jacobi {}", c.svd_batched_kernel()?),
                 _ => "one-sided jacobi".to_string(),
             })
@@ -922,6 +924,41 @@ fn svd_case(m: usize, n: usize) -> BenchCase {
 }
 
 /// The eigen-decomposition of a random symmetric n×n matrix, judged by LAPACK's ratios (< 60).
+/// The Cholesky factor of a random n×n symmetric matrix made positive definite by its diagonal
+/// (n + 1 on a diagonal of entries in [−1, 1)), judged by LAPACK's `dchkpo` ratio; rated in
+/// LAPACK's nominal n³/3 flops.
+fn cholesky_case(n: usize) -> BenchCase {
+    let b = random_values(n * n, 11);
+    let a: Vec<f32> = (0..n * n)
+        .map(|i| {
+            let (r, c) = (i / n, i % n);
+            if r == c {
+                n as f32 + 1.0
+            } else {
+                b[r.min(c) * n + r.max(c)]
+            }
+        })
+        .collect();
+    let keep = a.clone();
+    BenchCase {
+        flops: (n as f64).powi(3) / 3.0,
+        ..decomposition_case(
+            "cholesky",
+            format!("{n}x{n}"),
+            n as f64,
+            (vec![n, n], a),
+            Box::new(move |o| {
+                ratios_below(
+                    &format!("cholesky {n}x{n}"),
+                    &[crate::cholesky::cpu::ratio(&keep, n, &o[0])],
+                    30.0,
+                )
+            }),
+            Box::new(|ctx: &Context, t: &[Tensor], _| Ok(ctx.cholesky(&t[0])?.into())),
+        )
+    }
+}
+
 fn eigh_case(n: usize) -> BenchCase {
     let b = random_values(n * n, 7);
     let a: Vec<f32> = (0..n * n)
@@ -1058,6 +1095,7 @@ fn cases_for(op: &str, sizes: &[Vec<usize>]) -> Result<Vec<BenchCase>> {
             })
             .collect()),
         "eigh" => Ok(sizes.iter().map(|d| eigh_case(square(d).0)).collect()),
+        "cholesky" => Ok(sizes.iter().map(|d| cholesky_case(square(d).0)).collect()),
         "qr" => Ok(sizes
             .iter()
             .map(|d| {

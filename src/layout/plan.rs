@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::tensor::MAX_DIMS;
 
-/// One axis of a [`Context::slice`]: numpy's `start:stop:step` (`None` = the default end).
+/// One axis of a [`Context::slice`](crate::Context::slice): numpy's `start:stop:step` (`None` = the default end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slice {
     /// First index (negative counts from the end); `None`: 0, or the last for a negative step.

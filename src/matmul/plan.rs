@@ -133,7 +133,7 @@ impl FromStr for MatmulConfig {
     }
 }
 
-/// Options of [`Context::matmul_with`].
+/// Options of [`Context::matmul_with`](crate::Context::matmul_with).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MatmulOptions<'a> {
     /// Use Aᵀ (the last two dims of A swapped).

@@ -1,6 +1,6 @@
 //! The nn plan: shapes and options, shared by the GPU and the CPU path.
 
-/// Which update rule an [`Optimizer`] applies.
+/// Which update rule an [`Optimizer`](crate::Optimizer) applies.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerKind {
     /// SGD with momentum (PyTorch's rule: `v = μv + g`, `p −= lr·v`).

@@ -158,7 +158,7 @@ impl FromStr for ReduceKernel {
     }
 }
 
-/// Options of [`Context::reduce`].
+/// Options of [`Context::reduce`](crate::Context::reduce).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReduceOptions {
     /// The axis (negative counts from the end); `None` reduces all elements (softmax: the last

@@ -51,7 +51,7 @@ pub struct TuneOutcome<K> {
     pub seconds: std::result::Result<f64, String>,
 }
 
-/// One line of [`tuning_report`].
+/// One line of [`Context::tuning_report`](crate::Context::tuning_report).
 #[derive(Clone, Debug)]
 pub struct TuningRecord {
     /// Kernel family (`matmul`, `conv`, `reduce`, `svd`, `svd-batched`, …).

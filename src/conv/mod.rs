@@ -448,9 +448,6 @@ impl Context {
                 "the CPU backend has no GPU conv kernel".into(),
             ));
         };
-        if let Ok(s) = std::env::var("GPU_LINALG_CONV_KERNEL") {
-            return s.parse();
-        }
         CHOICES.get(gpu, class.name(), || self.tune_conv_class(class))
     }
 
@@ -528,7 +525,7 @@ impl Context {
 }
 
 /// The tuned conv choices of every device, by layer class.
-static CHOICES: Choices<ConvConfig> = Choices::new("conv");
+static CHOICES: Choices<ConvConfig> = Choices::new("conv", Some("GPU_LINALG_CONV_KERNEL"));
 
 /// The layer classes conv kernels are tuned for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

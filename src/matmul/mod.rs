@@ -552,9 +552,6 @@ impl Context {
                 "the CPU backend has no GPU matmul kernel".into(),
             ));
         };
-        if let Ok(s) = std::env::var("GPU_LINALG_MATMUL_KERNEL") {
-            return s.parse();
-        }
         let bucket = matmul_bucket(plan);
         CHOICES.get(gpu, &bucket.name(), || {
             let (m, n, k, batch) = self.matmul_tuning_shape(&bucket);
@@ -645,7 +642,7 @@ impl Context {
 }
 
 /// The tuned matmul choices of every device, by shape bucket.
-static CHOICES: Choices<MatmulConfig> = Choices::new("matmul");
+static CHOICES: Choices<MatmulConfig> = Choices::new("matmul", Some("GPU_LINALG_MATMUL_KERNEL"));
 
 /// A matmul shape bucket: ⌈log₂(m·n)⌉ rounded up to a multiple of 4, ⌈log₂ k⌉ rounded up to a
 /// multiple of 3, and whether there is more than one batch.

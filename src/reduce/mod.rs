@@ -800,9 +800,6 @@ impl Context {
                 "the CPU backend has no GPU reduce kernel".into(),
             ));
         };
-        if let Ok(s) = std::env::var("GPU_LINALG_REDUCE_KERNEL") {
-            return s.parse();
-        }
         // Only contiguous rows long enough for a workgroup use the combine kernels.
         let len_exp = if plan.inner == 1 && plan.len >= ROW_MIN {
             crate::runtime::tune::bucket_exp(plan.len, 4, 24)
@@ -874,7 +871,7 @@ impl Context {
 }
 
 /// The tuned combine kernels of every device, by axis-length bucket.
-static CHOICES: Choices<ReduceKernel> = Choices::new("reduce");
+static CHOICES: Choices<ReduceKernel> = Choices::new("reduce", Some("GPU_LINALG_REDUCE_KERNEL"));
 
 #[cfg(test)]
 mod tests {

@@ -196,6 +196,10 @@ type BucketMap<K> = Arc<Mutex<HashMap<String, K>>>;
 /// The tuned choices of one family, per device and bucket (a `static` in the family).
 pub(crate) struct Choices<K> {
     family: &'static str,
+    /// The environment variable that forces a choice (spelled as the cache spells it).
+    force_env: Option<&'static str>,
+    /// Its value, read once per process (not on every op).
+    forced: std::sync::OnceLock<Option<String>>,
     devices: Mutex<Vec<(Weak<Gpu>, BucketMap<K>)>>,
 }
 
@@ -205,11 +209,14 @@ thread_local! {
     static TUNING: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl<K: Copy + Display + std::str::FromStr> Choices<K> {
-    /// An empty memo for `family` (for a `static`).
-    pub(crate) const fn new(family: &'static str) -> Self {
+impl<K: Copy + Display + std::str::FromStr<Err = Error>> Choices<K> {
+    /// An empty memo for `family` (for a `static`); `force_env` names the environment
+    /// variable whose value, when set, is the choice for every bucket.
+    pub(crate) const fn new(family: &'static str, force_env: Option<&'static str>) -> Self {
         Choices {
             family,
+            force_env,
+            forced: std::sync::OnceLock::new(),
             devices: Mutex::new(Vec::new()),
         }
     }
@@ -228,7 +235,8 @@ impl<K: Copy + Display + std::str::FromStr> Choices<K> {
         m
     }
 
-    /// The choice for `bucket` on `gpu`: remembered, else the disk cache's, else tuned now by
+    /// The choice for `bucket` on `gpu`: the forcing environment variable's (an `Err` when it
+    /// does not parse), else remembered, else the disk cache's, else tuned now by
     /// `tune` (which returns every candidate's outcome; the fastest verified one wins and is
     /// cached). One thread per (device, family) tunes; the others wait for its choice.
     pub(crate) fn get(
@@ -237,6 +245,12 @@ impl<K: Copy + Display + std::str::FromStr> Choices<K> {
         bucket: &str,
         tune: impl FnOnce() -> Result<Vec<TuneOutcome<K>>>,
     ) -> Result<K> {
+        let forced = self
+            .forced
+            .get_or_init(|| self.force_env.and_then(|v| std::env::var(v).ok()));
+        if let Some(v) = forced {
+            return v.parse();
+        }
         if TUNING.with(|t| t.borrow().contains(&self.family)) {
             return Err(Error::Kernel(format!(
                 "tuning {} needs a {} choice for bucket {bucket} it is itself tuning",

@@ -102,7 +102,8 @@ pub struct SvdBatchedOptions {
 }
 
 /// The tuned batched SVD kernels of every device.
-static CHOICES: Choices<SvdBatchedKernel> = Choices::new("svd-batched");
+static CHOICES: Choices<SvdBatchedKernel> =
+    Choices::new("svd-batched", Some(SVD_BATCHED_KERNEL_ENV));
 
 /// The workgroup size of the workgroup-per-matrix sweep on `rows`×`cols` work matrices
 /// (cols ≤ rows), checked against the adapter's limits.
@@ -434,9 +435,6 @@ impl Context {
                 "the CPU backend has no GPU batched svd kernel".into(),
             ));
         };
-        if let Ok(s) = std::env::var(SVD_BATCHED_KERNEL_ENV) {
-            return s.parse();
-        }
         CHOICES.get(gpu, "16x16", || self.tune_svd_batched_outcomes())
     }
 

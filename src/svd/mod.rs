@@ -171,7 +171,7 @@ fn workgroup(gpu: &Gpu, rows: usize, forced: Option<u32>, base: u32) -> Result<u
 pub const SVD_WORKGROUP_ENV: &str = "GPU_LINALG_SVD_WORKGROUP";
 
 /// The workgroup size each device chose (tuned or read from the cache) in this process.
-static WORKGROUP_CHOICE: Choices<SvdWorkgroup> = Choices::new("svd");
+static WORKGROUP_CHOICE: Choices<SvdWorkgroup> = Choices::new("svd", None);
 
 /// The sweeps rotate every pair whose scaled off-diagonal exceeds this fraction of the
 /// convergence tolerance. Convergence still means every pair ≤ the tolerance; rotating only

@@ -51,6 +51,7 @@ pub mod random;
 pub mod reduce;
 pub mod reference;
 pub mod runtime;
+pub mod solve;
 pub mod svd;
 pub mod tensor;
 
@@ -73,6 +74,10 @@ pub use nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, T
 pub use norms::{MatrixNorm, NormsPlan, NORMS_EPS};
 pub use qr::{Qr, MAX_QR_PASSES};
 pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
+pub use solve::{
+    AssumeA, Lu, LuFactor, Slogdet, SolveOptions, SquarePlan, SystemPlan, TriangularOptions,
+    LU_BLOCK,
+};
 pub use svd::batched::{SvdBatchedKernel, SvdBatchedOptions};
 pub use svd::{
     svd_tolerance, Svd, SvdOptions, MAX_SWEEPS, SVD_QR_LONG_COLUMN, SVD_QR_MIN_COLS, SVD_QR_RATIO,

@@ -41,6 +41,6 @@ pub(crate) use params::KernelParams;
 pub(crate) use pipeline::{checked_pipeline, trusted_module, trusted_pipeline, Kernel};
 pub(crate) use pool::{storage_usage, GpuBuffer};
 pub(crate) use sizes::u32_of;
-pub(crate) use stream::{counted, run_pass, Bind, Encoder};
+pub(crate) use stream::{counted, run_pass, Bind, Encoder, Uniform};
 pub(crate) use tune::{measure, measure_with, tuning_report, Choices};
 pub(crate) use window::{check_windows, fold_grid, window_align, window_budget, Window};

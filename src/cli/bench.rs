@@ -30,6 +30,9 @@ const OPS: &[(&str, &[&str])] = &[
     ("qr", &["1024x64", "4096x256"]),
     ("svd-batched", &["10000x16x16"]),
     ("cholesky", &["256", "512", "1024"]),
+    ("lu", &["256", "512", "1024"]),
+    ("solve", &["256", "1024", "10000x16x16"]),
+    ("inv", &["256", "512", "1024"]),
     ("chained", &[]),
 ];
 
@@ -37,7 +40,7 @@ const OPS: &[(&str, &[&str])] = &[
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Comma-separated ops to run (available: matmul, conv2d, reduce, svd, eigh, qr,
-    /// svd-batched, cholesky, chained). The decompositions are not in the default set: on a software
+    /// svd-batched, cholesky, lu, solve, inv, chained). The decompositions are not in the default set: on a software
     /// adapter a 1024×1024 SVD takes minutes. `chained` times 1,000 dependent 64×64 matmuls
     /// and 1,000 dependent adds of 4,096 floats, through the command stream and with per-op
     /// submission, in ops/s.
@@ -887,6 +890,7 @@ fn decomposition_case(
                 "eigh" => "jacobi on A + c·I, refined".to_string(),
                 "qr" => "cholesky-qr".to_string(),
                 "cholesky" => format!("blocked, b = {}", crate::CHOLESKY_BLOCK),
+                "lu" | "solve" | "inv" => format!("blocked lu, b = {}", crate::LU_BLOCK),
                 "svd-batched" => format!("jacobi {}", c.svd_batched_kernel()?),
                 _ => "one-sided jacobi".to_string(),
             })
@@ -955,6 +959,118 @@ fn cholesky_case(n: usize) -> BenchCase {
                 )
             }),
             Box::new(|ctx: &Context, t: &[Tensor], _| Ok(ctx.cholesky(&t[0])?.into())),
+        )
+    }
+}
+
+/// A random n×n matrix with its diagonal raised to n/4 (well conditioned, pivoting still
+/// active): the operand of the LU-based rows.
+fn general_matrix(n: usize, seed: u64) -> Vec<f32> {
+    let mut a = random_values(n * n, seed);
+    for i in 0..n {
+        a[i * n + i] += n as f32 / 4.0;
+    }
+    a
+}
+
+/// The partial-pivoting LU of a random n×n matrix, judged by LAPACK's `dchkge` ratio; rated
+/// in LAPACK's nominal 2n³/3 flops.
+fn lu_case(n: usize) -> BenchCase {
+    let a = general_matrix(n, 12);
+    let keep = a.clone();
+    BenchCase {
+        flops: 2.0 * (n as f64).powi(3) / 3.0,
+        ..decomposition_case(
+            "lu",
+            format!("{n}x{n}"),
+            n as f64,
+            (vec![n, n], a),
+            Box::new(move |o| {
+                ratios_below(
+                    &format!("lu {n}x{n}"),
+                    &[crate::solve::cpu::lu_ratio(&keep, n, &o[0], &o[1], &o[2])],
+                    30.0,
+                )
+            }),
+            Box::new(|ctx: &Context, t: &[Tensor], _| {
+                let f = ctx.lu(&t[0])?;
+                Ok(Output {
+                    tensors: vec![f.p, f.l, f.u],
+                    sweeps: None,
+                    counts: None,
+                })
+            }),
+        )
+    }
+}
+
+/// A·X = B for `batch` random n×n matrices and n×k right-hand sides, judged by LAPACK's
+/// ratio ‖B − A·X‖/(‖A‖·‖X‖·n·ε) (< 30) on every matrix; rated in LAPACK's nominal
+/// 2n³/3 + 2n²k flops per matrix.
+fn solve_case(batch: usize, n: usize, k: usize) -> BenchCase {
+    let a: Vec<f32> = (0..batch)
+        .flat_map(|z| general_matrix(n, 13 + z as u64))
+        .collect();
+    let b = random_values(batch * n * k, 14);
+    let (ka, kb) = (a.clone(), b.clone());
+    let nf = n as f64;
+    let (shape, a_shape, b_shape) = if batch == 1 {
+        (format!("{n}x{n}x{k}"), vec![n, n], vec![n, k])
+    } else {
+        (
+            format!("{batch}x{n}x{n}x{k}"),
+            vec![batch, n, n],
+            vec![batch, n, k],
+        )
+    };
+    BenchCase {
+        flops: batch as f64 * (2.0 * nf.powi(3) / 3.0 + 2.0 * nf * nf * k as f64),
+        inputs: vec![(a_shape, a), (b_shape, b)],
+        cpu_one_thread: false,
+        ..decomposition_case(
+            "solve",
+            shape,
+            nf * (batch as f64).cbrt(),
+            (vec![], vec![]),
+            Box::new(move |o| {
+                let worst = (0..batch)
+                    .map(|z| {
+                        crate::solve::cpu::solve_ratio(
+                            &ka[z * n * n..(z + 1) * n * n],
+                            n,
+                            k,
+                            &kb[z * n * k..(z + 1) * n * k],
+                            &o[0][z * n * k..(z + 1) * n * k],
+                        )
+                    })
+                    .fold(0.0, f64::max);
+                ratios_below(&format!("solve {batch}x{n}x{n}x{k}"), &[worst], 30.0)
+            }),
+            Box::new(|ctx: &Context, t: &[Tensor], _| Ok(ctx.solve(&t[0], &t[1])?.into())),
+        )
+    }
+}
+
+/// The inverse of a random n×n matrix, judged by LAPACK's ratio
+/// ‖I − A·A⁻¹‖/(n·‖A‖·‖A⁻¹‖·ε) (< 30); rated in LAPACK's nominal 2n³ flops (getrf + getri).
+fn inv_case(n: usize) -> BenchCase {
+    let a = general_matrix(n, 15);
+    let keep = a.clone();
+    BenchCase {
+        flops: 2.0 * (n as f64).powi(3),
+        ..decomposition_case(
+            "inv",
+            format!("{n}x{n}"),
+            n as f64,
+            (vec![n, n], a),
+            Box::new(move |o| {
+                ratios_below(
+                    &format!("inv {n}x{n}"),
+                    &[crate::solve::cpu::inv_ratio(&keep, n, &o[0])],
+                    30.0,
+                )
+            }),
+            Box::new(|ctx: &Context, t: &[Tensor], _| Ok(ctx.inv(&t[0])?.into())),
         )
     }
 }
@@ -1096,6 +1212,17 @@ fn cases_for(op: &str, sizes: &[Vec<usize>]) -> Result<Vec<BenchCase>> {
             .collect()),
         "eigh" => Ok(sizes.iter().map(|d| eigh_case(square(d).0)).collect()),
         "cholesky" => Ok(sizes.iter().map(|d| cholesky_case(square(d).0)).collect()),
+        "lu" => Ok(sizes.iter().map(|d| lu_case(square(d).0)).collect()),
+        "inv" => Ok(sizes.iter().map(|d| inv_case(square(d).0)).collect()),
+        // n: one right-hand side and 64 of them; BxN (or BxNxN): a batch of B systems with one.
+        "solve" => Ok(sizes
+            .iter()
+            .flat_map(|d| match **d {
+                [n] => vec![solve_case(1, n, 1), solve_case(1, n, 64)],
+                [b, n] | [b, n, _] => vec![solve_case(b, n, 1)],
+                _ => vec![solve_case(1, 0, 1)],
+            })
+            .collect()),
         "qr" => Ok(sizes
             .iter()
             .map(|d| {

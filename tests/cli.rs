@@ -1013,3 +1013,113 @@ fn cholesky_on_npy_files() {
         assert!(!o.exists());
     }
 }
+
+#[test]
+fn solvers_on_npy_files() {
+    let d = tmpdir("solvers");
+    let a = d.join("a.npy");
+    let b = d.join("b.npy");
+    // [[3, 1], [1, 2]]·[2, 3] = [9, 8]; det 5.
+    write_npy_f32(&a, &[2, 2], &[3.0, 1.0, 1.0, 2.0]).unwrap();
+    write_npy_f32(&b, &[2], &[9.0, 8.0]).unwrap();
+    let singular = d.join("singular.npy");
+    write_npy_f32(&singular, &[2, 2], &[1.0, 2.0, 2.0, 4.0]).unwrap();
+    let nan = d.join("nan.npy");
+    write_npy_f32(&nan, &[2, 2], &[1.0, f32::NAN, 0.0, 1.0]).unwrap();
+    for backend in backends() {
+        let g = |args: &[&str]| {
+            let mut v = vec!["--backend", backend, "--verify"];
+            v.extend_from_slice(args);
+            run(&v)
+        };
+        let x = d.join(format!("x-{backend}.npy"));
+        for assume in ["gen", "pos"] {
+            assert_ok(&g(&[
+                "solve",
+                s(&a),
+                s(&b),
+                "-o",
+                s(&x),
+                "--assume",
+                assume,
+            ]));
+            let r = read_npy(&x).unwrap();
+            assert_eq!(r.shape, vec![2]);
+            assert!(
+                (r.data[0] - 2.0).abs() < 1e-5 && (r.data[1] - 3.0).abs() < 1e-5,
+                "{r:?}"
+            );
+        }
+        let ai = d.join(format!("ai-{backend}.npy"));
+        assert_ok(&g(&["inv", s(&a), "-o", s(&ai)]));
+        let r = read_npy(&ai).unwrap().data;
+        for (got, want) in r.iter().zip([0.4f32, -0.2, -0.2, 0.6]) {
+            assert!((got - want).abs() < 1e-6, "{r:?}");
+        }
+        let out = g(&["det", s(&a)]);
+        assert_ok(&out);
+        let printed: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!((printed - 5.0).abs() < 1e-5, "{printed}");
+        let (sign, logabs) = (
+            d.join(format!("s-{backend}.npy")),
+            d.join(format!("l-{backend}.npy")),
+        );
+        let out = g(&[
+            "slogdet",
+            s(&a),
+            "--sign",
+            s(&sign),
+            "--logabsdet",
+            s(&logabs),
+        ]);
+        assert_ok(&out);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("sign 1"),
+            "{out:?}"
+        );
+        assert_eq!(read_npy(&sign).unwrap().data, vec![1.0]);
+        assert!((read_npy(&logabs).unwrap().data[0] - 5.0f32.ln()).abs() < 1e-6);
+        let (p, l, u, perm) = (
+            d.join(format!("p-{backend}.npy")),
+            d.join(format!("lo-{backend}.npy")),
+            d.join(format!("u-{backend}.npy")),
+            d.join(format!("perm-{backend}.npy")),
+        );
+        assert_ok(&g(&[
+            "lu",
+            s(&a),
+            "--p",
+            s(&p),
+            "--l",
+            s(&l),
+            "--u",
+            s(&u),
+            "--perm",
+            s(&perm),
+        ]));
+        assert_eq!(read_npy(&p).unwrap().data, vec![1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(read_npy(&u).unwrap().data[..2], [3.0, 1.0]);
+        let pi = d.join(format!("pinv-{backend}.npy"));
+        assert_ok(&g(&["pinv", s(&singular), "-o", s(&pi)]));
+        assert_eq!(read_npy(&pi).unwrap().shape, vec![2, 2]);
+        // Errors: one line, no output file.
+        let o = d.join(format!("none-{backend}.npy"));
+        assert_error(&g(&["solve", s(&singular), s(&b), "-o", s(&o)]), "singular");
+        assert_error(&g(&["inv", s(&singular), "-o", s(&o)]), "U[1, 1] = 0");
+        assert_error(&g(&["inv", s(&nan), "-o", s(&o)]), "NaN");
+        assert_error(
+            &g(&["solve", s(&a), s(&a), "-o", s(&o), "--assume", "sym"]),
+            "'gen' or 'pos'",
+        );
+        let b3 = d.join("b3.npy");
+        write_npy_f32(&b3, &[3], &[1.0; 3]).unwrap();
+        assert_error(&g(&["solve", s(&a), s(&b3), "-o", s(&o)]), "[3]");
+        assert_error(&g(&["det", s(&b3), "-o", s(&o)]), "[3]");
+        assert_error(&g(&["lu", s(&a)]), "--p");
+        assert!(!o.exists());
+        // A singular matrix has det 0 and slogdet (0, -inf), as numpy.
+        let out = g(&["det", s(&singular)]);
+        assert_ok(&out);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0e0");
+    }
+}

@@ -2,6 +2,7 @@
 //! benchmarks.
 
 mod bench;
+mod solvers;
 
 use std::path::{Path, PathBuf};
 
@@ -181,6 +182,19 @@ enum Command {
         #[arg(long)]
         upper: bool,
     },
+    /// Solve A·X = B, numpy.linalg.solve(A, B) (scipy's assume_a by --assume): A [..., n, n],
+    /// B [n] or [..., n, k].
+    Solve(solvers::SolveArgs),
+    /// Inverse, numpy.linalg.inv(A), of an n×n matrix or a batch [..., n, n].
+    Inv(solvers::InvArgs),
+    /// Determinant, numpy.linalg.det(A): printed (one line per matrix of a batch).
+    Det(solvers::DetArgs),
+    /// Sign and log|det|, numpy.linalg.slogdet(A): printed (one line per matrix).
+    Slogdet(solvers::SlogdetArgs),
+    /// Moore–Penrose pseudo-inverse, numpy.linalg.pinv(A, rtol): [..., m, n] → [..., n, m].
+    Pinv(solvers::PinvArgs),
+    /// LU with partial pivoting, scipy.linalg.lu(A): A = P·L·U.
+    Lu(solvers::LuArgs),
     /// Symmetric eigen-decomposition, numpy.linalg.eigh(A): eigenvalues ascending, eigenvectors
     /// as columns; the lower triangle is used.
     Eigh {
@@ -403,6 +417,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Qr { a, q, r } => qr(&cli.global, a, [q, r]),
         Command::Cholesky { a, output, upper } => cholesky(&cli.global, a, output, *upper),
         Command::Eigh { a, values, vectors } => eigh(&cli.global, a, [values, vectors]),
+        Command::Solve(a) => solvers::solve(&cli.global, a),
+        Command::Inv(a) => solvers::inv(&cli.global, a),
+        Command::Det(a) => solvers::det(&cli.global, a),
+        Command::Slogdet(a) => solvers::slogdet(&cli.global, a),
+        Command::Pinv(a) => solvers::pinv(&cli.global, a),
+        Command::Lu(a) => solvers::lu(&cli.global, a),
         Command::Pca {
             x,
             components_count,

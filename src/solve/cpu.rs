@@ -165,6 +165,41 @@ pub fn slogdet(f: &CompactLu, batch: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
+/// The parity of a permutation: −1 for an odd one, 1 for an even one.
+fn parity(perm: &[u32]) -> f64 {
+    let mut seen = vec![false; perm.len()];
+    let mut sign = 1.0;
+    for start in 0..perm.len() {
+        let mut len = 0;
+        let mut i = start;
+        while !seen[i] {
+            seen[i] = true;
+            i = perm[i] as usize;
+            len += 1;
+        }
+        if len % 2 == 0 && len > 0 {
+            sign = -sign;
+        }
+    }
+    sign
+}
+
+/// (sign, log|det|) in f64 of P·L·U from the n×n upper factor `u` (row-major) and scipy's
+/// `p_indices` `perm` (A = L[perm]·U): sign 0 and −∞ for a zero on U's diagonal.
+pub fn slogdet_of_factors(u: &[f32], perm: &[u32], n: usize) -> (f64, f64) {
+    let mut sign = parity(perm);
+    let mut logabs = 0.0;
+    for i in 0..n {
+        let d = f64::from(u[i * n + i]);
+        if d == 0.0 {
+            return (0.0, f64::NEG_INFINITY);
+        }
+        sign *= d.signum();
+        logabs += d.abs().ln();
+    }
+    (sign, logabs)
+}
+
 /// LAPACK's LU ratio ‖A − P·L·U‖₁/(n·‖A‖₁·ε) (`dchkge`), in f64, for one row-major n×n `a`,
 /// permutation matrix `p`, unit lower `l` and upper `u` (only their triangles are read).
 pub fn lu_ratio(a: &[f32], n: usize, p: &[f32], l: &[f32], u: &[f32]) -> f64 {
@@ -245,6 +280,11 @@ mod tests {
         assert_eq!(f3.ipiv, vec![1, 2, 2]);
         assert_eq!(perm_of_pivots(&f3.ipiv), vec![1, 2, 0]);
         assert_eq!(f3.lu, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(slogdet_of_factors(&f3.lu, &[2, 0, 1], 3), (1.0, 0.0));
+        assert_eq!(
+            slogdet_of_factors(&[1.0, 0.0, 0.0, 1.0], &[1, 0], 2),
+            (-1.0, 0.0)
+        );
         let (s, l) = slogdet(&f, 1, 2);
         assert_eq!(s, vec![-1.0]);
         assert!((l[0] - 2.0f32.ln()).abs() < 1e-6);

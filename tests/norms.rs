@@ -295,21 +295,32 @@ fn check_cond(ctx: &Context, label: &str, worst: &mut Worst) {
             }
         }
     }
-    // Singular input: inf (numpy), or at least a huge value for p = 2 where the SVD of the
-    // rounded matrix leaves σ_min at rounding level.
+    // Singular input rounded to f32: a huge value (numpy's too: neither the SVD nor the LU of
+    // the rounded matrix meets an exact zero); inf where a pivot is exactly zero (below).
     for (m, n) in [(5usize, 5usize), (33, 33)] {
         let a = ctx.tensor(&[m, n], &rank_k(m, n, 2, 5)).unwrap();
         for p in orders {
             let c = ctx.cond(&a, p).unwrap().to_vec().unwrap()[0];
             let ok = if p == Some(MatrixNorm::NegTwo) {
                 c < 1e-5
-            } else if p.is_none() || p == Some(MatrixNorm::Two) {
-                c > 1e5
             } else {
-                c == f32::INFINITY
+                c > 1e5
             };
             assert!(ok, "{label}: cond p={p:?} of a singular {m}×{n}: {c}");
         }
+    }
+    let exact = ctx
+        .tensor(&[3, 3], &[1.0, 2.0, 3.0, 2.0, 4.0, 6.0, 1.0, 0.0, 1.0])
+        .unwrap();
+    for p in orders
+        .iter()
+        .filter(|p| !matches!(p, None | Some(MatrixNorm::Two) | Some(MatrixNorm::NegTwo)))
+    {
+        assert_eq!(
+            ctx.cond(&exact, *p).unwrap().to_vec().unwrap(),
+            vec![f32::INFINITY],
+            "{label}: {p:?}"
+        );
     }
     let zero = ctx.zeros(&[3, 3]).unwrap();
     for p in orders {

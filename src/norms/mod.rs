@@ -183,13 +183,12 @@ impl Context {
     /// - `None` or `Some(Two)`: σ_max/σ_min, any shape; `Some(NegTwo)`: σ_min/σ_max. Singular
     ///   values come from [`Context::svd`]; a zero σ_min gives inf, as numpy does.
     /// - `fro`, `nuc`, `1`, `-1`, `inf`, `-inf`: ‖A‖·‖A⁻¹‖ in that norm, for square matrices
-    ///   only (an error names both dims). No LU exists yet, so A⁻¹ is formed from the SVD as
-    ///   V·diag(1/σ)·Uᵀ. A matrix with σ_min ≤ σ_max·ε (ε = 2⁻²³: its inverse is not resolved
-    ///   in f32) counts as singular and gives inf, where numpy's LU gives inf only for an exact
-    ///   zero pivot and otherwise a huge number.
+    ///   only (an error names both dims), with A⁻¹ from [`Context::inv`] (LU with partial
+    ///   pivoting), as numpy does: a matrix with an exact zero pivot gives inf, a nearly
+    ///   singular one a huge number.
     ///
-    /// The result is computed on the host from the singular values read back and uploaded
-    /// (one small readback per matrix). Empty matrices are an error (numpy raises).
+    /// The σ-based result is computed on the host from the singular values read back (one
+    /// small readback per matrix). Empty matrices are an error (numpy raises).
     ///
     /// ```
     /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
@@ -212,53 +211,64 @@ impl Context {
         if plan.is_empty() {
             return Err(plan.empty_error("cond", "the condition number"));
         }
-        let mut out = Vec::with_capacity(plan.batch);
-        for (i, (svd, s)) in self.norms_svds(&prep)?.into_iter().enumerate() {
-            let (hi, lo) = (s[0], s[s.len() - 1]);
-            let v = match p {
-                None | Some(MatrixNorm::Two) | Some(MatrixNorm::NegTwo) => {
-                    let r = if p == Some(MatrixNorm::NegTwo) {
-                        lo / hi
-                    } else {
-                        hi / lo
-                    };
-                    // 0/0 (a zero matrix) is inf, as numpy makes it.
-                    if r.is_nan() {
-                        f32::INFINITY
-                    } else {
-                        r
-                    }
-                }
-                Some(ord) => {
-                    if lo <= hi * NORMS_EPS {
-                        f32::INFINITY
-                    } else {
-                        let inv_s: Vec<f32> = s.iter().map(|&x| 1.0 / x).collect();
-                        let ainv = self.norms_inverse_from(&svd, &inv_s)?;
-                        let one = NormsPlan::from_shape("cond", &[plan.m, plan.n])?;
-                        let ai = self.norms_matrix(&prep.scaled, plan, i)?;
-                        let na = self.norms_scaled_norm(
-                            &Prepared {
-                                plan: one.clone(),
-                                scaled: ai.reshape(&[1, plan.m, plan.n])?,
-                                scales: vec![1.0],
-                            },
-                            ord,
-                        )?;
-                        let ni = self.norms_scaled_norm(
-                            &Prepared {
-                                plan: one,
-                                scaled: ainv.reshape(&[1, plan.n, plan.m])?,
-                                scales: vec![1.0],
-                            },
-                            ord,
-                        )?;
-                        na.to_vec()?[0] * ni.to_vec()?[0]
-                    }
-                }
-            };
-            out.push(v);
+        if let Some(ord) = p.filter(|_| !sigma_based) {
+            return self.norms_cond_by_inverse(&prep, ord);
         }
+        let out: Vec<f32> = self
+            .norms_svds(&prep)?
+            .into_iter()
+            .map(|(_, s)| {
+                let (hi, lo) = (s[0], s[s.len() - 1]);
+                let r = if p == Some(MatrixNorm::NegTwo) {
+                    lo / hi
+                } else {
+                    hi / lo
+                };
+                // 0/0 (a zero matrix) is inf, as numpy makes it.
+                if r.is_nan() {
+                    f32::INFINITY
+                } else {
+                    r
+                }
+            })
+            .collect();
+        self.tensor(&plan.batch_shape, &out)
+    }
+
+    /// ‖A‖·‖A⁻¹‖ in the norm `ord` of each (square, scaled: the product is scale-free) matrix,
+    /// A⁻¹ by LU; a matrix whose LU meets an exact zero pivot gives inf.
+    fn norms_cond_by_inverse(&self, prep: &Prepared, ord: MatrixNorm) -> Result<Tensor> {
+        let plan = &prep.plan;
+        let (b, n) = (plan.batch, plan.n);
+        let norms = |x: &Tensor, batch: usize| -> Result<Vec<f32>> {
+            let one = Prepared {
+                plan: NormsPlan::from_shape("cond", &[batch, n, n])?,
+                scaled: x.reshape(&[batch, n, n])?,
+                scales: vec![1.0; batch],
+            };
+            self.norms_scaled_norm(&one, ord)?.to_vec()
+        };
+        let na = norms(&prep.scaled, b)?;
+        let ni: Vec<f32> = match self.inv(&prep.scaled) {
+            Ok(inv) => norms(&inv, b)?,
+            // Some matrix is singular: invert each alone, inf for the singular ones.
+            Err(crate::Error::LinAlg(_)) => (0..b)
+                .map(
+                    |i| match self.inv(&self.norms_matrix(&prep.scaled, plan, i)?) {
+                        Ok(inv) => Ok(norms(&inv, 1)?[0]),
+                        Err(crate::Error::LinAlg(_)) => Ok(f32::INFINITY),
+                        Err(e) => Err(e),
+                    },
+                )
+                .collect::<Result<_>>()?,
+            Err(e) => return Err(e),
+        };
+        // 0·inf (the zero matrix) is inf, as numpy makes it.
+        let out: Vec<f32> = na
+            .iter()
+            .zip(&ni)
+            .map(|(a, i)| if a * i >= 0.0 { a * i } else { f32::INFINITY })
+            .collect();
         self.tensor(&plan.batch_shape, &out)
     }
 

@@ -75,8 +75,8 @@ pub use norms::{MatrixNorm, NormsPlan, NORMS_EPS};
 pub use qr::{Qr, MAX_QR_PASSES};
 pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use solve::{
-    AssumeA, Lu, LuFactor, Slogdet, SolveOptions, SquarePlan, SystemPlan, TriangularOptions,
-    LU_BLOCK,
+    AssumeA, Lu, LuBlock, LuFactor, Slogdet, SolveOptions, SquarePlan, SystemPlan,
+    TriangularOptions, LU_BLOCK, LU_BLOCK_ENV, LU_TUNED_FROM,
 };
 pub use svd::batched::{SvdBatchedKernel, SvdBatchedOptions};
 pub use svd::{

@@ -63,13 +63,15 @@ fn the_injected_wrong_candidate_is_never_chosen_in_any_family() {
     ctx.reduce_kernel_for(&rows).expect("reduce tuning");
     ctx.svd_workgroup().expect("svd tuning");
     ctx.svd_batched_kernel().expect("batched svd tuning");
+    ctx.lu_block(gpu_linalg::LU_TUNED_FROM)
+        .expect("lu block tuning");
 
     let report = ctx.tuning_report();
     let families: BTreeMap<&str, usize> = report.iter().fold(BTreeMap::new(), |mut m, r| {
         *m.entry(r.family.as_str()).or_default() += 1;
         m
     });
-    for family in ["matmul", "conv", "reduce", "svd", "svd-batched"] {
+    for family in ["matmul", "conv", "reduce", "svd", "svd-batched", "lu"] {
         assert!(
             families.contains_key(family),
             "no {family} tuning ran: {families:?}"

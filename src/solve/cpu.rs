@@ -225,6 +225,36 @@ pub fn lu_ratio(a: &[f32], n: usize, p: &[f32], l: &[f32], u: &[f32]) -> f64 {
     residual_ratio(resid, an, n)
 }
 
+/// Checks compact LU factors of the row-major n×n `a` given as `out` = the n² values of `lu`
+/// then the n pivots as floats: every pivot a row index at or below its own, and LAPACK's
+/// ratio ‖A − P·L·U‖/(n·‖A‖·ε) below 30. For the tuner's verification.
+pub fn check_compact_lu(a: &[f32], n: usize, out: &[f32]) -> crate::error::Result<()> {
+    let bad = |why: String| Err(crate::error::Error::Verification(format!("lu: {why}")));
+    if out.len() != n * n + n {
+        return bad(format!(
+            "{} values for an order-{n} factorisation",
+            out.len()
+        ));
+    }
+    let (lu, piv) = out.split_at(n * n);
+    let mut ipiv = Vec::with_capacity(n);
+    for (i, &p) in piv.iter().enumerate() {
+        if p.fract() != 0.0 || p < i as f32 || p >= n as f32 {
+            return bad(format!("pivot {i} is {p}"));
+        }
+        ipiv.push(p as u32);
+    }
+    let mut pm = vec![0.0f32; n * n];
+    for (i, &r) in crate::solve::plan::perm_of_pivots(&ipiv).iter().enumerate() {
+        pm[r as usize * n + i] = 1.0;
+    }
+    let r = lu_ratio(a, n, &pm, lu, lu);
+    if r.is_nan() || r >= 30.0 {
+        return bad(format!("LAPACK ratio ‖A − P·L·U‖/(n·‖A‖·ε) = {r}"));
+    }
+    Ok(())
+}
+
 /// LAPACK's solve ratio ‖B − A·X‖₁/(‖A‖₁·‖X‖₁·n·ε) (`dget02`), in f64, for one row-major
 /// n×n `a` and n×k `b`, `x`. Where ‖A‖·‖X‖ = 0 it is 0 for a zero residual, else 1/ε.
 pub fn solve_ratio(a: &[f32], n: usize, k: usize, b: &[f32], x: &[f32]) -> f64 {

@@ -240,8 +240,9 @@ pub(crate) fn record_check(
     Ok(())
 }
 
-/// Records the blocked LU of the `batch` n×n matrices in `w`, in place, pivots into `piv`
-/// (n per matrix), zero pivots into `status`.
+/// Records the blocked LU of the `batch` n×n matrices in `w`, in place, with block size `nb`
+/// (a multiple of 4, at most [`LU_BLOCK`]), pivots into `piv` (n per matrix), zero pivots
+/// into `status`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_lu(
     enc: &mut Encoder,
@@ -252,11 +253,12 @@ pub(crate) fn record_lu(
     status: &Status,
     batch: usize,
     n: usize,
+    nb: usize,
 ) -> Result<()> {
     let (wb, pb) = (bytes(batch * n * n), bytes(batch * n));
     for (z0, zc) in chunks(batch) {
-        for k0 in (0..n).step_by(LU_BLOCK) {
-            let bs = LU_BLOCK.min(n - k0);
+        for k0 in (0..n).step_by(nb) {
+            let bs = nb.min(n - k0);
             let rest = n - k0 - bs;
             let mut p = LuParams::at(n, z0);
             p.k0 = k0 as u32;
@@ -359,7 +361,7 @@ pub(crate) fn record_permute(
 }
 
 /// Records op(T)·X = B solved in place in `x` (n×rhs per matrix) for the `batch` n×n `t`,
-/// blocked: per diagonal block a solve of every right-hand side, then a rank-b update of the
+/// blocked with block size `nb` (≤ [`LU_BLOCK`]): per diagonal block a solve of every right-hand side, then a rank-b update of the
 /// rows not yet solved.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_trsm(
@@ -372,13 +374,14 @@ pub(crate) fn record_trsm(
     n: usize,
     rhs: usize,
     opts: &TriangularOptions,
+    nb: usize,
 ) -> Result<()> {
     let forward = opts.forward();
     let flags = if forward { LOWER } else { 0 }
         | if opts.trans { TRANS } else { 0 }
         | if opts.unit_diagonal { UNIT } else { 0 };
     let (tb, xb) = (bytes(batch * n * n), bytes(batch * n * rhs));
-    let blocks: Vec<usize> = (0..n).step_by(LU_BLOCK).collect();
+    let blocks: Vec<usize> = (0..n).step_by(nb).collect();
     for (z0, zc) in chunks(batch) {
         for s in 0..blocks.len() {
             let k0 = if forward {
@@ -386,7 +389,7 @@ pub(crate) fn record_trsm(
             } else {
                 blocks[blocks.len() - 1 - s]
             };
-            let bs = LU_BLOCK.min(n - k0);
+            let bs = nb.min(n - k0);
             // The rows still to solve: below the block going forward, above it going back.
             let (r0, rows) = if forward {
                 (k0 + bs, n - k0 - bs)

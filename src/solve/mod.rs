@@ -41,6 +41,45 @@ use crate::solve::gpu::{Kernels, Packs, Status};
 use crate::solve::plan::perm_of_pivots;
 use crate::tensor::{host_values, DType, Tensor};
 
+/// The smallest order whose GPU block size is tuned; smaller matrices use [`LU_BLOCK`] (their
+/// cost is the dispatches, not the block size).
+pub const LU_TUNED_FROM: usize = 256;
+
+/// The block sizes the tuner times (multiples of 4, at most [`LU_BLOCK`]).
+const LU_BLOCK_CANDIDATES: [usize; 2] = [16, 32];
+
+/// `GPU_LINALG_LU_BLOCK`: forces the block size (`b16` or `b32`).
+pub const LU_BLOCK_ENV: &str = "GPU_LINALG_LU_BLOCK";
+
+/// A block size of the GPU LU and triangular solves, as the tuner and its cache spell it
+/// (`b16`, `b32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LuBlock(pub usize);
+
+impl std::fmt::Display for LuBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "b{}", self.0)
+    }
+}
+
+impl std::str::FromStr for LuBlock {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<LuBlock> {
+        let t = s.trim();
+        match t.strip_prefix('b').unwrap_or(t).parse::<usize>() {
+            Ok(b) if b % 4 == 0 && (4..=LU_BLOCK).contains(&b) => Ok(LuBlock(b)),
+            _ => Err(crate::Error::InvalidArgument(format!(
+                "bad LU block size '{s}'; expected bN with N a multiple of 4 from 4 to {LU_BLOCK} \
+                 (e.g. b16, b32)"
+            ))),
+        }
+    }
+}
+
+/// The tuned LU block sizes of every device.
+static CHOICES: crate::runtime::Choices<LuBlock> =
+    crate::runtime::Choices::new("lu", Some(LU_BLOCK_ENV));
+
 /// The layout of every parameter struct of this family (for the layout test).
 pub(crate) fn params_layouts() -> Vec<crate::runtime::ParamsLayout> {
     use crate::runtime::KernelParams;
@@ -101,6 +140,49 @@ impl Context {
         cpu_path()
     }
 
+    /// The GPU block size of the LU and triangular solves of order `n`: [`LU_BLOCK`] below
+    /// [`LU_TUNED_FROM`], else forced by `GPU_LINALG_LU_BLOCK`, remembered, cached on disk for
+    /// this adapter, or timed now (each candidate's factors first checked by LAPACK's ratio)
+    /// and cached. [`LU_BLOCK`] on the CPU backend.
+    pub fn lu_block(&self, n: usize) -> Result<usize> {
+        match self.gpu() {
+            Some(gpu) if n >= LU_TUNED_FROM => Ok(CHOICES
+                .get(gpu, &format!("n>={LU_TUNED_FROM}"), || self.tune_lu_block())?
+                .0),
+            _ => Ok(LU_BLOCK),
+        }
+    }
+
+    /// Times the LU of one random matrix (256×256 on CPU-type adapters such as lavapipe,
+    /// 1024×1024 on GPUs) with each candidate block size, after checking its factors by
+    /// LAPACK's ratio ‖A − P·L·U‖/(n·‖A‖·ε) < 30.
+    fn tune_lu_block(&self) -> Result<Vec<crate::runtime::TuneOutcome<LuBlock>>> {
+        let Some(gpu) = self.gpu() else {
+            return Ok(Vec::new());
+        };
+        let n = if gpu.is_cpu_adapter() { 256 } else { 1024 };
+        let host: Vec<f32> = crate::random::cpu::stream(n * n, 0x1a, None)
+            .into_iter()
+            .map(|u| 2.0 * u - 1.0)
+            .collect();
+        let a = self.tensor(&[n, n], &host)?;
+        let plan = SquarePlan::new("lu", &a)?;
+        let candidates: Vec<LuBlock> = LU_BLOCK_CANDIDATES.iter().map(|&b| LuBlock(b)).collect();
+        Ok(crate::runtime::measure(
+            gpu,
+            &candidates,
+            3,
+            |c| Ok(self.lu_compact_with(&a, &plan, Some(c.0))?.0),
+            |f| {
+                // The factors, then the pivots as floats (exact below 2²⁴).
+                let mut v = f.lu.to_vec()?;
+                v.extend(f.piv.to_vec_u32()?.iter().map(|&p| p as f32));
+                Ok(v)
+            },
+            |out| cpu::check_compact_lu(&host, n, out),
+        ))
+    }
+
     /// A tensor of `shape` from host values (uploaded on a GPU context).
     fn solver_tensor(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         self.tensor(shape, data)
@@ -118,17 +200,32 @@ impl Context {
     /// The compact LU of every matrix of `a` (see [`Context::lu_factor`]) with each matrix's
     /// status words; NaN or Inf input is an error.
     fn lu_compact(&self, a: &Tensor, plan: &SquarePlan) -> Result<(LuFactor, Vec<[u32; 2]>)> {
+        self.lu_compact_with(a, plan, None)
+    }
+
+    /// [`Context::lu_compact`] with the GPU block size `nb` (else the tuned one).
+    fn lu_compact_with(
+        &self,
+        a: &Tensor,
+        plan: &SquarePlan,
+        nb: Option<usize>,
+    ) -> Result<(LuFactor, Vec<[u32; 2]>)> {
         let (batch, n) = (plan.batch, plan.n);
         let piv_shape = with_inner(&plan.batch_shape, &[n]);
         let (f, status) = self.solver_path(
             |gpu| {
+                let nb = match nb {
+                    Some(nb) => nb,
+                    None => self.lu_block(n)?,
+                };
                 let input = self.resident(a)?;
                 let (lu, piv, status) = gpu.scoped("lu", || -> Result<_> {
                     let k = Kernels::new(gpu)?;
                     let packs = Packs::new(gpu, batch, n, n)?;
                     let mut enc = gpu.encoder("lu");
                     let status = Status::new(gpu, &mut enc, batch)?;
-                    let (lu, piv) = lu_into(gpu, &mut enc, &k, &packs, &input, &status, batch, n)?;
+                    let (lu, piv) =
+                        lu_into(gpu, &mut enc, &k, &packs, &input, &status, batch, n, nb)?;
                     enc.submit()?;
                     Ok((lu, piv, status))
                 })??;
@@ -314,6 +411,7 @@ impl Context {
         }
         let x = self.solver_path(
             |gpu| {
+                let nb = self.lu_block(n)?;
                 let (lu_b, piv_b, b_b) =
                     (self.resident(lu)?, self.resident(piv)?, self.resident(b)?);
                 let (x, status) = gpu.scoped("lu_solve", || -> Result<_> {
@@ -324,7 +422,7 @@ impl Context {
                     gpu::record_scan(&mut enc, &kern, &lu_b, (&status, 0), batch, n, false)?;
                     let x = solve_into(
                         gpu, &mut enc, &kern, &packs, &lu_b, &piv_b, &b_b, &status, batch, n, k,
-                        false,
+                        false, nb,
                     )?;
                     enc.submit()?;
                     Ok((x, status))
@@ -392,6 +490,7 @@ impl Context {
             self.solver_broadcast(&b.reshape(&vector_as_matrix(b, &plan))?, &plan.b_shape())?;
         self.solver_path(
             |gpu| {
+                let nb = self.lu_block(n)?;
                 let (t_b, b_b) = (self.resident(&t3)?, self.resident(&b3)?);
                 let (x, status) = gpu.scoped("solve_triangular", || -> Result<_> {
                     let kern = Kernels::new(gpu)?;
@@ -419,7 +518,7 @@ impl Context {
                         k,
                         false,
                     )?;
-                    gpu::record_trsm(&mut enc, &kern, &packs, &t_b, &x, batch, n, k, opts)?;
+                    gpu::record_trsm(&mut enc, &kern, &packs, &t_b, &x, batch, n, k, opts, nb)?;
                     enc.submit()?;
                     Ok((x, status))
                 })??;
@@ -519,15 +618,18 @@ impl Context {
         let (batch, n, k) = (sq.batch, sq.n, plan.k);
         self.solver_path(
             |gpu| {
+                let nb = self.lu_block(n)?;
                 let (a_b, b_b) = (self.resident(a)?, self.resident(b)?);
                 let (x, status) = gpu.scoped("solve", || -> Result<_> {
                     let kern = Kernels::new(gpu)?;
                     let packs = Packs::new(gpu, batch, n, n.max(k))?;
                     let mut enc = gpu.encoder("solve");
                     let status = Status::new(gpu, &mut enc, 2 * batch)?;
-                    let (lu, piv) = lu_into(gpu, &mut enc, &kern, &packs, &a_b, &status, batch, n)?;
+                    let (lu, piv) =
+                        lu_into(gpu, &mut enc, &kern, &packs, &a_b, &status, batch, n, nb)?;
                     let x = solve_into(
                         gpu, &mut enc, &kern, &packs, &lu, &piv, &b_b, &status, batch, n, k, false,
+                        nb,
                     )?;
                     enc.submit()?;
                     Ok((x, status))
@@ -577,15 +679,18 @@ impl Context {
         };
         self.solver_path(
             |gpu| {
+                let nb = self.lu_block(n)?;
                 let a_b = self.resident(a)?;
                 let (x, status) = gpu.scoped("inv", || -> Result<_> {
                     let kern = Kernels::new(gpu)?;
                     let packs = Packs::new(gpu, batch, n, n)?;
                     let mut enc = gpu.encoder("inv");
                     let status = Status::new(gpu, &mut enc, 2 * batch)?;
-                    let (lu, piv) = lu_into(gpu, &mut enc, &kern, &packs, &a_b, &status, batch, n)?;
+                    let (lu, piv) =
+                        lu_into(gpu, &mut enc, &kern, &packs, &a_b, &status, batch, n, nb)?;
                     let x = solve_into(
                         gpu, &mut enc, &kern, &packs, &lu, &piv, &a_b, &status, batch, n, n, true,
+                        nb,
                     )?;
                     enc.submit()?;
                     Ok((x, status))
@@ -763,11 +868,12 @@ fn lu_into(
     status: &Status,
     batch: usize,
     n: usize,
+    nb: usize,
 ) -> Result<(Arc<GpuBuffer>, Arc<GpuBuffer>)> {
     let lu = gpu.alloc((batch * n * n * 4).max(4) as u64, "lu factors")?;
     let piv = gpu.alloc((batch * n * 4).max(4) as u64, "lu pivots")?;
     gpu::record_check(enc, k, input, &lu, (status, 0), batch, n, n, false)?;
-    gpu::record_lu(enc, k, packs, &lu, &piv, status, batch, n)?;
+    gpu::record_lu(enc, k, packs, &lu, &piv, status, batch, n, nb)?;
     Ok((lu, piv))
 }
 
@@ -788,6 +894,7 @@ fn solve_into(
     n: usize,
     rhs: usize,
     identity: bool,
+    nb: usize,
 ) -> Result<Arc<GpuBuffer>> {
     let x = gpu.alloc((batch * n * rhs * 4).max(4) as u64, "solve X")?;
     gpu::record_check(enc, k, b, &x, (status, batch), batch, n, rhs, identity)?;
@@ -797,7 +904,7 @@ fn solve_into(
         trans: false,
         unit_diagonal: true,
     };
-    gpu::record_trsm(enc, k, packs, lu, &x, batch, n, rhs, &unit_lower)?;
+    gpu::record_trsm(enc, k, packs, lu, &x, batch, n, rhs, &unit_lower, nb)?;
     gpu::record_trsm(
         enc,
         k,
@@ -808,6 +915,7 @@ fn solve_into(
         n,
         rhs,
         &TriangularOptions::default(),
+        nb,
     )?;
     Ok(x)
 }

@@ -670,13 +670,6 @@ impl Context {
         if batch * n == 0 {
             return self.zeros(a.shape());
         }
-        let plan = SystemPlan {
-            a: sq.clone(),
-            k: n,
-            vector: false,
-            a_batch_shape: sq.batch_shape.clone(),
-            b_batch_shape: sq.batch_shape.clone(),
-        };
         self.solver_path(
             |gpu| {
                 let nb = self.lu_block(n)?;
@@ -713,10 +706,6 @@ impl Context {
                 self.solver_tensor(a.shape(), &cpu::lu_solve(&f, &eye, batch, n, n))
             },
         )
-        .map(|x| {
-            debug_assert_eq!(plan.out_shape(), x.shape());
-            x
-        })
     }
 
     /// Sign and log|det| of every matrix of `a` ([..., n, n]), as `numpy.linalg.slogdet`: from

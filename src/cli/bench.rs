@@ -283,6 +283,7 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
         bench_chained(args, &gpus, &cpu, &bar, &mut rows)?;
     }
     bar.finish_and_clear();
+    print_gemm_fractions(&rows);
     if let Some(path) = &args.json {
         write_atomic(path, &to_json(&machine, &rows))?;
         println!("wrote {}", path.display());
@@ -296,6 +297,45 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// For each GPU row of a factorisation or solver rated in nominal flops (cholesky, lu, solve,
+/// inv), its rate as a fraction of the same adapter's n³ matmul in this run, where the run
+/// timed that matmul (its chosen kernel, not a baseline).
+fn print_gemm_fractions(rows: &[Row]) {
+    for r in rows.iter().filter(|r| {
+        r.backend == "gpu" && matches!(r.op.as_str(), "cholesky" | "lu" | "solve" | "inv")
+    }) {
+        // Batched solves (BxNxNxK) have no matmul of their size.
+        if r.op == "solve" && r.shape.split('x').count() == 4 {
+            continue;
+        }
+        let Some(n) = r
+            .shape
+            .split('x')
+            .next()
+            .and_then(|d| d.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let gemm = rows.iter().find(|m| {
+            m.op == "matmul"
+                && m.backend == "gpu"
+                && m.shape == format!("{n}x{n}x{n}")
+                && !m.label.contains("naive")
+        });
+        if let Some(m) = gemm {
+            let (rate, gemm_rate) = (r.flops / r.median_s, m.flops / m.median_s);
+            println!(
+                "{} {}: {:.0}% of the same adapter's {n}³ matmul rate ({:.2} vs {:.2} GFLOP/s)",
+                r.op,
+                r.shape,
+                100.0 * rate / gemm_rate,
+                rate / 1e9,
+                gemm_rate / 1e9
+            );
+        }
+    }
 }
 
 /// Dependent ops in one `chained` measurement.

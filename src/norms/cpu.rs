@@ -268,19 +268,15 @@ fn lstsq_residual(a: &[f32], b: &[f32], x: &[f32], m: usize, n: usize, k: usize)
     r
 }
 
-/// LAPACK `dqrt17`'s ratio (as `ddrvls` uses it, with α = ‖B‖) for an overdetermined
-/// least-squares solution: ‖Aᵀ·(B − A·X)‖₁/(‖A‖₁·‖B‖₁·max(m, n, k)·ε), ε = 2⁻²³, in f64. At
-/// the least-squares solution the residual is orthogonal to range(A), so this is small (below
-/// 30) for a backward-stable solver. `a` m×n, `b` m×k, `x` n×k, all row-major; 0 for a zero
-/// numerator, 1/ε where ‖A‖·‖B‖ = 0 and the numerator is not.
-pub fn lstsq_orthogonality_ratio(
+/// ‖Aᵀ·(B − A·X)‖₁ and ‖A‖₁, ‖B‖₁, ‖X‖₁ in f64 (row-major `a` m×n, `b` m×k, `x` n×k).
+fn lstsq_orthogonality_parts(
     a: &[f32],
     b: &[f32],
     x: &[f32],
     m: usize,
     n: usize,
     k: usize,
-) -> f64 {
+) -> [f64; 4] {
     let r = lstsq_residual(a, b, x, m, n, k);
     let mut atr = vec![0.0f64; n * k];
     for i in 0..m {
@@ -291,10 +287,49 @@ pub fn lstsq_orthogonality_ratio(
             }
         }
     }
-    let num = norm1(n, k, &|j, c| atr[j * k + c]);
-    let anorm = norm1(m, n, &|i, j| f64::from(a[i * n + j]));
-    let bnorm = norm1(m, k, &|i, c| f64::from(b[i * k + c]));
+    [
+        norm1(n, k, &|j, c| atr[j * k + c]),
+        norm1(m, n, &|i, j| f64::from(a[i * n + j])),
+        norm1(m, k, &|i, c| f64::from(b[i * k + c])),
+        norm1(n, k, &|j, c| f64::from(x[j * k + c])),
+    ]
+}
+
+/// LAPACK `dqrt17`'s ratio (as `ddrvls` uses it, with α = ‖B‖) for an overdetermined
+/// least-squares solution: ‖Aᵀ·(B − A·X)‖₁/(‖A‖₁·‖B‖₁·max(m, n, k)·ε), ε = 2⁻²³, in f64. At
+/// the least-squares solution the residual is orthogonal to range(A), so this is small (below
+/// 30) for a backward-stable solver on a well-conditioned A (`ddrvls` applies it to its
+/// well-conditioned `dqrt13` matrices only; see [`lstsq_backward_orthogonality_ratio`] for
+/// ill-conditioned ones). `a` m×n, `b` m×k, `x` n×k, all row-major; 0 for a zero numerator,
+/// 1/ε where ‖A‖·‖B‖ = 0 and the numerator is not.
+pub fn lstsq_orthogonality_ratio(
+    a: &[f32],
+    b: &[f32],
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> f64 {
+    let [num, anorm, bnorm, _] = lstsq_orthogonality_parts(a, b, x, m, n, k);
     residual_ratio(num, anorm * bnorm, m.max(n).max(k))
+}
+
+/// [`lstsq_orthogonality_ratio`] with α = ‖B‖₁ + ‖A‖₁·‖X‖₁ in place of ‖B‖₁:
+/// ‖Aᵀ·(B − A·X)‖₁/(‖A‖₁·(‖B‖₁ + ‖A‖₁·‖X‖₁)·max(m, n, k)·ε). A backward-stable solver
+/// returns the exact solution of (A + δA)·X ≈ B + δB with ‖δA‖ ≲ ε‖A‖, ‖δB‖ ≲ ε‖B‖, which
+/// leaves ‖Aᵀ·R‖ ≲ ε·‖A‖·(‖B‖ + ‖R‖ + ‖A‖·‖X‖); for an ill-conditioned A, ‖A‖·‖X‖ can
+/// exceed ‖B‖ by up to κ(A), and `dqrt17`'s α = ‖B‖ would charge the solver for the
+/// conditioning. For well-conditioned A the two ratios agree to a small factor.
+pub fn lstsq_backward_orthogonality_ratio(
+    a: &[f32],
+    b: &[f32],
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> f64 {
+    let [num, anorm, bnorm, xnorm] = lstsq_orthogonality_parts(a, b, x, m, n, k);
+    residual_ratio(num, anorm * (bnorm + anorm * xnorm), m.max(n).max(k))
 }
 
 /// LAPACK `dqrt16`'s ratio for a consistent (e.g. underdetermined full-row-rank) system:

@@ -17,8 +17,8 @@
 mod common;
 
 use gpu_linalg::norms::cpu::{
-    lstsq_backward_orthogonality_ratio, lstsq_f64, lstsq_orthogonality_ratio,
-    lstsq_residual_ratio, lstsq_solution_ratio,
+    lstsq_backward_orthogonality_ratio, lstsq_f64, lstsq_orthogonality_ratio, lstsq_residual_ratio,
+    lstsq_solution_ratio,
 };
 use gpu_linalg::{Context, Error, Location, NORMS_EPS};
 
@@ -119,7 +119,10 @@ fn check_case(
     one_d: bool,
     worst: &mut Worst,
 ) -> Vec<String> {
-    let label = format!("{kind:?} {m}×{n} k={k}{}", if one_d { " (1-D b)" } else { "" });
+    let label = format!(
+        "{kind:?} {m}×{n} k={k}{}",
+        if one_d { " (1-D b)" } else { "" }
+    );
     let mut fails = Vec::new();
     let (a, b) = problem(kind, m, n, k, (m * 1000 + n * 10 + k) as u64);
     let ta = ctx.tensor(&[m, n], &a).unwrap();
@@ -149,7 +152,10 @@ fn check_case(
         fails.push(format!("{label}: x shape {:?}", got.x.shape()));
     }
     if got.rank != r.rank {
-        fails.push(format!("{label}: rank {} but f64 gives {}", got.rank, r.rank));
+        fails.push(format!(
+            "{label}: rank {} but f64 gives {}",
+            got.rank, r.rank
+        ));
     }
     let dim = m.max(n) as f64;
     // Singular values (Weyl: each moves by at most ‖δA‖₂).
@@ -164,7 +170,9 @@ fn check_case(
             .fold(0.0, f64::max);
         worst.s = worst.s.max(ratio);
         if ratio >= LIMIT {
-            fails.push(format!("{label}: singular values off by {ratio:.1}·max(m,n)·ε·σ₁"));
+            fails.push(format!(
+                "{label}: singular values off by {ratio:.1}·max(m,n)·ε·σ₁"
+            ));
         }
     }
     // Residuals: shape as numpy, values against f64's.
@@ -181,10 +189,7 @@ fn check_case(
                 .map(|i| f64::from(b[i * k + c]).powi(2))
                 .sum::<f64>()
                 .sqrt();
-            let xn = (0..n)
-                .map(|j| r.x[j * k + c].powi(2))
-                .sum::<f64>()
-                .sqrt();
+            let xn = (0..n).map(|j| r.x[j * k + c].powi(2)).sum::<f64>().sqrt();
             let want = r.residuals[c];
             // ‖r‖² of a problem scaled by 1e±30 lies beyond f32's range: inf, or 0 (or a
             // subnormal), is then the right f32 answer.
@@ -240,7 +245,9 @@ fn check_case(
     let q = lstsq_solution_ratio(&x, &r, m, n, k);
     worst.sol = worst.sol.max(q);
     if q >= LIMIT || q.is_nan() {
-        fails.push(format!("{label}: solution ratio {q:.1} against the f64 minimum-norm X"));
+        fails.push(format!(
+            "{label}: solution ratio {q:.1} against the f64 minimum-norm X"
+        ));
     }
     fails
 }
@@ -303,7 +310,11 @@ fn lstsq_empty_follows_numpy() {
         assert_eq!(f.residuals.to_vec().unwrap(), vec![9.0]);
         // 0×0.
         let f = ctx
-            .lstsq(&ctx.zeros(&[0, 0]).unwrap(), &ctx.zeros(&[0]).unwrap(), None)
+            .lstsq(
+                &ctx.zeros(&[0, 0]).unwrap(),
+                &ctx.zeros(&[0]).unwrap(),
+                None,
+            )
             .unwrap();
         assert_eq!(
             (f.x.shape(), f.residuals.shape(), f.rank),
@@ -331,13 +342,20 @@ fn lstsq_rcond_and_small_systems() {
         let f = ctx.lstsq(&a, &b, None).unwrap();
         assert_eq!(f.rank, 2);
         let x = f.x.to_vec().unwrap();
-        assert!((x[0] - 2.0).abs() < 1e-5 && (x[1] - 3.0).abs() < 1e-4, "{x:?}");
+        assert!(
+            (x[0] - 2.0).abs() < 1e-5 && (x[1] - 3.0).abs() < 1e-4,
+            "{x:?}"
+        );
         assert!((f.residuals.to_vec().unwrap()[0] - 25.0).abs() < 1e-4);
         let f = ctx.lstsq(&a, &b, Some(1e-2)).unwrap();
         assert_eq!(f.rank, 1);
         let x = f.x.to_vec().unwrap();
         assert!((x[0] - 2.0).abs() < 1e-5 && x[1].abs() < 1e-6, "{x:?}");
-        assert_eq!(f.residuals.shape(), &[0], "rank < n: numpy gives no residuals");
+        assert_eq!(
+            f.residuals.shape(),
+            &[0],
+            "rank < n: numpy gives no residuals"
+        );
         // A negative rcond means ε.
         assert_eq!(ctx.lstsq(&a, &b, Some(-1.0)).unwrap().rank, 2);
         // Square full rank: m ≤ n, so no residuals.
@@ -347,7 +365,32 @@ fn lstsq_rcond_and_small_systems() {
             .unwrap();
         assert_eq!(f.residuals.shape(), &[0]);
         let x = f.x.to_vec().unwrap();
-        assert!((x[0] - 1.0).abs() < 1e-5 && (x[1] - 1.0).abs() < 1e-5, "{x:?}");
+        assert!(
+            (x[0] - 1.0).abs() < 1e-5 && (x[1] - 1.0).abs() < 1e-5,
+            "{x:?}"
+        );
+        // The doc example: a line fit, and a rank-1 system.
+        let a = ctx
+            .tensor(&[4, 2], &[1.0, 0.0, 1.0, 1.0, 1.0, 2.0, 1.0, 3.0])
+            .unwrap();
+        let y = ctx.tensor(&[4], &[1.0, 3.0, 5.0, 6.0]).unwrap();
+        let fit = ctx.lstsq(&a, &y, None).unwrap();
+        let c = fit.x.to_vec().unwrap();
+        assert!(
+            (c[0] - 1.2).abs() < 1e-5 && (c[1] - 1.7).abs() < 1e-5,
+            "{c:?}"
+        );
+        assert!((fit.residuals.to_vec().unwrap()[0] - 0.3).abs() < 1e-5);
+        let a = ctx.tensor(&[2, 2], &[1.0; 4]).unwrap();
+        let fit = ctx
+            .lstsq(&a, &ctx.tensor(&[2], &[2.0, 2.0]).unwrap(), None)
+            .unwrap();
+        assert_eq!(fit.rank, 1);
+        let x = fit.x.to_vec().unwrap();
+        assert!(
+            (x[0] - 1.0).abs() < 1e-6 && (x[1] - 1.0).abs() < 1e-6,
+            "{x:?}"
+        );
         // The zero matrix: rank 0, x = 0.
         let f = ctx
             .lstsq(
@@ -407,7 +450,10 @@ fn lstsq_errors_name_the_problem() {
         );
         let b3 = ctx.tensor(&[3, 1, 1], &[1.0; 3]).unwrap();
         let e = ctx.lstsq(&a, &b3, None).unwrap_err();
-        assert!(matches!(&e, Error::Shape(s) if s.contains("[3, 1, 1]")), "{e}");
+        assert!(
+            matches!(&e, Error::Shape(s) if s.contains("[3, 1, 1]")),
+            "{e}"
+        );
         let au = ctx.tensor_u32(&[3, 2], &[1; 6]).unwrap();
         let e = ctx.lstsq(&au, &b, None).unwrap_err();
         assert!(

@@ -336,14 +336,7 @@ pub fn lstsq_backward_orthogonality_ratio(
 /// ‖B − A·X‖₁/(‖A‖₁·‖X‖₁·max(m, n)·ε), ε = 2⁻²³, in f64; below 30 for a backward-stable
 /// solver. `a` m×n, `b` m×k, `x` n×k, all row-major; 0 for a zero residual, 1/ε where
 /// ‖A‖·‖X‖ = 0 and the residual is not.
-pub fn lstsq_residual_ratio(
-    a: &[f32],
-    b: &[f32],
-    x: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-) -> f64 {
+pub fn lstsq_residual_ratio(a: &[f32], b: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> f64 {
     let r = lstsq_residual(a, b, x, m, n, k);
     let num = norm1(m, k, &|i, c| r[i * k + c]);
     let anorm = norm1(m, n, &|i, j| f64::from(a[i * n + j]));

@@ -222,13 +222,7 @@ impl Context {
         } else {
             let d: Vec<f32> = s_host
                 .iter()
-                .map(|&x| {
-                    if f64::from(x) > cutoff {
-                        1.0 / x
-                    } else {
-                        0.0
-                    }
-                })
+                .map(|&x| if f64::from(x) > cutoff { 1.0 / x } else { 0.0 })
                 .collect();
             let c = self.matmul_with(&svd.u, &b_s, &tn)?;
             let c = self.mul(&c, &self.tensor(&[d.len(), 1], &d)?)?;

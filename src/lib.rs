@@ -71,7 +71,7 @@ pub use matmul::{
     MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan, MAX_K_PER_PASS_CPU_ADAPTER,
 };
 pub use nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
-pub use norms::{MatrixNorm, NormsPlan, NORMS_EPS};
+pub use norms::{Lstsq, MatrixNorm, NormsPlan, NORMS_EPS};
 pub use qr::{Qr, MAX_QR_PASSES};
 pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use solve::{

@@ -5,7 +5,7 @@ use faer::Mat;
 
 use crate::error::{Error, Result};
 use crate::norms::plan::{MatrixNorm, NORMS_EPS};
-use crate::reference::{norm1, residual_ratio};
+use crate::reference::{norm1, residual_ratio, RATIO_EPS};
 
 /// The singular values of the row-major m×n `a` in f64, descending.
 fn singular_values(a: &[f64], m: usize, n: usize) -> Result<Vec<f64>> {
@@ -199,4 +199,222 @@ pub fn pinv_ratios(a: &[f32], m: usize, n: usize, x: &[f32]) -> [f64; 2] {
         residual_ratio(r1, an * an * xn, d),
         residual_ratio(r2, xn * xn * an, d),
     ]
+}
+
+/// The f64 reference of [`crate::Context::lstsq`] for a row-major m×n `a` and m×k `b` (a 1-D
+/// `b` is k = 1): what `numpy.linalg.lstsq(a, b, rcond)` computes, in f64 from the f32 values.
+#[derive(Clone, Debug)]
+pub struct LstsqF64 {
+    /// The minimum-norm least-squares solution, row-major n×k.
+    pub x: Vec<f64>,
+    /// ‖B − A·X‖₂² per column (k values) where rank = n < m; empty otherwise, as numpy.
+    pub residuals: Vec<f64>,
+    /// ‖B − A·X‖₂ per column (k values), always (for error bounds).
+    pub residual_norms: Vec<f64>,
+    /// The number of singular values above rcond·σ_max.
+    pub rank: usize,
+    /// The min(m, n) singular values, descending.
+    pub s: Vec<f64>,
+}
+
+/// `numpy.linalg.lstsq(a, b, rcond)` in f64 (faer's thin SVD): X = V·diag(1/σᵢ for
+/// σᵢ > rcond·σ_max, else 0)·Uᵀ·B; `a` row-major m×n, `b` row-major m×k.
+pub fn lstsq_f64(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    rcond: f64,
+) -> Result<LstsqF64> {
+    let p = m.min(n);
+    let mut x = vec![0.0f64; n * k];
+    let mut s = Vec::new();
+    let mut rank = 0;
+    if p > 0 {
+        let mat = Mat::<f64>::from_fn(m, n, |i, j| f64::from(a[i * n + j]));
+        let svd = mat
+            .thin_svd()
+            .map_err(|e| Error::InvalidArgument(format!("f64 svd of {m}×{n} failed: {e:?}")))?;
+        let (u, sv, v) = (svd.U(), svd.S().column_vector(), svd.V());
+        let mut order: Vec<usize> = (0..p).collect();
+        order.sort_by(|&i, &j| sv[j].total_cmp(&sv[i]));
+        s = order.iter().map(|&i| sv[i]).collect();
+        let cutoff = rcond * s[0];
+        for &c in &order {
+            if sv[c] <= cutoff {
+                continue;
+            }
+            rank += 1;
+            for col in 0..k {
+                let ub: f64 = (0..m).map(|i| u[(i, c)] * f64::from(b[i * k + col])).sum();
+                let w = ub / sv[c];
+                for j in 0..n {
+                    x[j * k + col] += v[(j, c)] * w;
+                }
+            }
+        }
+    }
+    let residual_norms: Vec<f64> = (0..k)
+        .map(|col| {
+            (0..m)
+                .map(|i| {
+                    let ax: f64 = (0..n)
+                        .map(|j| f64::from(a[i * n + j]) * x[j * k + col])
+                        .sum();
+                    let r = f64::from(b[i * k + col]) - ax;
+                    r * r
+                })
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let residuals = if rank == n && m > n {
+        residual_norms.iter().map(|r| r * r).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(LstsqF64 {
+        x,
+        residuals,
+        residual_norms,
+        rank,
+        s,
+    })
+}
+
+/// R = B − A·X in f64 (row-major m×k) for row-major f32 `a` (m×n), `b` (m×k), `x` (n×k).
+fn lstsq_residual(a: &[f32], b: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut r: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+    for i in 0..m {
+        for j in 0..n {
+            let aij = f64::from(a[i * n + j]);
+            for c in 0..k {
+                r[i * k + c] -= aij * f64::from(x[j * k + c]);
+            }
+        }
+    }
+    r
+}
+
+/// ‖Aᵀ·(B − A·X)‖₁ and ‖A‖₁, ‖B‖₁, ‖X‖₁ in f64 (row-major `a` m×n, `b` m×k, `x` n×k).
+fn lstsq_orthogonality_parts(
+    a: &[f32],
+    b: &[f32],
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> [f64; 4] {
+    let r = lstsq_residual(a, b, x, m, n, k);
+    let mut atr = vec![0.0f64; n * k];
+    for i in 0..m {
+        for j in 0..n {
+            let aij = f64::from(a[i * n + j]);
+            for c in 0..k {
+                atr[j * k + c] += aij * r[i * k + c];
+            }
+        }
+    }
+    [
+        norm1(n, k, &|j, c| atr[j * k + c]),
+        norm1(m, n, &|i, j| f64::from(a[i * n + j])),
+        norm1(m, k, &|i, c| f64::from(b[i * k + c])),
+        norm1(n, k, &|j, c| f64::from(x[j * k + c])),
+    ]
+}
+
+/// LAPACK `dqrt17`'s ratio (as `ddrvls` uses it, with α = ‖B‖) for an overdetermined
+/// least-squares solution: ‖Aᵀ·(B − A·X)‖₁/(‖A‖₁·‖B‖₁·max(m, n, k)·ε), ε = 2⁻²³, in f64. At
+/// the least-squares solution the residual is orthogonal to range(A), so this is small (below
+/// 30) for a backward-stable solver on a well-conditioned A (`ddrvls` applies it to its
+/// well-conditioned `dqrt13` matrices only; see [`lstsq_backward_orthogonality_ratio`] for
+/// ill-conditioned ones). `a` m×n, `b` m×k, `x` n×k, all row-major; 0 for a zero numerator,
+/// 1/ε where ‖A‖·‖B‖ = 0 and the numerator is not.
+pub fn lstsq_orthogonality_ratio(
+    a: &[f32],
+    b: &[f32],
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> f64 {
+    let [num, anorm, bnorm, _] = lstsq_orthogonality_parts(a, b, x, m, n, k);
+    residual_ratio(num, anorm * bnorm, m.max(n).max(k))
+}
+
+/// [`lstsq_orthogonality_ratio`] with α = ‖B‖₁ + ‖A‖₁·‖X‖₁ in place of ‖B‖₁:
+/// ‖Aᵀ·(B − A·X)‖₁/(‖A‖₁·(‖B‖₁ + ‖A‖₁·‖X‖₁)·max(m, n, k)·ε). A backward-stable solver
+/// returns the exact solution of (A + δA)·X ≈ B + δB with ‖δA‖ ≲ ε‖A‖, ‖δB‖ ≲ ε‖B‖, which
+/// leaves ‖Aᵀ·R‖ ≲ ε·‖A‖·(‖B‖ + ‖R‖ + ‖A‖·‖X‖); for an ill-conditioned A, ‖A‖·‖X‖ can
+/// exceed ‖B‖ by up to κ(A), and `dqrt17`'s α = ‖B‖ would charge the solver for the
+/// conditioning. For well-conditioned A the two ratios agree to a small factor.
+pub fn lstsq_backward_orthogonality_ratio(
+    a: &[f32],
+    b: &[f32],
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> f64 {
+    let [num, anorm, bnorm, xnorm] = lstsq_orthogonality_parts(a, b, x, m, n, k);
+    residual_ratio(num, anorm * (bnorm + anorm * xnorm), m.max(n).max(k))
+}
+
+/// LAPACK `dqrt16`'s ratio for a consistent (e.g. underdetermined full-row-rank) system:
+/// ‖B − A·X‖₁/(‖A‖₁·‖X‖₁·max(m, n)·ε), ε = 2⁻²³, in f64; below 30 for a backward-stable
+/// solver. `a` m×n, `b` m×k, `x` n×k, all row-major; 0 for a zero residual, 1/ε where
+/// ‖A‖·‖X‖ = 0 and the residual is not.
+pub fn lstsq_residual_ratio(a: &[f32], b: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> f64 {
+    let r = lstsq_residual(a, b, x, m, n, k);
+    let num = norm1(m, k, &|i, c| r[i * k + c]);
+    let anorm = norm1(m, n, &|i, j| f64::from(a[i * n + j]));
+    let xnorm = norm1(n, k, &|j, c| f64::from(x[j * k + c]));
+    residual_ratio(num, anorm * xnorm, m.max(n))
+}
+
+/// The forward error of a computed least-squares solution `x` (row-major n×k) against the
+/// f64 minimum-norm solution `reference`, as a ratio to Wedin's perturbation bound, the worst
+/// column: ‖x − x*‖₂/(max(m, n)·ε·κ·(‖x*‖₂ + κ·‖r*‖₂/σ₁)), ε = 2⁻²³, κ = σ₁/σ_rank (the
+/// condition of the rank-`rank` problem), r* = B − A·x*.
+///
+/// A backward-stable solver perturbs A and B by O(max(m, n)·ε) relatively; Wedin's theorem
+/// bounds the change of the (truncated) minimum-norm solution by κ·ε·‖x*‖ plus κ²·ε·‖r*‖/σ₁
+/// (the second term from the residual, zero for a consistent system), provided the
+/// perturbation is well below σ_rank, so that the numerical rank is unambiguous. The ratio is
+/// O(1) for such a solver; 0 where the reference is 0 and `x` is too (1/ε if `x` is not).
+pub fn lstsq_solution_ratio(x: &[f32], reference: &LstsqF64, m: usize, n: usize, k: usize) -> f64 {
+    let r = reference.rank;
+    if r == 0 {
+        return if x.iter().all(|&v| v == 0.0) {
+            0.0
+        } else {
+            1.0 / RATIO_EPS
+        };
+    }
+    let (s1, sr) = (reference.s[0], reference.s[r - 1]);
+    let kappa = s1 / sr;
+    (0..k)
+        .map(|c| {
+            let (mut err, mut xn) = (0.0f64, 0.0f64);
+            for j in 0..n {
+                let e = reference.x[j * k + c];
+                err += (f64::from(x[j * k + c]) - e).powi(2);
+                xn += e * e;
+            }
+            let bound = m.max(n) as f64
+                * RATIO_EPS
+                * kappa
+                * (xn.sqrt() + kappa * reference.residual_norms[c] / s1);
+            if bound == 0.0 {
+                if err == 0.0 {
+                    0.0
+                } else {
+                    1.0 / RATIO_EPS
+                }
+            } else {
+                err.sqrt() / bound
+            }
+        })
+        .fold(0.0, f64::max)
 }

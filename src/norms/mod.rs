@@ -1,5 +1,5 @@
 //! Matrix functions composed from the existing ops, with numpy semantics: `matrix_norm`
-//! (`numpy.linalg.norm` for matrices), `cond`, `matrix_rank` and `pinv`. No kernels of their
+//! (`numpy.linalg.norm` for matrices), `cond`, `matrix_rank`, `pinv` and `lstsq`. No kernels of their
 //! own: the sum-based norms run on the elementwise and reduce ops, the σ-based ones on
 //! [`Context::svd`], the pseudo-inverse on matmul and layout ops. Every op takes a matrix
 //! [m, n] or a batch [..., m, n] and works on both backends.
@@ -9,8 +9,10 @@
 //! the result is scaled back.
 
 pub mod cpu;
+mod lstsq;
 pub mod plan;
 
+pub use lstsq::Lstsq;
 pub use plan::{MatrixNorm, NormsPlan, NORMS_EPS};
 
 use crate::context::Context;

@@ -2,7 +2,7 @@
 //! (for the cross-compilation and parameter-layout tests).
 
 use crate::runtime::{shader, ParamsLayout};
-use crate::{cholesky, conv, elementwise, layout, matmul, nn, random, reduce, svd};
+use crate::{cholesky, conv, elementwise, layout, matmul, nn, random, reduce, solve, svd};
 
 /// Every WGSL module the library compiles, by family, exactly as it is handed to wgpu (for the
 /// cross-compilation tests that carry each kernel to MSL, HLSL, SPIR-V and GLSL).
@@ -14,6 +14,7 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("layout", layout::module_source()),
         ("random", random::SOURCE.to_string()),
         ("cholesky", cholesky::SOURCE.to_string()),
+        ("solve_small", solve::small::SOURCE.to_string()),
         ("svd", svd::module_source()),
         ("svd_batched", svd::batched::module_source()),
     ]
@@ -42,6 +43,7 @@ pub fn kernel_params() -> Vec<(&'static str, ParamsLayout)> {
         ("layout", layout::params_layouts()),
         ("random", random::params_layouts()),
         ("cholesky", cholesky::params_layouts()),
+        ("solve_small", solve::small::params_layouts()),
         ("svd", svd::params_layouts()),
         ("svd_batched", svd::batched::params_layouts()),
         ("elementwise", elementwise::params_layouts()),

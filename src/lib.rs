@@ -51,6 +51,7 @@ pub mod random;
 pub mod reduce;
 pub mod reference;
 pub mod runtime;
+pub mod solve;
 pub mod svd;
 pub mod tensor;
 

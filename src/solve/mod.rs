@@ -1,0 +1,5 @@
+//! Linear solvers.
+
+pub mod small;
+
+pub use small::SmallSolveKernel;

@@ -1,23 +1,34 @@
 // Batched small dense solves A·X = B (n ≤ 32) by LU with partial pivoting, LAPACK getrf/getrs
-// semantics (the pivot is the first row of largest |a| in the column), one dispatch per chunk
+// semantics (the pivot is the first row of largest |a| in its column), one dispatch per chunk
 // of ≤ 65,535 matrices. A is [batch, n, n], B and X are [batch, n, k], all row-major. The
 // grid's y dimension covers the columns of B in chunks of KC; each chunk factors its matrix
 // again (n³/3 next to n²·KC per chunk).
 //
 // Two kernels:
-// - `solve_small_invocation`: one invocation per matrix, the LU in a private array (all lanes
-//   of a SIMD group index it alike, except the pivot-row swap), no barriers.
-// - `solve_small_workgroup`: one workgroup per matrix, invocation t owns row t; per column two
-//   barriers (column k gathered for the pivot search; pivot row and swapped row exchanged).
-//   The factors then go to workgroup memory and one invocation per column of B substitutes.
+//
+// - `solve_small_invocation`: one invocation per matrix (workgroups of 64), no barriers. It is
+//   generated per n by src/solve/small.rs (`invocation_source`) and appended to the shared part
+//   of this file (everything above the WORKGROUP KERNEL line): straight-line code for that n,
+//   every matrix entry a scalar local, so that nothing private is indexed dynamically
+//   (lavapipe lowers dynamically indexed private arrays to code ~20× slower). Per column c: the
+//   pivot search as a chain of selects (first row of largest |a|), the swap of rows c and p as
+//   selects over the rows below c, the multipliers (division, as getf2 for normal pivots) and
+//   the rank-1 update. Then, per column of B: the recorded swaps as selects, forward
+//   substitution with unit L, back substitution with U.
+// - `solve_small_workgroup` (below): one workgroup per matrix, invocation t owns row t (WG ≥
+//   n, a multiple of 8). Per column two barriers: column c gathered in `col` for the pivot
+//   search (every invocation finds the same pivot), then the pivot row and row c exchanged
+//   through `prow`/`krow`. The factors then go to `lus`, and one invocation per column of B
+//   substitutes. Generic in n (a straight-line version compiled very slowly on lavapipe at
+//   n = 32 — many barriers with many live values — and ran no faster).
 //
 // status, 2 words per matrix: [0] the first zero pivot (1-based column whose max |a| was
-// exactly 0, LAPACK's info; 0 = none), [1] 1 if A or B holds NaN or Inf. A zero pivot's column
-// is left as it is (nothing to eliminate, no division), as getrf does; X is then not
-// meaningful. The host clears status first.
+// exactly 0, LAPACK's info; 0 = none), [1] 1 if A or B holds NaN or Inf (then [0] is
+// unspecified). A zero pivot's column is left as it is (nothing to eliminate, no division), as
+// getrf does; X is then not meaningful. The host clears status first.
 //
-// Every serial loop runs at most n² ≤ 1024 (copying A in) or KC = 64 times, far below
-// llvmpipe's 65,535-iteration cap.
+// Every serial loop runs at most n ≤ 32 or KC = 64 times, far below llvmpipe's
+// 65,535-iteration cap.
 
 struct SolveSmallParams {
     n: u32,
@@ -45,102 +56,7 @@ fn nonfinite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
-// One matrix per invocation: matrix z0 + g.x, columns g.y·KC … of B.
-@compute @workgroup_size(64)
-fn solve_small_invocation(@builtin(global_invocation_id) g: vec3<u32>) {
-    let n = p.n;
-    let k = p.k;
-    if (g.x >= p.zc) {
-        return;
-    }
-    let z = p.z0 + g.x;
-    let base = z * n * n;
-    var lu: array<f32, 1024>;
-    var piv: array<u32, 32>;
-    var bad = false;
-    for (var e = 0u; e < n * n; e++) {
-        let v = a[base + e];
-        bad = bad || nonfinite(v);
-        lu[e] = v;
-    }
-    var info = 0u;
-    for (var c = 0u; c < n; c++) {
-        var pr = c;
-        var best = abs(lu[c * n + c]);
-        for (var i = c + 1u; i < n; i++) {
-            let v = abs(lu[i * n + c]);
-            if (v > best) {
-                best = v;
-                pr = i;
-            }
-        }
-        piv[c] = pr;
-        if (pr != c) {
-            for (var j = 0u; j < n; j++) {
-                let t = lu[c * n + j];
-                lu[c * n + j] = lu[pr * n + j];
-                lu[pr * n + j] = t;
-            }
-        }
-        if (best == 0.0) {
-            if (info == 0u) {
-                info = c + 1u;
-            }
-            continue;
-        }
-        let d = lu[c * n + c];
-        for (var i = c + 1u; i < n; i++) {
-            let l = lu[i * n + c] / d;
-            lu[i * n + c] = l;
-            for (var j = c + 1u; j < n; j++) {
-                lu[i * n + j] = lu[i * n + j] - l * lu[c * n + j];
-            }
-        }
-    }
-    let c0 = g.y * KC;
-    let c1 = min(c0 + KC, k);
-    let bb = z * n * k;
-    for (var c = c0; c < c1; c++) {
-        var y: array<f32, 32>;
-        for (var i = 0u; i < n; i++) {
-            let v = b[bb + i * k + c];
-            bad = bad || nonfinite(v);
-            y[i] = v;
-        }
-        for (var i = 0u; i < n; i++) {
-            let pi = piv[i];
-            if (pi != i) {
-                let t = y[i];
-                y[i] = y[pi];
-                y[pi] = t;
-            }
-        }
-        for (var i = 1u; i < n; i++) {
-            var s = y[i];
-            for (var j = 0u; j < i; j++) {
-                s = s - lu[i * n + j] * y[j];
-            }
-            y[i] = s;
-        }
-        for (var r = 0u; r < n; r++) {
-            let i = n - 1u - r;
-            var s = y[i];
-            for (var j = i + 1u; j < n; j++) {
-                s = s - lu[i * n + j] * y[j];
-            }
-            y[i] = s / lu[i * n + i];
-        }
-        for (var i = 0u; i < n; i++) {
-            x[bb + i * k + c] = y[i];
-        }
-    }
-    if (g.y == 0u && info != 0u) {
-        atomicStore(&status[2u * z], info);
-    }
-    if (bad) {
-        atomicOr(&status[2u * z + 1u], 1u);
-    }
-}
+// ---- WORKGROUP KERNEL (not part of the generated invocation modules) ----
 
 // Invocations per workgroup of `solve_small_workgroup` (≥ n; the host builds it per size).
 override WG: u32 = 32u;

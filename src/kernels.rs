@@ -25,6 +25,11 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
             .map(|s| ("elementwise", s)),
     )
     .chain(
+        solve::small::generated_sources()
+            .into_iter()
+            .map(|s| ("solve_small_invocation", s)),
+    )
+    .chain(
         reduce::generated_sources()
             .into_iter()
             .map(|s| ("reduce", s)),

@@ -25,7 +25,10 @@ fn worst_ratio(a: &[f32], b: &[f32], x: &[f32], batch: usize, n: usize, k: usize
     (0..batch)
         .map(|z| {
             let am = &a[z * n * n..(z + 1) * n * n];
-            let (bm, xm) = (&b[z * n * k..(z + 1) * n * k], &x[z * n * k..(z + 1) * n * k]);
+            let (bm, xm) = (
+                &b[z * n * k..(z + 1) * n * k],
+                &x[z * n * k..(z + 1) * n * k],
+            );
             let resid = norm1(n, k, |i, c| {
                 let ax: f64 = (0..n)
                     .map(|t| f64::from(am[i * n + t]) * f64::from(xm[t * k + c]))
@@ -44,7 +47,10 @@ fn worst_ratio(a: &[f32], b: &[f32], x: &[f32], batch: usize, n: usize, k: usize
                 resid / (an * xn * n as f64 * EPS)
             }
         })
-        .fold(0.0, |m: f64, r| if r.is_nan() { f64::INFINITY } else { m.max(r) })
+        .fold(
+            0.0,
+            |m: f64, r| if r.is_nan() { f64::INFINITY } else { m.max(r) },
+        )
 }
 
 /// Random matrices (full mantissas in [-1, 1)) and every third one with its rows permuted
@@ -138,7 +144,13 @@ fn pivoting_is_lapacks() {
     let Some(ctx) = common::gpu() else { return };
     for kernel in KERNELS {
         // [[0, 1], [1, 0]]·x = [2, 3]: a row swap gives x = [3, 2] exactly.
-        let (x, s) = solve(ctx, &[0.0, 1.0, 1.0, 0.0], &[2.0, 3.0], (1, 2, 1), Some(kernel));
+        let (x, s) = solve(
+            ctx,
+            &[0.0, 1.0, 1.0, 0.0],
+            &[2.0, 3.0],
+            (1, 2, 1),
+            Some(kernel),
+        );
         assert_eq!((x, s), (vec![3.0, 2.0], vec![[0, 0]]), "{kernel}");
         // Ties: the first row of largest |a| is the pivot (LAPACK's idamax). Rows 1 and 2 tie
         // at |4|; choosing row 1 keeps the second column's pivot search exact.
@@ -180,11 +192,20 @@ fn zero_pivots_and_nan_are_reported() {
     let mut b = common::data_full(5 * n * k, 5);
     // Matrix 4: an infinity in B's last column only.
     b[4 * n * k + n * k - 1] = f32::INFINITY;
+    // Where A or B holds NaN or Inf, word [1] is 1 and word [0] is unspecified (the
+    // kernels' comparisons may treat NaN as anything).
     let want = vec![[3, 0], [1, 0], [0, 1], [0, 0], [0, 1]];
-    assert_eq!(solve_batched_cpu(&a, &b, 5, n, k).1, want, "cpu");
+    let same = |s: &[[u32; 2]]| {
+        s.len() == want.len()
+            && s.iter()
+                .zip(&want)
+                .all(|(g, w)| g[1] == w[1] && (w[1] == 1 || g[0] == w[0]))
+    };
+    let cpu = solve_batched_cpu(&a, &b, 5, n, k).1;
+    assert!(same(&cpu), "cpu: {cpu:?}");
     for kernel in KERNELS {
         let (x, s) = solve(ctx, &a, &b, (5, n, k), Some(kernel));
-        assert_eq!(s, want, "{kernel}");
+        assert!(same(&s), "{kernel}: {s:?}, expected {want:?}");
         // The good matrix in the middle of the batch is still solved.
         let r = worst_ratio(
             &a[3 * n * n..4 * n * n],
@@ -297,7 +318,12 @@ fn best_of(mut f: impl FnMut()) -> f64 {
 #[ignore = "timing: run with --ignored --nocapture solve_small_timing"]
 fn solve_small_timing() {
     let Some(ctx) = common::gpu() else { return };
-    let (batch, n, k) = (10_000usize, 16usize, 1usize);
+    // GPU_LINALG_SOLVE_SMALL_TIMING_N times another order (16 by default, the issue's).
+    let n = std::env::var("GPU_LINALG_SOLVE_SMALL_TIMING_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16usize);
+    let (batch, k) = (10_000usize, 1usize);
     let a = matrices(batch, n, 41);
     let b = common::data_full(batch * n * k, 42);
     // Inputs resident on the GPU before timing.

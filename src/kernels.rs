@@ -49,6 +49,10 @@ pub fn kernel_params() -> Vec<(&'static str, ParamsLayout)> {
         ("random", random::params_layouts()),
         ("cholesky", cholesky::params_layouts()),
         ("solve_small", solve::small::params_layouts()),
+        (
+            "solve_small_invocation",
+            solve::small::invocation_params_layouts(),
+        ),
         ("svd", svd::params_layouts()),
         ("svd_batched", svd::batched::params_layouts()),
         ("elementwise", elementwise::params_layouts()),

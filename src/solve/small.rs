@@ -93,10 +93,16 @@ crate::kernel_params! {
 /// The layout of every parameter struct of this module (for the layout test).
 pub(crate) fn params_layouts() -> Vec<crate::runtime::ParamsLayout> {
     use crate::runtime::KernelParams;
-    vec![
-        SolveSmallParams::layout(invocation_source(16)),
-        SolveSmallParams::layout(SOURCE.to_string()),
-    ]
+    vec![SolveSmallParams::layout(SOURCE.to_string())]
+}
+
+/// The parameter layout of every generated invocation-kernel module (for the layout test).
+pub(crate) fn invocation_params_layouts() -> Vec<crate::runtime::ParamsLayout> {
+    use crate::runtime::KernelParams;
+    generated_sources()
+        .into_iter()
+        .map(SolveSmallParams::layout)
+        .collect()
 }
 
 /// The line of shaders/solve_small.wgsl after which the workgroup kernel follows.
@@ -153,7 +159,7 @@ fn column_solve(
 /// header for the algorithm).
 pub(crate) fn invocation_source(n: usize) -> String {
     use std::fmt::Write;
-    let mut s = String::with_capacity(100 * n * n * n / 2 + 8192);
+    let mut s = String::with_capacity(40 * n * n * n / 2 + 8192);
     s.push_str(shared_source());
     let w = &mut s;
     let nn = n * n;
@@ -170,29 +176,38 @@ pub(crate) fn invocation_source(n: usize) -> String {
     let _ = writeln!(w, "    let z = p.z0 + g.x;");
     let _ = writeln!(w, "    let base = z * {nn}u;");
     let _ = writeln!(w, "    var bad = false;");
+    // Row i is held as nq vec4 locals a{i}_{q}; entry (i, j) is component j % 4 of quad j / 4
+    // (components past n are zero and never read).
+    let nq = n.div_ceil(4);
+    let el = |i: usize, j: usize| format!("a{i}_{}.{}", j / 4, ["x", "y", "z", "w"][j % 4]);
     for i in 0..n {
+        for q in 0..nq {
+            let _ = writeln!(w, "    var a{i}_{q} = vec4<f32>(0.0);");
+        }
         for j in 0..n {
-            let _ = writeln!(w, "    var a{i}_{j} = a[base + {}u];", i * n + j);
-            let _ = writeln!(w, "    bad = bad | nonfinite(a{i}_{j});");
+            let _ = writeln!(w, "    {} = a[base + {}u];", el(i, j), i * n + j);
+            let _ = writeln!(w, "    bad = bad | nonfinite({});", el(i, j));
         }
     }
     let _ = writeln!(w, "    var info = 0u;");
     for c in 0..n {
         let _ = writeln!(w, "    // column {c}");
         let _ = writeln!(w, "    var pc{c} = {c}u;");
-        let _ = writeln!(w, "    var best{c} = abs(a{c}_{c});");
+        let _ = writeln!(w, "    var best{c} = abs({});", el(c, c));
         for i in c + 1..n {
             let _ = writeln!(
                 w,
-                "    {{\n        let v = abs(a{i}_{c});\n        let gt = v > best{c};\n        best{c} = select(best{c}, v, gt);\n        pc{c} = select(pc{c}, {i}u, gt);\n    }}"
+                "    {{\n        let v = abs({});\n        let gt = v > best{c};\n        best{c} = select(best{c}, v, gt);\n        pc{c} = select(pc{c}, {i}u, gt);\n    }}",
+                el(i, c)
             );
         }
+        // Rows c and pc swap whole (the multipliers of earlier columns too, as getrf's L).
         for i in c + 1..n {
             let _ = writeln!(w, "    {{\n        let q = pc{c} == {i}u;");
-            for j in 0..n {
+            for q in 0..nq {
                 let _ = writeln!(
                     w,
-                    "        let t{j} = a{c}_{j};\n        a{c}_{j} = select(a{c}_{j}, a{i}_{j}, q);\n        a{i}_{j} = select(a{i}_{j}, t{j}, q);"
+                    "        let t{q} = a{c}_{q};\n        a{c}_{q} = select(a{c}_{q}, a{i}_{q}, q);\n        a{i}_{q} = select(a{i}_{q}, t{q}, q);"
                 );
             }
             let _ = writeln!(w, "    }}");
@@ -203,23 +218,39 @@ pub(crate) fn invocation_source(n: usize) -> String {
             "    info = select(info, select(info, {}u, info == 0u), !nz{c});",
             c + 1
         );
+        // The pivot row's entries right of c, quad by quad (the first quad masked).
+        let q0 = c / 4;
+        let mask: Vec<&str> = (0..4)
+            .map(|r| if 4 * q0 + r > c { "true" } else { "false" })
+            .collect();
+        let first = if c % 4 == 3 {
+            None
+        } else {
+            Some(format!(
+                "select(vec4<f32>(0.0), a{c}_{q0}, vec4<bool>({}))",
+                mask.join(", ")
+            ))
+        };
         for i in c + 1..n {
             let _ = writeln!(
                 w,
-                "    {{\n        let l = select(0.0, a{i}_{c} / a{c}_{c}, nz{c});\n        a{i}_{c} = l;"
+                "    {{\n        let l = select(0.0, {} / {}, nz{c});",
+                el(i, c),
+                el(c, c)
             );
-            for j in c + 1..n {
-                let _ = writeln!(w, "        a{i}_{j} = a{i}_{j} - l * a{c}_{j};");
+            if let Some(f) = &first {
+                let _ = writeln!(w, "        a{i}_{q0} = a{i}_{q0} - l * {f};");
             }
-            let _ = writeln!(w, "    }}");
+            for q in q0 + 1..nq {
+                let _ = writeln!(w, "        a{i}_{q} = a{i}_{q} - l * a{c}_{q};");
+            }
+            let _ = writeln!(w, "        {} = l;\n    }}", el(i, c));
         }
     }
     let _ = writeln!(w, "    let c1 = min(g.y * KC + KC, k);");
     let _ = writeln!(w, "    let bb = z * {n}u * k;");
     let _ = writeln!(w, "    for (var c = g.y * KC; c < c1; c++) {{");
-    column_solve(w, n, "        ", &|s| format!("pc{s}"), &|i, j| {
-        format!("a{i}_{j}")
-    });
+    column_solve(w, n, "        ", &|s| format!("pc{s}"), &el);
     let _ = writeln!(w, "    }}");
     finish_status(w, "g.y == 0u");
     s

@@ -42,8 +42,9 @@ pub const SOLVE_SMALL_KERNEL_ENV: &str = "GPU_LINALG_SOLVE_SMALL_KERNEL";
 /// [`SOLVE_SMALL_KERNEL_ENV`] and the tuning cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SmallSolveKernel {
-    /// One invocation per matrix, the LU in private memory, no barriers. Suits CPU-type
-    /// adapters such as lavapipe.
+    /// One invocation per matrix, no barriers: a kernel generated straight-line for each n,
+    /// the matrix in vec4 locals, the pivot-row swaps as selects. Suits CPU-type adapters such
+    /// as lavapipe (where it runs 10,000 16×16 solves in less time than faer on every core).
     Invocation,
     /// One workgroup per matrix, one invocation per row, two barriers per column; then one
     /// invocation per column of B substitutes. Suits real GPUs.

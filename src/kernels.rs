@@ -15,6 +15,7 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("random", random::SOURCE.to_string()),
         ("cholesky", cholesky::SOURCE.to_string()),
         ("lu", solve::SOURCE.to_string()),
+        ("solve_small", solve::small::SOURCE.to_string()),
         ("svd", svd::module_source()),
         ("svd_batched", svd::batched::module_source()),
     ]
@@ -23,6 +24,11 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         elementwise::generated_sources()
             .into_iter()
             .map(|s| ("elementwise", s)),
+    )
+    .chain(
+        solve::small::generated_sources()
+            .into_iter()
+            .map(|s| ("solve_small_invocation", s)),
     )
     .chain(
         reduce::generated_sources()
@@ -44,6 +50,11 @@ pub fn kernel_params() -> Vec<(&'static str, ParamsLayout)> {
         ("random", random::params_layouts()),
         ("cholesky", cholesky::params_layouts()),
         ("lu", solve::params_layouts()),
+        ("solve_small", solve::small::params_layouts()),
+        (
+            "solve_small_invocation",
+            solve::small::invocation_params_layouts(),
+        ),
         ("svd", svd::params_layouts()),
         ("svd_batched", svd::batched::params_layouts()),
         ("elementwise", elementwise::params_layouts()),

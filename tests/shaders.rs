@@ -147,6 +147,29 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
             .into_iter()
             .map(|e| (e, vec![Constants::new()]))
             .collect(),
+        "lu" => [
+            "check",
+            "scan",
+            "panel",
+            "rows",
+            "update",
+            "pack_t",
+            "trsm_block",
+            "permute",
+            "slogdet",
+            "extract",
+        ]
+        .into_iter()
+        .map(|e| (e, vec![Constants::new()]))
+        .collect(),
+        "solve_small_invocation" => vec![("solve_small_invocation", vec![Constants::new()])],
+        "solve_small" => vec![(
+            "solve_small_workgroup",
+            [8.0, 16.0, 24.0, 32.0]
+                .iter()
+                .map(|&wg| Constants::from([("WG", wg)]))
+                .collect(),
+        )],
         "reduce" => {
             let sets = |wgs: &[f64]| -> Vec<Constants> {
                 (0..10)

@@ -21,8 +21,10 @@
 pub mod cpu;
 mod gpu;
 pub mod plan;
+pub mod small;
 
 pub use plan::{AssumeA, SolveOptions, SquarePlan, SystemPlan, TriangularOptions};
+pub use small::{SmallSolveKernel, SMALL_MAX_N, SOLVE_SMALL_KERNEL_ENV};
 
 /// `shaders/lu.wgsl`.
 pub(crate) const SOURCE: &str = include_str!("../../shaders/lu.wgsl");
@@ -612,12 +614,26 @@ impl Context {
         }
     }
 
-    /// `solve` with LU: A [batch..., n, n], B [batch..., n, k] already broadcast.
+    /// `solve` with LU: A [batch..., n, n], B [batch..., n, k] already broadcast. Orders up
+    /// to [`SMALL_MAX_N`] run on the batched small-system kernels (one dispatch for the whole
+    /// batch), larger ones on the blocked LU; the CPU backend runs faer's LU per matrix, in
+    /// parallel over the batch.
     fn solve_general(&self, a: &Tensor, b: &Tensor, plan: &SystemPlan) -> Result<Tensor> {
         let sq = &plan.a;
         let (batch, n, k) = (sq.batch, sq.n, plan.k);
         self.solver_path(
             |gpu| {
+                if n <= SMALL_MAX_N {
+                    let (x, st) = small::gpu_solve_small(
+                        self,
+                        gpu,
+                        &a.reshape(&[batch, n, n])?,
+                        &b.reshape(&[batch, n, k])?,
+                        None,
+                    )?;
+                    judge_system(sq, &from_small_status(n, &st), batch)?;
+                    return x.reshape(&plan.out_shape());
+                }
                 let nb = self.lu_block(n)?;
                 let (a_b, b_b) = (self.resident(a)?, self.resident(b)?);
                 let (x, status) = gpu.scoped("solve", || -> Result<_> {
@@ -638,16 +654,10 @@ impl Context {
                 Ok(Tensor::from_gpu(plan.out_shape(), DType::F32, x))
             },
             || {
-                let (av, bv) = (host_values(a)?, host_values(b)?);
-                let f = cpu::lu_factor(&av, batch, n);
-                let status: Vec<[u32; 2]> = f
-                    .status
-                    .iter()
-                    .copied()
-                    .chain(nonfinite_words(&bv, batch))
-                    .collect();
-                judge_system(sq, &status, batch)?;
-                self.solver_tensor(&plan.out_shape(), &cpu::lu_solve(&f, &bv, batch, n, k))
+                let (x, st) =
+                    small::solve_batched_cpu(&host_values(a)?, &host_values(b)?, batch, n, k);
+                judge_system(sq, &from_small_status(n, &st), batch)?;
+                self.solver_tensor(&plan.out_shape(), &x)
             },
         )
     }
@@ -823,6 +833,19 @@ fn nonfinite_words(values: &[f32], batch: usize) -> Vec<[u32; 2]> {
             [0, u32::from(part.iter().any(|x| !x.is_finite()))]
         })
         .collect()
+}
+
+/// The batched small solve's status words ([0] the 1-based first zero pivot, [1] bit 0 NaN in
+/// A, bit 1 in B) in the layout of [`judge_system`].
+fn from_small_status(n: usize, st: &[[u32; 2]]) -> Vec<[u32; 2]> {
+    let a = st.iter().map(|s| {
+        [
+            plan::zero_pivot_word(n, (s[0] as usize).checked_sub(1)),
+            s[1] & 1,
+        ]
+    });
+    let b = st.iter().map(|s| [0, s[1] >> 1]);
+    a.chain(b).collect()
 }
 
 /// Judges a system's status (A's words in slots 0…batch, B's after them): NaN in A, then NaN

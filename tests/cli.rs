@@ -1099,6 +1099,41 @@ fn solvers_on_npy_files() {
         ]));
         assert_eq!(read_npy(&p).unwrap().data, vec![1.0, 0.0, 0.0, 1.0]);
         assert_eq!(read_npy(&u).unwrap().data[..2], [3.0, 1.0]);
+        // lstsq: an overdetermined 3×2 system with the exact solution [1, 2] plus a residual.
+        let (a3, b3l) = (d.join("a3.npy"), d.join("b3l.npy"));
+        write_npy_f32(&a3, &[3, 2], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]).unwrap();
+        write_npy_f32(&b3l, &[3], &[1.0, 2.0, 4.0]).unwrap();
+        let (lx, lr, ls) = (
+            d.join(format!("lx-{backend}.npy")),
+            d.join(format!("lr-{backend}.npy")),
+            d.join(format!("ls-{backend}.npy")),
+        );
+        let out = g(&[
+            "lstsq",
+            s(&a3),
+            s(&b3l),
+            "-o",
+            s(&lx),
+            "--residuals",
+            s(&lr),
+            "--s",
+            s(&ls),
+        ]);
+        assert_ok(&out);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("rank 2"),
+            "{out:?}"
+        );
+        // Normal equations: [[2, 1], [1, 2]]·x = [5, 6] → x = [4/3, 7/3], residual 1/3.
+        let x = read_npy(&lx).unwrap().data;
+        assert!(
+            (x[0] - 4.0 / 3.0).abs() < 1e-5 && (x[1] - 7.0 / 3.0).abs() < 1e-5,
+            "{x:?}"
+        );
+        let res = read_npy(&lr).unwrap();
+        assert_eq!(res.shape, vec![1]);
+        assert!((res.data[0] - 1.0 / 3.0).abs() < 1e-5, "{res:?}");
+        assert_eq!(read_npy(&ls).unwrap().shape, vec![2]);
         let pi = d.join(format!("pinv-{backend}.npy"));
         assert_ok(&g(&["pinv", s(&singular), "-o", s(&pi)]));
         assert_eq!(read_npy(&pi).unwrap().shape, vec![2, 2]);
@@ -1116,6 +1151,7 @@ fn solvers_on_npy_files() {
         assert_error(&g(&["solve", s(&a), s(&b3), "-o", s(&o)]), "[3]");
         assert_error(&g(&["det", s(&b3), "-o", s(&o)]), "[3]");
         assert_error(&g(&["lu", s(&a)]), "--p");
+        assert_error(&g(&["lstsq", s(&a3), s(&b), "-o", s(&o)]), "[3, 2]");
         assert!(!o.exists());
         // A singular matrix has det 0 and slogdet (0, -inf), as numpy.
         let out = g(&["det", s(&singular)]);

@@ -191,6 +191,8 @@ enum Command {
     Det(solvers::DetArgs),
     /// Sign and log|det|, numpy.linalg.slogdet(A): printed (one line per matrix).
     Slogdet(solvers::SlogdetArgs),
+    /// Least squares, numpy.linalg.lstsq(A, B, rcond): prints the rank.
+    Lstsq(solvers::LstsqArgs),
     /// Moore–Penrose pseudo-inverse, numpy.linalg.pinv(A, rtol): [..., m, n] → [..., n, m].
     Pinv(solvers::PinvArgs),
     /// LU with partial pivoting, scipy.linalg.lu(A): A = P·L·U.
@@ -421,6 +423,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inv(a) => solvers::inv(&cli.global, a),
         Command::Det(a) => solvers::det(&cli.global, a),
         Command::Slogdet(a) => solvers::slogdet(&cli.global, a),
+        Command::Lstsq(a) => solvers::lstsq(&cli.global, a),
         Command::Pinv(a) => solvers::pinv(&cli.global, a),
         Command::Lu(a) => solvers::lu(&cli.global, a),
         Command::Pca {

@@ -1,4 +1,4 @@
-//! The solver commands: `solve`, `inv`, `det`, `slogdet`, `pinv`, `lu`. Each computes (and,
+//! The solver commands: `solve`, `inv`, `det`, `slogdet`, `lstsq`, `pinv`, `lu`. Each computes (and,
 //! under `--verify`, judges by LAPACK's ratios) everything before it writes any file, so an
 //! error leaves no output.
 
@@ -61,6 +61,28 @@ pub struct SlogdetArgs {
     /// Also write log|det| (.npy, shape [...]).
     #[arg(long)]
     logabsdet: Option<PathBuf>,
+}
+
+/// Arguments of `lstsq`.
+#[derive(Args, Debug)]
+pub struct LstsqArgs {
+    /// The m×n matrix (.npy).
+    a: PathBuf,
+    /// The right-hand sides: [m] or [m, k] (.npy).
+    b: PathBuf,
+    /// Output for the minimum-norm least-squares solution X (.npy, [n] or [n, k]).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Singular values at most rcond·σ_max count as zero (default max(m, n)·ε, ε = 2⁻²³).
+    #[arg(long, allow_hyphen_values = true)]
+    rcond: Option<f32>,
+    /// Also write the residuals (.npy: squared norms of the columns of B − A·X, [k]; empty
+    /// unless rank = n < m, as numpy).
+    #[arg(long)]
+    residuals: Option<PathBuf>,
+    /// Also write A's singular values (.npy, min(m, n), descending).
+    #[arg(long)]
+    s: Option<PathBuf>,
 }
 
 /// Arguments of `pinv`.
@@ -308,6 +330,37 @@ pub fn slogdet(g: &GlobalOpts, a: &SlogdetArgs) -> Result<()> {
         .map(|(s, l)| format!("sign {s} logabsdet {l}"))
         .collect();
     print_values("", &lines);
+    Ok(())
+}
+
+/// `lstsq`: prints the rank.
+pub fn lstsq(g: &GlobalOpts, a: &LstsqArgs) -> Result<()> {
+    let ctx = context(g)?;
+    let (ha, hb) = (load(&a.a)?, load(&a.b)?);
+    let r = ctx.lstsq(&ha, &hb, a.rcond)?;
+    let (x, res, s) = (r.x.to_vec()?, r.residuals.to_vec()?, r.s.to_vec()?);
+    if g.verify {
+        let (m, n) = (ha.shape()[0], ha.shape()[1]);
+        let k = if hb.ndim() == 1 { 1 } else { hb.shape()[1] };
+        let (av, bv) = (ha.to_vec()?, hb.to_vec()?);
+        // ddrvls: the residual is orthogonal to range(A) where m > rank (dqrt17, with
+        // α = ‖B‖ + ‖A‖·‖X‖ so that ill-conditioned A is judged by its backward error), and
+        // B − A·X vanishes where rank = m (dqrt16).
+        let ratio = if m > r.rank {
+            crate::norms::cpu::lstsq_backward_orthogonality_ratio(&av, &bv, &x, m, n, k)
+        } else {
+            crate::norms::cpu::lstsq_residual_ratio(&av, &bv, &x, m, n, k)
+        };
+        judge("lstsq", "(ddrvls)", &[ratio], RATIO_BOUND, &ctx)?;
+    }
+    write_npy_f32(&a.output, r.x.shape(), &x)?;
+    if let Some(p) = &a.residuals {
+        write_npy_f32(p, r.residuals.shape(), &res)?;
+    }
+    if let Some(p) = &a.s {
+        write_npy_f32(p, r.s.shape(), &s)?;
+    }
+    println!("rank {}", r.rank);
     Ok(())
 }
 

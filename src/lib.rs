@@ -75,8 +75,9 @@ pub use norms::{Lstsq, MatrixNorm, NormsPlan, NORMS_EPS};
 pub use qr::{Qr, MAX_QR_PASSES};
 pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use solve::{
-    AssumeA, Lu, LuBlock, LuFactor, Slogdet, SolveOptions, SquarePlan, SystemPlan,
-    TriangularOptions, LU_BLOCK, LU_BLOCK_ENV, LU_TUNED_FROM,
+    AssumeA, Lu, LuBlock, LuFactor, Slogdet, SmallSolveKernel, SolveOptions, SquarePlan,
+    SystemPlan, TriangularOptions, LU_BLOCK, LU_BLOCK_ENV, LU_TUNED_FROM, SMALL_MAX_N,
+    SOLVE_SMALL_KERNEL_ENV,
 };
 pub use svd::batched::{SvdBatchedKernel, SvdBatchedOptions};
 pub use svd::{

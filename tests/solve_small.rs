@@ -289,7 +289,7 @@ fn bad_shapes_are_errors_and_the_tuner_chooses() {
         assert_eq!((x.shape(), s), (&[2usize, 3, 0][..], vec![[1, 0]; 2]));
     }
     // The tuner picks a kernel that works (verified against faer first).
-    let kernel = ctx.small_solve_kernel_for_tests(16).unwrap();
+    let kernel = ctx.small_solve_kernel(16).unwrap();
     eprintln!("tuned small-solve kernel for n=16: {kernel}");
     let a = permuted_dominant(4, 16, 31);
     let b = common::data_full(4 * 16, 32);

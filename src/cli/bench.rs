@@ -499,6 +499,7 @@ fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec
         "matmul" => &[1, 3],
         "svd" | "qr" => &[1, 2],
         "svd-batched" => &[3],
+        "solve" => &[1, 2, 3],
         "conv2d" | "chained" => return Ok(Vec::new()),
         _ => &[1],
     };
@@ -521,6 +522,7 @@ fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec
                         "matmul" => "n or MxKxN, like 256 or 512x1024x256",
                         "svd" | "qr" => "n or MxN, like 256 or 4096x256",
                         "svd-batched" => "BxMxN, like 10000x16x16",
+                        "solve" => "n, or BxNxN for a batch, like 1024 or 10000x16x16",
                         _ => "a positive number like 1024",
                     }
                 ))),
@@ -1063,7 +1065,7 @@ fn solve_case(batch: usize, n: usize, k: usize) -> BenchCase {
             vec![batch, n, k],
         )
     };
-    BenchCase {
+    let mut case = BenchCase {
         flops: batch as f64 * (2.0 * nf.powi(3) / 3.0 + 2.0 * nf * nf * k as f64),
         inputs: vec![(a_shape, a), (b_shape, b)],
         cpu_one_thread: false,
@@ -1088,7 +1090,11 @@ fn solve_case(batch: usize, n: usize, k: usize) -> BenchCase {
             }),
             Box::new(|ctx: &Context, t: &[Tensor], _| Ok(ctx.solve(&t[0], &t[1])?.into())),
         )
+    };
+    if n <= crate::SMALL_MAX_N {
+        case.chosen = Box::new(move |c| Ok(format!("batched small, {}", c.small_solve_kernel(n)?)));
     }
+    case
 }
 
 /// The inverse of a random n×n matrix, judged by LAPACK's ratio

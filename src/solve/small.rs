@@ -595,10 +595,11 @@ impl Context {
         gpu_solve_small(self, gpu, a, b, kernel)
     }
 
-    /// Test hook: the small-solve kernel this context uses for order-`n` systems (forced,
-    /// remembered, cached on disk or tuned now).
-    #[doc(hidden)]
-    pub fn small_solve_kernel_for_tests(&self, n: usize) -> Result<SmallSolveKernel> {
+    /// The batched small-system kernel [`Context::solve`] uses for order-`n` systems (n ≤
+    /// [`SMALL_MAX_N`]) on this context's GPU: forced by `GPU_LINALG_SOLVE_SMALL_KERNEL`,
+    /// else remembered, cached on disk for this adapter, or timed now (each kernel's X first
+    /// checked against faer's) and cached. An `Err` on the CPU backend.
+    pub fn small_solve_kernel(&self, n: usize) -> Result<SmallSolveKernel> {
         let gpu = self.gpu().ok_or_else(|| {
             Error::InvalidArgument("the CPU backend has no GPU small-solve kernel".into())
         })?;

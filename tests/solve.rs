@@ -550,3 +550,80 @@ fn gpu_and_cpu_pick_the_same_pivots() {
         );
     }
 }
+
+#[test]
+fn rectangular_lu_has_scipys_shapes_and_factors() {
+    for (backend, ctx) in backends() {
+        for (batch, m, n) in [
+            (1usize, 5usize, 3usize),
+            (1, 3, 5),
+            (2, 4, 6),
+            (1, 1, 4),
+            (1, 70, 33),
+        ] {
+            let a = common::data_full(batch * m * n, (m * n) as u64);
+            let shape: Vec<usize> = if batch == 1 {
+                vec![m, n]
+            } else {
+                vec![batch, m, n]
+            };
+            let f = ctx.lu(&ctx.tensor(&shape, &a).unwrap()).unwrap();
+            let k = m.min(n);
+            let lead: Vec<usize> = shape[..shape.len() - 2].to_vec();
+            let with =
+                |inner: &[usize]| -> Vec<usize> { lead.iter().chain(inner).copied().collect() };
+            assert_eq!(f.p.shape(), with(&[m, m]).as_slice(), "{backend}");
+            assert_eq!(f.l.shape(), with(&[m, k]).as_slice(), "{backend}");
+            assert_eq!(f.u.shape(), with(&[k, n]).as_slice(), "{backend}");
+            assert_eq!(f.perm.shape(), with(&[m]).as_slice(), "{backend}");
+            let (p, l, u) = (
+                f.p.to_vec().unwrap(),
+                f.l.to_vec().unwrap(),
+                f.u.to_vec().unwrap(),
+            );
+            let perm = f.perm.to_vec_u32().unwrap();
+            for z in 0..batch {
+                let (pz, lz, uz) = (&p[z * m * m..], &l[z * m * k..], &u[z * k * n..]);
+                let az = &a[z * m * n..(z + 1) * m * n];
+                let an: f64 = az.iter().map(|x| f64::from(x.abs())).sum();
+                for i in 0..m {
+                    assert_eq!(
+                        pz[i * m + perm[z * m + i] as usize],
+                        1.0,
+                        "{backend}: P[i, perm[i]]"
+                    );
+                    for j in 0..n {
+                        let lu_row = |r: usize| -> f64 {
+                            (0..k)
+                                .map(|t| f64::from(lz[r * k + t]) * f64::from(uz[t * n + j]))
+                                .sum()
+                        };
+                        let plu: f64 = (0..m).map(|r| f64::from(pz[i * m + r]) * lu_row(r)).sum();
+                        assert!(
+                            (plu - f64::from(az[i * n + j])).abs() <= 1e-5 * an.max(1.0),
+                            "{backend} {batch}×{m}×{n}: (P·L·U)[{i},{j}] = {plu} vs {}",
+                            az[i * n + j]
+                        );
+                    }
+                }
+                for i in 0..m {
+                    for t in 0..k {
+                        let v = lz[i * k + t];
+                        assert!(if t == i {
+                            v == 1.0
+                        } else if t > i {
+                            v == 0.0
+                        } else {
+                            v.abs() <= 1.0
+                        });
+                    }
+                }
+            }
+        }
+        let nan = ctx
+            .tensor(&[2, 3], &[1.0, f32::NAN, 0.0, 1.0, 2.0, 3.0])
+            .unwrap();
+        let e = ctx.lu(&nan).unwrap_err().to_string();
+        assert!(e.contains("NaN") && e.contains("2×3"), "{backend}: {e}");
+    }
+}

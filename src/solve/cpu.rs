@@ -66,6 +66,71 @@ pub fn lu_factor(a: &[f32], batch: usize, n: usize) -> CompactLu {
     CompactLu { lu, ipiv, status }
 }
 
+/// `scipy.linalg.lu` of rectangular matrices: the factors of each of the `batch` row-major
+/// m×n matrices in `a` (faer, matrices in parallel), k = min(m, n).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RectangularLu {
+    /// The m×m permutation matrices, A = P·L·U.
+    pub p: Vec<f32>,
+    /// The m×k unit lower factors.
+    pub l: Vec<f32>,
+    /// The k×n upper factors.
+    pub u: Vec<f32>,
+    /// scipy's `p_indices` (m per matrix): A = L[perm]·U.
+    pub perm: Vec<u32>,
+    /// Whether each matrix holds NaN or Inf (its factors are then not meaningful).
+    pub nonfinite: Vec<bool>,
+}
+
+/// See [`RectangularLu`].
+pub fn lu_rectangular(a: &[f32], batch: usize, m: usize, n: usize) -> RectangularLu {
+    let k = m.min(n);
+    let parts: Vec<_> = (0..batch)
+        .into_par_iter()
+        .map(|z| {
+            let mat = &a[z * m * n..(z + 1) * m * n];
+            let bad = mat.iter().any(|x| !x.is_finite());
+            let mut out = (
+                vec![0.0f32; m * m],
+                vec![0.0f32; m * k],
+                vec![0.0f32; k * n],
+            );
+            let mut perm = vec![0u32; m];
+            if k > 0 {
+                let f = mat_of(mat, m, n).partial_piv_lu();
+                store(f.L(), &mut out.1);
+                store(f.U(), &mut out.2);
+                // faer: (P·A)[i] = A[fwd[i]], so row fwd[i] of A is row i of L·U.
+                for (i, &r) in f.P().arrays().0.iter().enumerate() {
+                    out.0[r * m + i] = 1.0;
+                    perm[r] = i as u32;
+                }
+            } else {
+                for i in 0..m {
+                    out.0[i * m + i] = 1.0;
+                    perm[i] = i as u32;
+                }
+            }
+            (out, perm, bad)
+        })
+        .collect();
+    let mut r = RectangularLu {
+        p: Vec::with_capacity(batch * m * m),
+        l: Vec::with_capacity(batch * m * k),
+        u: Vec::with_capacity(batch * k * n),
+        perm: Vec::with_capacity(batch * m),
+        nonfinite: Vec::with_capacity(batch),
+    };
+    for ((p, l, u), perm, bad) in parts {
+        r.p.extend(p);
+        r.l.extend(l);
+        r.u.extend(u);
+        r.perm.extend(perm);
+        r.nonfinite.push(bad);
+    }
+    r
+}
+
 /// Applies LAPACK-style pivots to the rows of the row-major n×k `b`, in order.
 pub fn apply_pivots(ipiv: &[u32], b: &mut [f32], k: usize) {
     for (i, &r) in ipiv.iter().enumerate() {

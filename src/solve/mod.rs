@@ -279,6 +279,9 @@ impl Context {
     /// The LU decomposition with partial pivoting, as `scipy.linalg.lu(a)`: A = P·L·U with P
     /// a permutation matrix, L unit lower triangular (|Lᵢⱼ| ≤ 1), U upper triangular, plus
     /// scipy's `p_indices` as [`Lu::perm`]. `a` is [..., n, n]; singular matrices factor.
+    /// Rectangular [..., m, n] input gives scipy's shapes (P m×m, L m×k, U k×n, k = min(m, n))
+    /// and is factored by faer on the host on every backend (the GPU kernels are square);
+    /// the factors are then uploaded.
     ///
     /// Errors as [`Context::lu_factor`].
     ///
@@ -292,6 +295,10 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn lu(&self, a: &Tensor) -> Result<Lu> {
+        let shape = a.shape();
+        if shape.len() >= 2 && shape[shape.len() - 2] != shape[shape.len() - 1] {
+            return self.lu_rectangular(a);
+        }
         let plan = SquarePlan::new("lu", a)?;
         let (batch, n) = (plan.batch, plan.n);
         let (f, _) = self.lu_compact(a, &plan)?;
@@ -350,6 +357,33 @@ impl Context {
             l,
             u,
             perm: self.tensor_u32(&with_inner(&plan.batch_shape, &[n]), &perm)?,
+        })
+    }
+
+    /// [`Context::lu`] of rectangular [..., m, n] input, by faer on the host.
+    fn lu_rectangular(&self, a: &Tensor) -> Result<Lu> {
+        plan::require_f32("lu", "a", a)?;
+        let shape = a.shape();
+        let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        let batch_shape = &shape[..shape.len() - 2];
+        let batch: usize = batch_shape.iter().product();
+        let k = m.min(n);
+        let f = cpu::lu_rectangular(&host_values(a)?, batch, m, n);
+        if let Some(z) = f.nonfinite.iter().position(|&b| b) {
+            let which = if batch == 1 {
+                format!("the {m}×{n} matrix")
+            } else {
+                format!("the {m}×{n} matrix {z} (flat batch index) of {batch}")
+            };
+            return Err(crate::Error::InvalidArgument(format!(
+                "lu: a of {which} holds NaN or infinite values"
+            )));
+        }
+        Ok(Lu {
+            p: self.solver_tensor(&with_inner(batch_shape, &[m, m]), &f.p)?,
+            l: self.solver_tensor(&with_inner(batch_shape, &[m, k]), &f.l)?,
+            u: self.solver_tensor(&with_inner(batch_shape, &[k, n]), &f.u)?,
+            perm: self.tensor_u32(&with_inner(batch_shape, &[m]), &f.perm)?,
         })
     }
 

@@ -1134,6 +1134,20 @@ fn solvers_on_npy_files() {
         assert_eq!(res.shape, vec![1]);
         assert!((res.data[0] - 1.0 / 3.0).abs() < 1e-5, "{res:?}");
         assert_eq!(read_npy(&ls).unwrap().shape, vec![2]);
+        // A rectangular LU has scipy's shapes: P 3×3, L 3×2, U 2×2.
+        assert_ok(&g(&[
+            "lu",
+            s(&a3),
+            "--p",
+            s(&p),
+            "--l",
+            s(&l),
+            "--u",
+            s(&u),
+        ]));
+        assert_eq!(read_npy(&p).unwrap().shape, vec![3, 3]);
+        assert_eq!(read_npy(&l).unwrap().shape, vec![3, 2]);
+        assert_eq!(read_npy(&u).unwrap().shape, vec![2, 2]);
         let pi = d.join(format!("pinv-{backend}.npy"));
         assert_ok(&g(&["pinv", s(&singular), "-o", s(&pi)]));
         assert_eq!(read_npy(&pi).unwrap().shape, vec![2, 2]);

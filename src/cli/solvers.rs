@@ -403,19 +403,27 @@ pub fn lu(g: &GlobalOpts, a: &LuArgs) -> Result<()> {
     let (p, l, u) = (f.p.to_vec()?, f.l.to_vec()?, f.u.to_vec()?);
     let perm: Vec<i64> = f.perm.to_vec_u32()?.into_iter().map(i64::from).collect();
     if g.verify {
-        let n = order(&ha);
+        let shape = ha.shape();
+        let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        let k = m.min(n);
         let av = ha.to_vec()?;
-        let ratios: Vec<f64> = (0..av.len().checked_div(n * n).unwrap_or(0))
+        let ratios: Vec<f64> = (0..av.len().checked_div(m * n).unwrap_or(0))
             .map(|z| {
-                let m = z * n * n..(z + 1) * n * n;
-                lu_ratio(&av[m.clone()], n, &p[m.clone()], &l[m.clone()], &u[m])
+                crate::solve::cpu::lu_ratio_rectangular(
+                    &av[z * m * n..(z + 1) * m * n],
+                    m,
+                    n,
+                    &p[z * m * m..(z + 1) * m * m],
+                    &l[z * m * k..(z + 1) * m * k],
+                    &u[z * k * n..(z + 1) * k * n],
+                )
             })
             .collect();
         judge("lu", "‖A − P·L·U‖/(n·‖A‖·ε)", &ratios, RATIO_BOUND, &ctx)?;
     }
-    for (path, values) in [(&a.p, &p), (&a.l, &l), (&a.u, &u)] {
+    for (path, t, values) in [(&a.p, &f.p, &p), (&a.l, &f.l, &l), (&a.u, &f.u, &u)] {
         if let Some(path) = path {
-            write_npy_f32(path, ha.shape(), values)?;
+            write_npy_f32(path, t.shape(), values)?;
         }
     }
     if let Some(path) = &a.perm {

@@ -106,9 +106,9 @@ pub fn lu_rectangular(a: &[f32], batch: usize, m: usize, n: usize) -> Rectangula
                     perm[r] = i as u32;
                 }
             } else {
-                for i in 0..m {
+                for (i, p) in perm.iter_mut().enumerate() {
                     out.0[i * m + i] = 1.0;
-                    perm[i] = i as u32;
+                    *p = i as u32;
                 }
             }
             (out, perm, bad)
@@ -268,22 +268,29 @@ pub fn slogdet_of_factors(u: &[f32], perm: &[u32], n: usize) -> (f64, f64) {
 /// LAPACK's LU ratio ‖A − P·L·U‖₁/(n·‖A‖₁·ε) (`dchkge`), in f64, for one row-major n×n `a`,
 /// permutation matrix `p`, unit lower `l` and upper `u` (only their triangles are read).
 pub fn lu_ratio(a: &[f32], n: usize, p: &[f32], l: &[f32], u: &[f32]) -> f64 {
-    let lu: Vec<f64> = (0..n * n)
+    lu_ratio_rectangular(a, n, n, p, l, u)
+}
+
+/// [`lu_ratio`] for an m×n `a` (`dget01`: ‖A − P·L·U‖₁/(n·‖A‖₁·ε)) with P m×m, L m×k unit
+/// lower and U k×n upper, k = min(m, n).
+pub fn lu_ratio_rectangular(a: &[f32], m: usize, n: usize, p: &[f32], l: &[f32], u: &[f32]) -> f64 {
+    let k = m.min(n);
+    let lu: Vec<f64> = (0..m * n)
         .map(|idx| {
             let (i, j) = (idx / n, idx % n);
-            (0..=i.min(j))
+            (0..k.min(i + 1).min(j + 1))
                 .map(|t| {
-                    let lit = if t == i { 1.0 } else { f64::from(l[i * n + t]) };
+                    let lit = if t == i { 1.0 } else { f64::from(l[i * k + t]) };
                     lit * f64::from(u[t * n + j])
                 })
                 .sum()
         })
         .collect();
-    let an = norm1(n, n, &|i, j| f64::from(a[i * n + j]));
-    let resid = norm1(n, n, &|i, j| {
-        let plu: f64 = (0..n)
-            .filter(|&c| p[i * n + c] != 0.0)
-            .map(|c| f64::from(p[i * n + c]) * lu[c * n + j])
+    let an = norm1(m, n, &|i, j| f64::from(a[i * n + j]));
+    let resid = norm1(m, n, &|i, j| {
+        let plu: f64 = (0..m)
+            .filter(|&c| p[i * m + c] != 0.0)
+            .map(|c| f64::from(p[i * m + c]) * lu[c * n + j])
             .sum();
         f64::from(a[i * n + j]) - plu
     });

@@ -56,7 +56,10 @@ pub mod svd;
 pub mod tensor;
 
 pub use activation::Activation;
-pub use cholesky::{CholeskyOptions, CholeskyPlan, CHOLESKY_ASYMMETRY, CHOLESKY_BLOCK};
+pub use cholesky::{
+    CholeskyOptions, CholeskyPlan, CHOLESKY_ASYMMETRY, CHOLESKY_BLOCK, CHOLESKY_BLOCK_ENV,
+    CHOLESKY_TUNED_FROM,
+};
 pub use context::{
     list_adapters, AdapterSummary, Backend, BoundsChecks, Context, ContextOptions, DeviceSummary,
     GpuCounters, SubmitMode, TuningRecord,
@@ -75,9 +78,8 @@ pub use norms::{Lstsq, MatrixNorm, NormsPlan, NORMS_EPS};
 pub use qr::{Qr, MAX_QR_PASSES};
 pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use solve::{
-    AssumeA, Lu, LuBlock, LuFactor, Slogdet, SmallSolveKernel, SolveOptions, SquarePlan,
-    SystemPlan, TriangularOptions, LU_BLOCK, LU_BLOCK_ENV, LU_TUNED_FROM, SMALL_MAX_N,
-    SOLVE_SMALL_KERNEL_ENV,
+    AssumeA, Lu, LuFactor, Slogdet, SmallSolveKernel, SolveOptions, SquarePlan, SystemPlan,
+    TriangularOptions, LU_BLOCK, LU_BLOCK_ENV, LU_TUNED_FROM, SMALL_MAX_N, SOLVE_SMALL_KERNEL_ENV,
 };
 pub use svd::batched::{SvdBatchedKernel, SvdBatchedOptions};
 pub use svd::{

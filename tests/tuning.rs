@@ -65,13 +65,23 @@ fn the_injected_wrong_candidate_is_never_chosen_in_any_family() {
     ctx.svd_batched_kernel().expect("batched svd tuning");
     ctx.lu_block(gpu_linalg::LU_TUNED_FROM)
         .expect("lu block tuning");
+    ctx.cholesky_block(gpu_linalg::CHOLESKY_TUNED_FROM)
+        .expect("cholesky block tuning");
 
     let report = ctx.tuning_report();
     let families: BTreeMap<&str, usize> = report.iter().fold(BTreeMap::new(), |mut m, r| {
         *m.entry(r.family.as_str()).or_default() += 1;
         m
     });
-    for family in ["matmul", "conv", "reduce", "svd", "svd-batched", "lu"] {
+    for family in [
+        "matmul",
+        "conv",
+        "reduce",
+        "svd",
+        "svd-batched",
+        "lu",
+        "cholesky",
+    ] {
         assert!(
             families.contains_key(family),
             "no {family} tuning ran: {families:?}"

@@ -26,7 +26,9 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::runtime::{checked_pipeline, trusted_pipeline, Bind, Gpu, GpuBuffer};
+use crate::runtime::{
+    checked_pipeline, trusted_pipeline, Bind, BlockSize, Choices, Gpu, GpuBuffer, TuneOutcome,
+};
 use crate::tensor::{host_values, DType, Tensor};
 
 crate::kernel_params! {
@@ -90,7 +92,9 @@ impl Context {
             return self.zeros(a.shape());
         }
         if let Some(gpu) = self.gpu() {
-            let r = gpu_cholesky(self, gpu, a, &plan, opts.upper);
+            let r = self
+                .cholesky_block(plan.n)
+                .and_then(|nb| gpu_cholesky(self, gpu, a, &plan, opts.upper, nb));
             if let Some(t) = self.fallback_or(r)? {
                 return Ok(t);
             }
@@ -100,15 +104,85 @@ impl Context {
         let l = cpu::fast(&host_values(a)?, &plan, opts.upper)?;
         Tensor::from_vec(a.shape(), l)
     }
+
+    /// The GPU block size of the Cholesky factorisation of order `n`: [`CHOLESKY_BLOCK`]
+    /// below [`CHOLESKY_TUNED_FROM`], else forced by `GPU_LINALG_CHOLESKY_BLOCK` (`b16`,
+    /// `b32`), remembered, cached on disk for this adapter, or timed now (each candidate's
+    /// factor first checked by LAPACK's `dchkpo` ratio) and cached. [`CHOLESKY_BLOCK`] on the
+    /// CPU backend.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// assert_eq!(ctx.cholesky_block(1024)?, gpu_linalg::CHOLESKY_BLOCK);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn cholesky_block(&self, n: usize) -> Result<usize> {
+        match self.gpu() {
+            Some(gpu) if n >= CHOLESKY_TUNED_FROM => Ok(CHOICES
+                .get(gpu, &format!("n>={CHOLESKY_TUNED_FROM}"), || {
+                    self.tune_cholesky_block(gpu)
+                })?
+                .0),
+            _ => Ok(CHOLESKY_BLOCK),
+        }
+    }
+
+    /// Times the factorisation of one SPD matrix (256×256 on CPU-type adapters, 1024×1024 on
+    /// GPUs) with each candidate block size, after checking its factor by the `dchkpo` ratio.
+    fn tune_cholesky_block(&self, gpu: &Arc<Gpu>) -> Result<Vec<TuneOutcome<BlockSize>>> {
+        let n = if gpu.is_cpu_adapter() { 256 } else { 1024 };
+        let r: Vec<f32> = crate::random::cpu::stream(n * n, 0xc0, None);
+        // Symmetric, entries in [0, 1), diagonal n + 1: positive definite.
+        let host: Vec<f32> = (0..n * n)
+            .map(|idx| {
+                let (i, j) = (idx / n, idx % n);
+                if i == j {
+                    n as f32 + 1.0
+                } else {
+                    r[i.min(j) * n + i.max(j)]
+                }
+            })
+            .collect();
+        let a = self.tensor(&[n, n], &host)?;
+        let plan = CholeskyPlan::new(&a)?;
+        let candidates: Vec<BlockSize> = [16, CHOLESKY_BLOCK].map(BlockSize).to_vec();
+        Ok(crate::runtime::measure(
+            gpu,
+            &candidates,
+            3,
+            |c| gpu_cholesky(self, gpu, &a, &plan, false, c.0),
+            |l| l.to_vec(),
+            |l| {
+                let r = cpu::ratio(&host, n, l);
+                if r.is_nan() || r >= 30.0 {
+                    return Err(Error::Verification(format!(
+                        "cholesky: LAPACK ratio ‖A − L·Lᵀ‖/(n·‖A‖·ε) = {r}"
+                    )));
+                }
+                Ok(())
+            },
+        ))
+    }
 }
 
-/// The GPU factorisation of every matrix of `a` (see the module docs).
+/// The smallest order whose GPU block size is tuned; smaller matrices use [`CHOLESKY_BLOCK`].
+pub const CHOLESKY_TUNED_FROM: usize = 256;
+
+/// `GPU_LINALG_CHOLESKY_BLOCK`: forces the GPU block size (`b16` or `b32`).
+pub const CHOLESKY_BLOCK_ENV: &str = "GPU_LINALG_CHOLESKY_BLOCK";
+
+/// The tuned Cholesky block sizes of every device.
+static CHOICES: Choices<BlockSize> = Choices::new("cholesky", Some(CHOLESKY_BLOCK_ENV));
+
+/// The GPU factorisation of every matrix of `a` with block size `nb` (a multiple of 4, at
+/// most [`CHOLESKY_BLOCK`]; see the module docs).
 fn gpu_cholesky(
     ctx: &Context,
     gpu: &Arc<Gpu>,
     a: &Tensor,
     plan: &CholeskyPlan,
     upper: bool,
+    nb: usize,
 ) -> Result<Tensor> {
     let (batch, n) = (plan.batch, plan.n);
     let b = CHOLESKY_BLOCK;
@@ -193,8 +267,8 @@ fn gpu_cholesky(
                 &bg,
                 (n.div_ceil(64) as u32, n.div_ceil(256) as u32, zc),
             );
-            for k0 in (0..n).step_by(b) {
-                let bs = b.min(n - k0);
+            for k0 in (0..n).step_by(nb) {
+                let bs = nb.min(n - k0);
                 let u = enc.params(&params(k0, bs, z0))?;
                 let bg = enc.bind(
                     &diag,

@@ -30,7 +30,8 @@ pub use stream::{
     thread_counters, GpuCounters, SubmitMode, MAX_PENDING_BYTES, MAX_PENDING_DISPATCHES,
 };
 pub use tune::{
-    inject_wrong_tuning_candidate, TuneOutcome, TuningRecord, INJECTED_LABEL, TUNING_CACHE_FORMAT,
+    inject_wrong_tuning_candidate, BlockSize, TuneOutcome, TuningRecord, INJECTED_LABEL,
+    TUNING_CACHE_FORMAT,
 };
 
 pub(crate) use adapter::{

@@ -51,6 +51,37 @@ pub struct TuneOutcome<K> {
     pub seconds: std::result::Result<f64, String>,
 }
 
+/// A block size of a blocked factorisation, as the tuner and its cache spell it (`b16`,
+/// `b32`): a multiple of 4 from 4 to [`BlockSize::MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockSize(pub usize);
+
+impl BlockSize {
+    /// The largest block size the blocked kernels' workgroup arrays hold.
+    pub const MAX: usize = 32;
+}
+
+impl Display for BlockSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "b{}", self.0)
+    }
+}
+
+impl std::str::FromStr for BlockSize {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<BlockSize> {
+        let t = s.trim();
+        match t.strip_prefix('b').unwrap_or(t).parse::<usize>() {
+            Ok(b) if b % 4 == 0 && (4..=BlockSize::MAX).contains(&b) => Ok(BlockSize(b)),
+            _ => Err(Error::InvalidArgument(format!(
+                "bad block size '{s}'; expected bN with N a multiple of 4 from 4 to {} (e.g. \
+                 b16, b32)",
+                BlockSize::MAX
+            ))),
+        }
+    }
+}
+
 /// One line of [`Context::tuning_report`](crate::Context::tuning_report).
 #[derive(Clone, Debug)]
 pub struct TuningRecord {

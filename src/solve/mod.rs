@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::runtime::{Gpu, GpuBuffer};
+use crate::runtime::{BlockSize, Gpu, GpuBuffer};
 use crate::solve::cpu::CompactLu;
 use crate::solve::gpu::{Kernels, Packs, Status};
 use crate::solve::plan::perm_of_pivots;
@@ -53,33 +53,8 @@ const LU_BLOCK_CANDIDATES: [usize; 2] = [16, 32];
 /// `GPU_LINALG_LU_BLOCK`: forces the block size (`b16` or `b32`).
 pub const LU_BLOCK_ENV: &str = "GPU_LINALG_LU_BLOCK";
 
-/// A block size of the GPU LU and triangular solves, as the tuner and its cache spell it
-/// (`b16`, `b32`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LuBlock(pub usize);
-
-impl std::fmt::Display for LuBlock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "b{}", self.0)
-    }
-}
-
-impl std::str::FromStr for LuBlock {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> Result<LuBlock> {
-        let t = s.trim();
-        match t.strip_prefix('b').unwrap_or(t).parse::<usize>() {
-            Ok(b) if b % 4 == 0 && (4..=LU_BLOCK).contains(&b) => Ok(LuBlock(b)),
-            _ => Err(crate::Error::InvalidArgument(format!(
-                "bad LU block size '{s}'; expected bN with N a multiple of 4 from 4 to {LU_BLOCK} \
-                 (e.g. b16, b32)"
-            ))),
-        }
-    }
-}
-
 /// The tuned LU block sizes of every device.
-static CHOICES: crate::runtime::Choices<LuBlock> =
+static CHOICES: crate::runtime::Choices<BlockSize> =
     crate::runtime::Choices::new("lu", Some(LU_BLOCK_ENV));
 
 /// The layout of every parameter struct of this family (for the layout test).
@@ -158,7 +133,7 @@ impl Context {
     /// Times the LU of one random matrix (256×256 on CPU-type adapters such as lavapipe,
     /// 1024×1024 on GPUs) with each candidate block size, after checking its factors by
     /// LAPACK's ratio ‖A − P·L·U‖/(n·‖A‖·ε) < 30.
-    fn tune_lu_block(&self) -> Result<Vec<crate::runtime::TuneOutcome<LuBlock>>> {
+    fn tune_lu_block(&self) -> Result<Vec<crate::runtime::TuneOutcome<BlockSize>>> {
         let Some(gpu) = self.gpu() else {
             return Ok(Vec::new());
         };
@@ -169,7 +144,8 @@ impl Context {
             .collect();
         let a = self.tensor(&[n, n], &host)?;
         let plan = SquarePlan::new("lu", &a)?;
-        let candidates: Vec<LuBlock> = LU_BLOCK_CANDIDATES.iter().map(|&b| LuBlock(b)).collect();
+        let candidates: Vec<BlockSize> =
+            LU_BLOCK_CANDIDATES.iter().map(|&b| BlockSize(b)).collect();
         Ok(crate::runtime::measure(
             gpu,
             &candidates,

@@ -40,6 +40,7 @@ pub mod conv;
 pub mod decomp;
 pub mod elementwise;
 pub mod error;
+pub mod interop;
 mod kernels;
 pub mod layout;
 pub mod matmul;

@@ -17,7 +17,7 @@ fn check_dims(ndim: usize) -> Result<()> {
 impl Tensor {
     /// Copies an ndarray array of `f32` — an owned `Array`, an `ArrayView` or `ArrayViewMut`,
     /// with any strides (`.t()`, `.permuted_axes(..)`, slices) and 0 to
-    /// [`MAX_DIMS`](crate::tensor::MAX_DIMS) dims — into a host tensor of the same shape, in
+    /// [`MAX_DIMS`] dims — into a host tensor of the same shape, in
     /// C order. A C-contiguous input is copied as one slice; others element by element in
     /// logical order. (To move an owned C-order `Array` without a copy use
     /// `Tensor::try_from(array)`.) Feature `ndarray`.

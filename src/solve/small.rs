@@ -561,7 +561,7 @@ pub fn solve_batched_cpu(
 fn solve_one(a: &[f32], b: &[f32], n: usize, k: usize, x: &mut [f32]) -> [u32; 2] {
     use faer::linalg::solvers::Solve;
     let bad = u32::from(a.iter().any(|v| !v.is_finite()))
-        | 2 * u32::from(b.iter().any(|v| !v.is_finite()));
+        | (2 * u32::from(b.iter().any(|v| !v.is_finite())));
     let am = faer::Mat::<f32>::from_fn(n, n, |i, j| a[i * n + j]);
     let lu = am.partial_piv_lu();
     let u = lu.U();

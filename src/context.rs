@@ -66,11 +66,24 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// A context with [`Backend::Auto`]: a real GPU if one exists, else the fast CPU backend.
+    ///
+    /// ```
+    /// let ctx = gpu_linalg::Context::new()?; // Backend::Auto: a real GPU, else the CPU backend
+    /// println!("computing on {}", ctx.description());
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn new() -> Result<Context> {
         Context::with_options(ContextOptions::default())
     }
 
     /// A context for `backend`.
+    ///
+    /// ```
+    /// use gpu_linalg::{Backend, Context};
+    /// let ctx = Context::with_backend(Backend::Cpu)?;
+    /// assert!(!ctx.is_gpu());
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn with_backend(backend: Backend) -> Result<Context> {
         Context::with_options(ContextOptions {
             backend,
@@ -79,6 +92,14 @@ impl Context {
     }
 
     /// A context with explicit options.
+    ///
+    /// ```
+    /// use gpu_linalg::{Backend, Context, ContextOptions};
+    /// let opts = ContextOptions { backend: Backend::Cpu, ..Default::default() };
+    /// let ctx = Context::with_options(opts)?;
+    /// assert!(matches!(ctx.requested_backend(), Backend::Cpu));
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn with_options(opts: ContextOptions) -> Result<Context> {
         let filter = adapter_filter(&opts.adapter);
         let setup = DeviceSetup {
@@ -126,6 +147,16 @@ impl Context {
     /// A context on a `Device` and `Queue` an application already owns (a renderer, a game
     /// engine); its buffers can be shared through [`Context::tensor_from_buffer`].
     /// Ops on this context behave as under [`Backend::Gpu`].
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// // Any device and queue your application owns; here, those of another context, if it has any.
+    /// if let Some((device, queue)) = ctx.wgpu() {
+    ///     let shared = gpu_linalg::Context::from_wgpu(device.clone(), queue.clone())?;
+    ///     assert!(shared.is_gpu());
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Result<Context> {
         let info = device.adapter_info();
         let s = summarize(&info);
@@ -140,26 +171,56 @@ impl Context {
     }
 
     /// The backend this context was asked for.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// assert!(matches!(ctx.requested_backend(), gpu_linalg::Backend::Cpu));
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn requested_backend(&self) -> Backend {
         self.inner.requested
     }
 
     /// True when ops run on a GPU adapter (software adapters included).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// assert!(!ctx.is_gpu()); // the CPU backend
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn is_gpu(&self) -> bool {
         self.inner.gpu.is_some()
     }
 
     /// One line saying where ops run and why.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// println!("{}", ctx.description()); // adapter and API, or the CPU backend
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn description(&self) -> String {
         self.inner.note.clone()
     }
 
     /// Limits and features of the GPU device, `None` on the CPU backend.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// assert!(ctx.device_summary().is_none()); // no device on the CPU backend
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn device_summary(&self) -> Option<DeviceSummary> {
         self.inner.gpu.as_ref().map(|g| g.summary())
     }
 
     /// The wgpu device and queue, `None` on the CPU backend.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// assert!(ctx.wgpu().is_none()); // Some((device, queue)) on a GPU context
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn wgpu(&self) -> Option<(&wgpu::Device, &wgpu::Queue)> {
         self.inner.gpu.as_ref().map(|g| (&g.device, &g.queue))
     }
@@ -169,6 +230,14 @@ impl Context {
     }
 
     /// Blocks until every op submitted so far has finished on the GPU (a no-op on the CPU).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// let _c = ctx.matmul(&a, &a)?; // queued on a GPU context
+    /// ctx.synchronize()?; // waits for it (a no-op on the CPU backend)
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn synchronize(&self) -> Result<()> {
         match &self.inner.gpu {
             Some(g) => g.wait_idle(),
@@ -181,6 +250,15 @@ impl Context {
     /// upload or readback overhead. The time is `None` on the CPU backend, on adapters without
     /// `TIMESTAMP_QUERY`, or when `f` encoded no pass. Passes other threads encode meanwhile
     /// are counted too.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// let (c, kernel_s) = ctx.time_gpu(|| ctx.matmul(&a, &a))?;
+    /// assert_eq!(c.to_vec()?, [7., 10., 15., 22.]);
+    /// assert!(kernel_s.is_none()); // GPU timestamps only on a GPU context that has them
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn time_gpu<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Option<f64>)> {
         match self.gpu() {
             Some(gpu) => gpu.time_gpu(f),
@@ -191,6 +269,14 @@ impl Context {
     /// Submits every op recorded so far to the GPU without waiting for it (a no-op on the CPU
     /// backend, or when nothing is pending). Readbacks and [`Context::synchronize`] flush by
     /// themselves; call this to start GPU work early while the host does something else.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// let _c = ctx.matmul(&a, &a)?;
+    /// ctx.flush()?; // submits queued work without waiting for it
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn flush(&self) -> Result<()> {
         match self.gpu() {
             Some(g) => g.flush(),
@@ -199,6 +285,13 @@ impl Context {
     }
 
     /// The submission mode of this context's device.
+    ///
+    /// ```
+    /// use gpu_linalg::SubmitMode;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// assert_eq!(ctx.submit_mode(), SubmitMode::Stream);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn submit_mode(&self) -> SubmitMode {
         self.gpu()
             .map(|g| g.stream.mode())
@@ -207,6 +300,14 @@ impl Context {
 
     /// Switches between the command stream and per-op submission (flushing first). For
     /// benchmarks that compare the two in one run; results are the same either way.
+    ///
+    /// ```
+    /// use gpu_linalg::SubmitMode;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// ctx.set_submit_mode(SubmitMode::PerOp)?; // one submission per op, e.g. for profiling
+    /// ctx.set_submit_mode(SubmitMode::Stream)?;
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn set_submit_mode(&self, mode: SubmitMode) -> Result<()> {
         if let Some(g) = self.gpu() {
             g.flush()?;
@@ -218,17 +319,41 @@ impl Context {
     /// Dispatches recorded and submissions made on this context's device so far, by every
     /// thread (zero on the CPU backend). For one algorithm's own counts, take the difference
     /// of [`crate::runtime::thread_counters`] around it.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// let before = ctx.gpu_counters();
+    /// let _c = ctx.matmul(&a, &a)?;
+    /// let spent = ctx.gpu_counters().dispatches - before.dispatches;
+    /// assert_eq!(spent, 0); // the CPU backend dispatches nothing; a GPU context counts one here
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn gpu_counters(&self) -> GpuCounters {
         self.gpu().map(|g| g.stream.counters()).unwrap_or_default()
     }
 
     /// Whether this context's kernels are compiled with runtime bounds checks.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// assert!(!ctx.bounds_checked());
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn bounds_checked(&self) -> bool {
         self.gpu().is_some_and(|g| g.checked)
     }
 
     /// The tunings this process ran on this context's device: family, shape bucket, the choice
     /// and every candidate excluded (with why). Empty on the CPU backend.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// for r in ctx.tuning_report() {
+    ///     println!("{r:?}"); // empty on the CPU backend
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tuning_report(&self) -> Vec<TuningRecord> {
         self.gpu()
             .map(crate::runtime::tuning_report)
@@ -253,6 +378,14 @@ impl Context {
 
     /// Uploads `data` (row-major) as a tensor of `shape`; on the CPU backend it is kept in
     /// host memory.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let t = ctx.tensor(&[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+    /// assert_eq!((t.shape(), t.to_vec()?), (&[2, 3][..], vec![1., 2., 3., 4., 5., 6.]));
+    /// assert!(ctx.tensor(&[2, 2], &[1.0]).is_err()); // 4 elements expected
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         check_shape(shape, data.len())?;
         match &self.inner.gpu {
@@ -265,6 +398,13 @@ impl Context {
     }
 
     /// Uploads `u32` indices as a tensor of `shape`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let t = ctx.tensor_u32(&[3], &[2, 0, 1])?;
+    /// assert_eq!(t.to_vec_u32()?, vec![2, 0, 1]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> Result<Tensor> {
         check_shape(shape, data.len())?;
         match &self.inner.gpu {
@@ -277,6 +417,13 @@ impl Context {
     }
 
     /// A tensor of zeros.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let z = ctx.zeros(&[2, 2])?;
+    /// assert_eq!(z.to_vec()?, vec![0.0; 4]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
         let n = crate::tensor::element_count(shape)?;
         self.tensor(shape, &vec![0.0; n])
@@ -288,6 +435,23 @@ impl Context {
     /// Ops on it are recorded into the context's command stream: before the application writes
     /// the buffer with its own `queue.write_buffer` (which lands ahead of commands not yet
     /// submitted), or reads it with its own commands, call [`Context::flush`].
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// if let Some((device, _)) = ctx.wgpu() {
+    ///     let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+    ///         label: None,
+    ///         size: 16,
+    ///         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    ///         mapped_at_creation: false,
+    ///     });
+    ///     let t = ctx.tensor_from_buffer(buffer, &[4])?; // no copy
+    ///     assert_eq!(t.shape(), &[4]);
+    /// } else {
+    ///     assert!(ctx.wgpu().is_none()); // the CPU backend has no buffers to wrap
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tensor_from_buffer(&self, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Tensor> {
         let gpu = self.gpu().ok_or_else(|| {
             Error::InvalidArgument("tensor_from_buffer needs a GPU context".into())

@@ -4,9 +4,6 @@
 //! Metal, DX12 or GL, with a fast multi-threaded CPU path that is both the fallback where no
 //! GPU exists and the reference that verifies every GPU result.
 //!
-//! Tensors made by a GPU [`Context`] stay resident on the GPU between ops; nothing is read
-//! back until you ask ([`Tensor::to_vec`]). Every fallible call returns [`Result`].
-//!
 //! ```
 //! use gpu_linalg::{Activation, Context};
 //!
@@ -22,8 +19,95 @@
 //! # Ok::<(), gpu_linalg::Error>(())
 //! ```
 //!
-//! Where ops run is chosen by [`Backend`]: `Auto` (a real GPU, else the CPU), `Gpu` (any
-//! adapter, software ones included; failures are errors) or `Cpu`.
+//! ## Choosing a backend
+//!
+//! Every op is a method of a [`Context`]; where it runs is chosen by [`Backend`]:
+//!
+//! - [`Backend::Auto`] ([`Context::new`]): a real GPU — discrete, then integrated, then
+//!   virtual — else the fast CPU backend. Software adapters (lavapipe) are slower than the CPU
+//!   backend, so `Auto` does not pick them; it is the only mode that falls back to the CPU
+//!   (once, with a warning) when a GPU kernel cannot be built.
+//! - [`Backend::Gpu`]: the best adapter of any type, software ones included; every failure is an
+//!   error. Tests use it so a GPU test can never silently become a CPU test.
+//! - [`Backend::Cpu`]: the fast CPU backend (faer and rayon); no GPU is touched.
+//!
+//! [`Context::with_backend`] picks one, [`Context::with_options`] also names an adapter, bounds
+//! checks and a [`SubmitMode`]; [`list_adapters`] shows what exists, and [`Context::from_wgpu`]
+//! runs on a device your application already owns. `GPU_LINALG_ADAPTER`, `WGPU_BACKEND` and
+//! `WGPU_ADAPTER_NAME` are honoured.
+//!
+//! ```
+//! use gpu_linalg::{Backend, Context};
+//! let ctx = Context::with_backend(Backend::Cpu)?;
+//! assert!(!ctx.is_gpu());
+//! # Ok::<(), gpu_linalg::Error>(())
+//! ```
+//!
+//! ## Resident tensors and readback
+//!
+//! A [`Tensor`] is a dtype ([`DType::F32`] values or [`DType::U32`] indices), a shape of 0 to
+//! [`tensor::MAX_DIMS`] dims, row-major and contiguous, and storage ([`Location`]): a GPU buffer
+//! or host memory. Tensors made by a GPU context ([`Context::tensor`], or any op's output) stay
+//! on the GPU between ops; nothing is read back until you ask: [`Tensor::to_vec`],
+//! [`Tensor::to_vec_u32`], [`Tensor::to_vec_of`] or [`Tensor::to_vec_async`]. Host tensors
+//! ([`Tensor::from_vec`], [`Tensor::from_slice`]) work with every context; a GPU context uploads
+//! them when an op needs them. Ops are queued and submitted together at a readback,
+//! [`Context::flush`] or [`Context::synchronize`]. Clones share storage; tensors are immutable.
+//!
+//! With the cargo features `ndarray`, `nalgebra` and `faer`, the [`interop`] module converts to
+//! and from `ndarray` arrays, `nalgebra` matrices and `faer` matrices (any strides in, C order
+//! out).
+//!
+//! ## Errors
+//!
+//! Every fallible call returns [`Result`]`<_, `[`Error`]`>`; nothing in the library panics on
+//! bad input. [`Error::Shape`] and [`Error::InvalidArgument`] name the shapes, dtypes and
+//! limits involved; GPU validation and out-of-memory errors are caught with error scopes and
+//! come back as [`Error::Validation`] / [`Error::OutOfMemory`] from the op that caused them;
+//! [`Error::LinAlg`] reports singular or non-positive-definite matrices, as numpy's
+//! `LinAlgError`.
+//!
+//! ```
+//! # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+//! let a = ctx.tensor(&[2, 3], &[0.0; 6])?;
+//! let e = ctx.matmul(&a, &a).unwrap_err();
+//! assert!(matches!(e, gpu_linalg::Error::Shape(_)), "{e}");
+//! # Ok::<(), gpu_linalg::Error>(())
+//! ```
+//!
+//! ## Numeric conventions
+//!
+//! Results match numpy and PyTorch so they can be compared directly: `matmul` is
+//! `numpy.matmul` (1-D promotion, two broadcast batch dims); `conv2d` is
+//! `torch.nn.functional.conv2d` (NCHW, weight `[C_out, C_in/groups, KH, KW]`); reductions have
+//! numpy's semantics (`axis: None` is all, negative axes count from the end, a full reduction
+//! is a 0-d tensor, argmax returns the first index of ties and NaN); `svd` is
+//! `numpy.linalg.svd(full_matrices=False)`; `eigh` gives ascending eigenvalues and eigenvectors
+//! as columns; PCA is `sklearn.decomposition.PCA`; gelu is the erf form. Values are `f32`; GPU
+//! results agree with an f64 reference within the error bound of the sum or LAPACK's
+//! driver-test ratios (see `tests/` and the README).
+//!
+//! ## Op families
+//!
+//! | family | methods of [`Context`] | module |
+//! |---|---|---|
+//! | matmul, linear | [`matmul`](Context::matmul), [`matmul_with`](Context::matmul_with), [`linear`](Context::linear) | [`matmul`] |
+//! | convolution | [`conv2d`](Context::conv2d), [`conv1d`](Context::conv1d), [`conv_transpose2d`](Context::conv_transpose2d) | [`conv`] |
+//! | elementwise | [`add`](Context::add), [`mul`](Context::mul), [`exp`](Context::exp), [`relu`](Context::relu), [`gelu`](Context::gelu), [`lerp`](Context::lerp), [`slerp`](Context::slerp), … | [`elementwise`] |
+//! | layout | [`transpose`](Context::transpose), [`concat`](Context::concat), … | [`layout`] |
+//! | reductions | [`sum`](Context::sum), [`mean`](Context::mean), [`max`](Context::max), [`argmax`](Context::argmax), [`var`](Context::var), [`softmax`](Context::softmax), [`logsumexp`](Context::logsumexp), … | [`reduce`] |
+//! | random | [`rand_normal`](Context::rand_normal), … | [`random`] |
+//! | training | [`linear_train`](Context::linear_train), [`linear_backward`](Context::linear_backward), [`mse_loss`](Context::mse_loss), [`cross_entropy`](Context::cross_entropy), [`Optimizer`] | [`nn`] |
+//! | SVD | [`svd`](Context::svd), [`svd_with`](Context::svd_with), [`svd_batched_with`](Context::svd_batched_with) | [`svd`] |
+//! | eigh, PCA, low rank | [`eigh`](Context::eigh), [`pca`](Context::pca), [`low_rank`](Context::low_rank), [`randomized_svd`](Context::randomized_svd) | [`decomp`] |
+//! | QR | [`qr`](Context::qr) | [`qr`] |
+//! | Cholesky | [`cholesky`](Context::cholesky) | [`cholesky`] |
+//! | LU, solve, inv, det | [`solve`](Context::solve), [`inv`](Context::inv), [`det`](Context::det), [`slogdet`](Context::slogdet) | [`solve`] |
+//! | norms, lstsq, pinv | [`matrix_norm`](Context::matrix_norm), [`cond`](Context::cond), [`lstsq`](Context::lstsq), [`pinv`](Context::pinv) | [`norms`] |
+//! | `.npy` files | [`npy::read_npy`], [`npy::write_npy_f32`] | [`npy`] |
+//!
+//! Each GPU family tunes its kernel choice per adapter on first use and caches it
+//! ([`Context::tuning_report`]).
 
 #![warn(missing_docs)]
 #![cfg_attr(
@@ -40,6 +124,7 @@ pub mod conv;
 pub mod decomp;
 pub mod elementwise;
 pub mod error;
+pub mod interop;
 mod kernels;
 pub mod layout;
 pub mod matmul;

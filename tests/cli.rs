@@ -1173,3 +1173,146 @@ fn solvers_on_npy_files() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0e0");
     }
 }
+
+#[test]
+fn pca_writes_the_transformed_data_and_accepts_projected_as_an_alias() {
+    let d = tmpdir("pca");
+    let x = d.join("x.npy");
+    let data: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+    write_npy_f32(&x, &[8, 3], &data).unwrap();
+    let (t, p, c) = (d.join("t.npy"), d.join("p.npy"), d.join("c.npy"));
+    let out = run(&[
+        "--backend",
+        "cpu",
+        "pca",
+        s(&x),
+        "-k",
+        "2",
+        "--transformed",
+        s(&t),
+        "--components",
+        s(&c),
+    ]);
+    assert_ok(&out);
+    let tr = read_npy(&t).unwrap();
+    assert_eq!(tr.shape, vec![8, 2]);
+    assert_eq!(read_npy(&c).unwrap().shape, vec![2, 3]);
+    let out = run(&[
+        "--backend",
+        "cpu",
+        "pca",
+        s(&x),
+        "-k",
+        "2",
+        "--projected",
+        s(&p),
+    ]);
+    assert_ok(&out);
+    assert_eq!(read_npy(&p).unwrap().data, tr.data);
+    let help = run(&["pca", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("--transformed") && text.contains("projected"),
+        "{text}"
+    );
+    let out = run(&["--backend", "cpu", "pca", s(&x), "-k", "2"]);
+    assert_error(&out, "--transformed");
+}
+
+/// The bench JSON read back into typed structs: the schema as a consumer sees it.
+#[test]
+fn bench_json_reads_back_into_typed_structs() {
+    #[derive(serde::Deserialize)]
+    struct Machine {
+        adapter: Option<String>,
+        api: Option<String>,
+        #[allow(dead_code)]
+        driver: Option<String>,
+        cpu: String,
+        threads: usize,
+    }
+    #[derive(serde::Deserialize)]
+    struct Result {
+        op: String,
+        shape: String,
+        backend: String,
+        kernel: String,
+        median_s: f64,
+        spread_s: f64,
+        kernel_s: Option<f64>,
+        e2e_s: Option<f64>,
+        gflops: Option<f64>,
+        gbs: Option<f64>,
+        repeats: usize,
+        sweeps: Option<u32>,
+        ops_per_s: Option<f64>,
+        dispatches: Option<u64>,
+        submits: Option<u64>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Report {
+        machine: Machine,
+        results: Vec<Result>,
+    }
+    let d = tmpdir("bench-typed");
+    let (j, c) = (d.join("a.json"), d.join("a.csv"));
+    let out = run(&[
+        "--backend",
+        "cpu",
+        "bench",
+        "--ops",
+        "matmul,reduce",
+        "--sizes",
+        "16",
+        "--repeat",
+        "1",
+        "--json",
+        s(&j),
+        "--csv",
+        s(&c),
+    ]);
+    assert_ok(&out);
+    let text = std::fs::read_to_string(&j).unwrap();
+    let r: Report = serde_json::from_str(&text).unwrap();
+    assert!(
+        r.machine.adapter.is_none() && r.machine.api.is_none(),
+        "{text}"
+    );
+    assert!(!r.machine.cpu.is_empty() && r.machine.threads >= 1);
+    assert!(r.results.len() >= 2, "{text}");
+    for row in &r.results {
+        assert_eq!(row.backend, "cpu");
+        assert!(!row.kernel.is_empty() && row.repeats == 1);
+        assert!(row.median_s > 0.0 && row.spread_s >= 0.0);
+        // CPU rows have no kernel timestamps, sweeps or dispatch counts.
+        assert!(row.kernel_s.is_none() && row.sweeps.is_none());
+        assert!(row.dispatches.is_none() && row.submits.is_none() && row.ops_per_s.is_none());
+        let _ = row.e2e_s;
+        match row.op.as_str() {
+            "matmul" => {
+                assert_eq!(row.shape, "16x16x16");
+                assert!(row.gflops.is_some_and(|g| g > 0.0) && row.gbs.is_none());
+            }
+            "reduce" => assert!(row.gbs.is_some_and(|g| g > 0.0) && row.gflops.is_none()),
+            op => panic!("unexpected op {op}"),
+        }
+    }
+    // The CSV holds the same rows, same columns, numbers in the same `{:e}` text.
+    let csv = std::fs::read_to_string(&c).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "op,shape,backend,kernel,median_s,spread_s,kernel_s,e2e_s,gflops,gbs,repeats,sweeps,ops_per_s,dispatches,submits"
+    );
+    for (line, row) in lines.zip(&r.results) {
+        if line.contains('"') {
+            continue; // a quoted kernel label; its commas are not separators
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 15, "{line}");
+        assert_eq!(f[0], row.op);
+        assert_eq!(f[4].parse::<f64>().unwrap(), row.median_s);
+        assert_eq!(f[4], format!("{:e}", row.median_s));
+    }
+}

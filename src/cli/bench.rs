@@ -3,6 +3,7 @@
 //! Output: a table, and optionally JSON, CSV and a plot.
 
 mod plot;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -285,11 +286,11 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     bar.finish_and_clear();
     print_gemm_fractions(&rows);
     if let Some(path) = &args.json {
-        write_atomic(path, &to_json(&machine, &rows))?;
+        write_atomic(path, &report::to_json(&machine, &rows)?)?;
         println!("wrote {}", path.display());
     }
     if let Some(path) = &args.csv {
-        write_atomic(path, &to_csv(&rows))?;
+        write_atomic(path, &report::to_csv(&rows)?)?;
         println!("wrote {}", path.display());
     }
     if let Some(path) = &args.plot {
@@ -1486,107 +1487,6 @@ fn bench_case(
     Ok(())
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_num(v: Option<f64>) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:e}"),
-        _ => "null".into(),
-    }
-}
-
-fn json_count(v: Option<u64>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_else(|| "null".into())
-}
-
-fn json_opt_str(v: &Option<String>) -> String {
-    v.as_deref().map(json_str).unwrap_or_else(|| "null".into())
-}
-
-/// The JSON report: `{"machine": {...}, "results": [...]}` (field names are a contract).
-fn to_json(m: &Machine, rows: &[Row]) -> String {
-    let results: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": {}, \"repeats\": {}, \"sweeps\": {}, \"ops_per_s\": {}, \"dispatches\": {}, \"submits\": {}}}",
-                json_str(&r.op),
-                json_str(&r.shape),
-                json_str(r.backend),
-                json_str(&r.label),
-                json_num(Some(r.median_s)),
-                json_num(Some(r.spread_s)),
-                json_num(r.kernel_s),
-                json_num(r.e2e_s),
-                json_num(r.gflops(r.median_s)),
-                json_num(r.gbs(r.median_s)),
-                r.repeats,
-                r.sweeps.map(|s| s.to_string()).unwrap_or_else(|| "null".into()),
-                json_num(r.ops_per_s),
-                json_count(r.dispatches),
-                json_count(r.submits)
-            )
-        })
-        .collect();
-    format!(
-        "{{\"machine\": {{\"adapter\": {}, \"api\": {}, \"driver\": {}, \"cpu\": {}, \"threads\": {}}},\n \"results\": [\n  {}\n]}}\n",
-        json_opt_str(&m.adapter),
-        json_opt_str(&m.api),
-        json_opt_str(&m.driver),
-        json_str(&m.cpu),
-        m.threads,
-        results.join(",\n  ")
-    )
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn to_csv(rows: &[Row]) -> String {
-    let opt = |v: Option<f64>| v.map(|x| format!("{x:e}")).unwrap_or_default();
-    let mut out = String::from(
-        "op,shape,backend,kernel,median_s,spread_s,kernel_s,e2e_s,gflops,gbs,repeats,sweeps,ops_per_s,dispatches,submits\n",
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{},{},{},{},{:e},{:e},{},{},{},{},{},{},{},{},{}\n",
-            csv_field(&r.op),
-            csv_field(&r.shape),
-            r.backend,
-            csv_field(&r.label),
-            r.median_s,
-            r.spread_s,
-            opt(r.kernel_s),
-            opt(r.e2e_s),
-            opt(r.gflops(r.median_s)),
-            opt(r.gbs(r.median_s)),
-            r.repeats,
-            r.sweeps.map(|s| s.to_string()).unwrap_or_default(),
-            opt(r.ops_per_s),
-            r.dispatches.map(|s| s.to_string()).unwrap_or_default(),
-            r.submits.map(|s| s.to_string()).unwrap_or_default()
-        ));
-    }
-    out
-}
-
 /// Writes `text` to a temporary file beside `path`, then renames it into place.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -1603,6 +1503,7 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::report::{to_csv, to_json};
     use super::*;
 
     fn row() -> Row {
@@ -1628,7 +1529,7 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_leaves_missing_values_empty() {
-        let csv = to_csv(&[row()]);
+        let csv = to_csv(&[row()]).unwrap();
         let line = csv.lines().nth(1).unwrap();
         assert!(
             line.starts_with("matmul,2x2x2,gpu,\"gpu \"\"x\"\", y\",1e-3,1e-4,5e-4,,"),
@@ -1677,7 +1578,8 @@ mod tests {
                 threads: 1,
             },
             &[r],
-        );
+        )
+        .unwrap();
         assert!(
             j.contains("\"gflops\": null") && j.contains("\"sweeps\": 9"),
             "{j}"
@@ -1693,7 +1595,7 @@ mod tests {
             cpu: "c".into(),
             threads: 2,
         };
-        let j = to_json(&m, &[row()]);
+        let j = to_json(&m, &[row()]).unwrap();
         for f in [
             "\"adapter\": null",
             "\"api\": \"Vulkan\"",
@@ -1716,7 +1618,7 @@ mod tests {
             submits: Some(1001),
             ..row()
         };
-        let j = to_json(&m, &[chained]);
+        let j = to_json(&m, &[chained]).unwrap();
         for f in [
             "\"op\": \"chained\"",
             "\"kernel\": \"gpu per-op\"",
@@ -1726,5 +1628,140 @@ mod tests {
         ] {
             assert!(j.contains(f), "{f} missing in {j}");
         }
+    }
+
+    // The hand-written writers the serde ones replaced, kept to check the schema is unchanged.
+    fn json_str(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    fn json_num(v: Option<f64>) -> String {
+        match v {
+            Some(x) if x.is_finite() => format!("{x:e}"),
+            _ => "null".into(),
+        }
+    }
+
+    fn json_count(v: Option<u64>) -> String {
+        v.map(|x| x.to_string()).unwrap_or_else(|| "null".into())
+    }
+
+    fn json_opt_str(v: &Option<String>) -> String {
+        v.as_deref().map(json_str).unwrap_or_else(|| "null".into())
+    }
+
+    /// The JSON report: `{"machine": {...}, "results": [...]}` (field names are a contract).
+    fn legacy_to_json(m: &Machine, rows: &[Row]) -> String {
+        let results: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"op\": {}, \"shape\": {}, \"backend\": {}, \"kernel\": {}, \"median_s\": {}, \"spread_s\": {}, \"kernel_s\": {}, \"e2e_s\": {}, \"gflops\": {}, \"gbs\": {}, \"repeats\": {}, \"sweeps\": {}, \"ops_per_s\": {}, \"dispatches\": {}, \"submits\": {}}}",
+                    json_str(&r.op),
+                    json_str(&r.shape),
+                    json_str(r.backend),
+                    json_str(&r.label),
+                    json_num(Some(r.median_s)),
+                    json_num(Some(r.spread_s)),
+                    json_num(r.kernel_s),
+                    json_num(r.e2e_s),
+                    json_num(r.gflops(r.median_s)),
+                    json_num(r.gbs(r.median_s)),
+                    r.repeats,
+                    r.sweeps.map(|s| s.to_string()).unwrap_or_else(|| "null".into()),
+                    json_num(r.ops_per_s),
+                    json_count(r.dispatches),
+                    json_count(r.submits)
+                )
+            })
+            .collect();
+        format!(
+            "{{\"machine\": {{\"adapter\": {}, \"api\": {}, \"driver\": {}, \"cpu\": {}, \"threads\": {}}},\n \"results\": [\n  {}\n]}}\n",
+            json_opt_str(&m.adapter),
+            json_opt_str(&m.api),
+            json_opt_str(&m.driver),
+            json_str(&m.cpu),
+            m.threads,
+            results.join(",\n  ")
+        )
+    }
+
+    fn csv_field(s: &str) -> String {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    }
+
+    fn legacy_to_csv(rows: &[Row]) -> String {
+        let opt = |v: Option<f64>| v.map(|x| format!("{x:e}")).unwrap_or_default();
+        let mut out = String::from(
+            "op,shape,backend,kernel,median_s,spread_s,kernel_s,e2e_s,gflops,gbs,repeats,sweeps,ops_per_s,dispatches,submits\n",
+        );
+        for r in rows {
+            out.push_str(&format!(
+                "{},{},{},{},{:e},{:e},{},{},{},{},{},{},{},{},{}\n",
+                csv_field(&r.op),
+                csv_field(&r.shape),
+                r.backend,
+                csv_field(&r.label),
+                r.median_s,
+                r.spread_s,
+                opt(r.kernel_s),
+                opt(r.e2e_s),
+                opt(r.gflops(r.median_s)),
+                opt(r.gbs(r.median_s)),
+                r.repeats,
+                r.sweeps.map(|s| s.to_string()).unwrap_or_default(),
+                opt(r.ops_per_s),
+                r.dispatches.map(|s| s.to_string()).unwrap_or_default(),
+                r.submits.map(|s| s.to_string()).unwrap_or_default()
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn serde_writers_match_the_hand_written_ones_byte_for_byte() {
+        let m = Machine {
+            adapter: Some("llvmpipe \"x\"\n\t\u{1}".into()),
+            api: None,
+            driver: Some("a\\b/c é".into()),
+            cpu: "c, d".into(),
+            threads: 16,
+        };
+        let rows = [
+            row(),
+            Row {
+                op: "reduce".into(),
+                label: "line\nbreak\r".into(),
+                median_s: 3.0217e-5,
+                spread_s: 0.0,
+                kernel_s: Some(f64::NAN),
+                e2e_s: Some(f64::INFINITY),
+                flops: 0.0,
+                bytes: 4096.0,
+                sweeps: Some(7),
+                ops_per_s: Some(1234.5678),
+                dispatches: Some(u64::MAX),
+                submits: Some(0),
+                ..row()
+            },
+        ];
+        assert_eq!(to_json(&m, &rows).unwrap(), legacy_to_json(&m, &rows));
+        assert_eq!(to_json(&m, &[]).unwrap(), legacy_to_json(&m, &[]));
+        assert_eq!(to_csv(&rows).unwrap(), legacy_to_csv(&rows));
+        assert_eq!(to_csv(&[]).unwrap(), legacy_to_csv(&[]));
     }
 }

@@ -228,8 +228,13 @@ enum Command {
         /// Output for the per-feature mean (.npy, features).
         #[arg(long)]
         mean: Option<PathBuf>,
-        /// Output for the projected data (.npy, samples × K).
-        #[arg(long)]
+        /// Output for the transformed data, sklearn's `PCA.transform(X)` (.npy, samples × K).
+        /// `--projected` is an alias.
+        #[arg(
+            long = "transformed",
+            visible_alias = "projected",
+            value_name = "T.npy"
+        )]
         projected: Option<PathBuf>,
     },
     /// Benchmark the CPU against the GPU (the main job).
@@ -567,7 +572,7 @@ fn pca(g: &GlobalOpts, x: &Path, k: usize, outputs: [&Option<PathBuf>; 5]) -> Re
     if outputs.iter().all(|o| o.is_none()) {
         return Err(Error::InvalidArgument(
             "pca: name at least one output with --components, --explained-variance, \
-             --explained-variance-ratio, --mean or --projected"
+             --explained-variance-ratio, --mean or --transformed"
                 .into(),
         ));
     }

@@ -280,17 +280,47 @@ impl Context {
 
     /// `torch.nn.functional.conv1d`: input NCL (or CL), weight `[C_out, C_in/groups, K]`; the
     /// width components of `stride`, `padding` and `dilation` apply.
+    ///
+    /// ```
+    /// use gpu_linalg::ConvOptions;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[1, 1, 5], &[1., 2., 3., 4., 5.])?; // (N, C, L)
+    /// let w = ctx.tensor(&[1, 1, 2], &[1., 1.])?;
+    /// let y = ctx.conv1d(&x, &w, &ConvOptions::default())?;
+    /// assert_eq!((y.shape(), y.to_vec()?), (&[1, 1, 4][..], vec![3., 5., 7., 9.]));
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn conv1d(&self, x: &Tensor, w: &Tensor, opts: &ConvOptions) -> Result<Tensor> {
         self.conv(ConvKind::Conv1d, x, w, opts)
     }
 
     /// `torch.nn.functional.conv_transpose2d`: weight `[C_in, C_out/groups, KH, KW]`, with
     /// `output_padding` (each smaller than the stride or the dilation).
+    ///
+    /// ```
+    /// use gpu_linalg::ConvOptions;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[1, 1, 1, 1], &[2.])?;
+    /// let w = ctx.tensor(&[1, 1, 2, 2], &[1., 2., 3., 4.])?; // [C_in, C_out, KH, KW]
+    /// let y = ctx.conv_transpose2d(&x, &w, &ConvOptions::default())?;
+    /// assert_eq!((y.shape(), y.to_vec()?), (&[1, 1, 2, 2][..], vec![2., 4., 6., 8.]));
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn conv_transpose2d(&self, x: &Tensor, w: &Tensor, opts: &ConvOptions) -> Result<Tensor> {
         self.conv(ConvKind::ConvTranspose2d, x, w, opts)
     }
 
     /// Any of the three convolutions.
+    ///
+    /// ```
+    /// use gpu_linalg::{ConvKind, ConvOptions};
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[1, 1, 2, 2], &[1.; 4])?;
+    /// let w = ctx.tensor(&[1, 1, 2, 2], &[1., 2., 3., 4.])?;
+    /// let y = ctx.conv(ConvKind::Conv2d, &x, &w, &ConvOptions::default())?;
+    /// assert_eq!(y.to_vec()?, vec![10.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn conv(
         &self,
         kind: ConvKind,
@@ -430,6 +460,15 @@ impl Context {
 
     /// The conv kernel this context uses for ordinary spatial convolutions (the layer class of
     /// a 3×3 ResNet layer): see [`Context::conv_config_for`].
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// match ctx.conv_config() {
+    ///     Ok(cfg) => println!("spatial conv kernel: {cfg:?}"),
+    ///     Err(e) => assert!(!ctx.is_gpu(), "{e}"), // the CPU backend has no GPU kernel
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn conv_config(&self) -> Result<ConvConfig> {
         self.conv_class_config(ConvClass::Spatial)
     }
@@ -438,6 +477,16 @@ impl Context {
     /// layer class ([`ConvClass`]: depthwise, pointwise, spatial, spatial-large), remembered,
     /// read from the tuning cache, or tuned now on a layer of that class with every candidate
     /// checked against the CPU reference first.
+    ///
+    /// ```
+    /// use gpu_linalg::{ConvKind, ConvOptions, ConvPlan};
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let plan = ConvPlan::new(ConvKind::Conv2d, &[1, 8, 16, 16], &[8, 8, 3, 3], &ConvOptions::default())?;
+    /// if ctx.is_gpu() {
+    ///     println!("{:?}", ctx.conv_config_for(&plan)?);
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn conv_config_for(&self, plan: &ConvPlan) -> Result<ConvConfig> {
         self.conv_class_config(ConvClass::of(plan))
     }
@@ -454,6 +503,16 @@ impl Context {
     /// Times every conv candidate on a layer of the spatial class (1×64×28×28 ⊛ 64×64×3×3), or
     /// for `depthwise` of the depthwise class (1×64×56×56 ⊛ 64×1×3×3, 64 groups), each checked
     /// against the CPU reference first: (configuration, GFLOP/s or why it was ruled out).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// if ctx.is_gpu() { // nothing to tune on the CPU backend
+    ///     for (cfg, outcome) in ctx.tune_conv(false)? {
+    ///         println!("{cfg:?}: {outcome:?}");
+    ///     }
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tune_conv(
         &self,
         depthwise: bool,

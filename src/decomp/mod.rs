@@ -283,6 +283,17 @@ impl Context {
     /// n−1) and its ratio over the total variance of all features; `projected` is the centred
     /// data times the components' transpose. Needs at least 2 samples and
     /// k ≤ min(samples, features).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// // Three samples along the first feature: all the variance is there.
+    /// let x = ctx.tensor(&[3, 2], &[-2., 0., 0., 0., 2., 0.])?;
+    /// let p = ctx.pca(&x, 1)?;
+    /// assert_eq!((p.components.shape(), p.projected.shape()), (&[1, 2][..], &[3, 1][..]));
+    /// assert!((p.explained_variance.to_vec()?[0] - 4.0).abs() < 1e-4);
+    /// assert!((p.explained_variance_ratio.to_vec()?[0] - 1.0).abs() < 1e-4);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn pca(&self, x: &Tensor, k: usize) -> Result<Pca> {
         let (m, p) = matrix_dims("pca", x)?;
         if m < 2 {
@@ -350,6 +361,17 @@ impl Context {
 
     /// The best rank-`r` approximation `U_r · diag(S_r) · V_rᵀ` of the m×n matrix `a` (Eckart–
     /// Young) from its SVD, and its Frobenius error √(Σ_{i>r} σᵢ²). r ≤ min(m, n).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[3., 0., 0., 1.])?;
+    /// let lr = ctx.low_rank(&a, 1)?;
+    /// let v = lr.approx.to_vec()?;
+    /// assert!((v[0] - 3.0).abs() < 1e-4);
+    /// assert!((v[3] - 0.0).abs() < 1e-4);
+    /// assert!((lr.error - 1.0).abs() < 1e-4);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn low_rank(&self, a: &Tensor, r: usize) -> Result<LowRank> {
         let (m, n) = matrix_dims("low_rank", a)?;
         if r > m.min(n) {
@@ -383,6 +405,15 @@ impl Context {
     /// `power_iterations` subspace iterations (Q re-orthonormalised after every product by the
     /// thin SVD's U), B = Qᵀ·A, and the small SVD of B. Returns U m×r, S r, Vt r×n; `sweeps`
     /// counts the Jacobi sweeps of every inner SVD, `off_diagonal` is that of the last.
+    ///
+    /// ```
+    /// use gpu_linalg::RandomizedSvdOptions;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[3, 3], &[3., 0., 0., 0., 1., 0., 0., 0., 0.5])?;
+    /// let top = ctx.randomized_svd(&a, 1, &RandomizedSvdOptions { seed: 1, ..Default::default() })?;
+    /// assert!((top.s.to_vec()?[0] - 3.0).abs() < 1e-3);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn randomized_svd(&self, a: &Tensor, r: usize, opts: &RandomizedSvdOptions) -> Result<Svd> {
         let (m, n) = matrix_dims("randomized_svd", a)?;
         let k = m.min(n);

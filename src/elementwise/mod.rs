@@ -487,92 +487,236 @@ impl Context {
     }
 
     /// `a + b` with broadcasting.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[6., 8.])?;
+    /// let b = ctx.tensor(&[2], &[2., 4.])?;
+    /// assert_eq!(ctx.add(&a, &b)?.to_vec()?, [8., 12.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Add, a, b)
     }
 
     /// `a − b` with broadcasting.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[6., 8.])?;
+    /// let b = ctx.tensor(&[2], &[2., 4.])?;
+    /// assert_eq!(ctx.sub(&a, &b)?.to_vec()?, [4., 4.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn sub(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Sub, a, b)
     }
 
     /// `a · b` (elementwise) with broadcasting.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[6., 8.])?;
+    /// let b = ctx.tensor(&[2], &[2., 4.])?;
+    /// assert_eq!(ctx.mul(&a, &b)?.to_vec()?, [12., 32.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Mul, a, b)
     }
 
     /// `a / b` with broadcasting.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[6., 8.])?;
+    /// let b = ctx.tensor(&[2], &[2., 4.])?;
+    /// assert_eq!(ctx.div(&a, &b)?.to_vec()?, [3., 2.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn div(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Div, a, b)
     }
 
     /// `alpha·a`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[6., 8.])?;
+    /// let b = ctx.tensor(&[2], &[2., 4.])?;
+    /// assert_eq!(ctx.scale(&a, 0.5)?.to_vec()?, [3., 4.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn scale(&self, a: &Tensor, alpha: f32) -> Result<Tensor> {
         self.unary(UnaryOp::Scale(alpha), a)
     }
 
     /// `alpha·a + b` with broadcasting.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[6., 8.])?;
+    /// let b = ctx.tensor(&[2], &[2., 4.])?;
+    /// assert_eq!(ctx.axpy(2.0, &a, &b)?.to_vec()?, [14., 20.]); // 2a + b
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn axpy(&self, alpha: f32, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Axpy(alpha), a, b)
     }
 
     /// `numpy.clip(a, min, max)`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[3], &[-2., 0.5, 3.])?;
+    /// assert_eq!(ctx.clamp(&a, 0., 1.)?.to_vec()?, [0., 0.5, 1.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn clamp(&self, a: &Tensor, min: f32, max: f32) -> Result<Tensor> {
         self.unary(UnaryOp::Clamp(min, max), a)
     }
 
     /// `|a|`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[-2., 3.])?;
+    /// assert_eq!(ctx.abs(&a)?.to_vec()?, [2., 3.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn abs(&self, a: &Tensor) -> Result<Tensor> {
         self.unary(UnaryOp::Abs, a)
     }
 
     /// `eᵃ`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[0., 1.])?;
+    /// let e = ctx.exp(&a)?.to_vec()?;
+    /// assert!((e[0] - 1.0).abs() < 1e-5);
+    /// assert!((e[1] - std::f32::consts::E).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn exp(&self, a: &Tensor) -> Result<Tensor> {
         self.unary(UnaryOp::Exp, a)
     }
 
     /// Natural log (NaN below 0, −∞ at 0).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[1., std::f32::consts::E])?;
+    /// let l = ctx.log(&a)?.to_vec()?;
+    /// assert!((l[0] - 0.0).abs() < 1e-5);
+    /// assert!((l[1] - 1.0).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn log(&self, a: &Tensor) -> Result<Tensor> {
         self.unary(UnaryOp::Log, a)
     }
 
     /// Square root (NaN below 0).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[4., 9.])?;
+    /// assert_eq!(ctx.sqrt(&a)?.to_vec()?, [2., 3.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn sqrt(&self, a: &Tensor) -> Result<Tensor> {
         self.unary(UnaryOp::Sqrt, a)
     }
 
     /// An activation applied elementwise (the same functions as the fused matmul/conv
     /// epilogues).
+    ///
+    /// ```
+    /// use gpu_linalg::Activation;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2], &[-1., 2.])?;
+    /// assert_eq!(ctx.activate(&x, Activation::Relu)?.to_vec()?, [0., 2.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn activate(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         self.unary(UnaryOp::Act(act), x)
     }
 
     /// `max(x, 0)` (NaN stays NaN).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2], &[-1., 2.])?;
+    /// assert_eq!(ctx.relu(&x)?.to_vec()?, [0., 2.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn relu(&self, x: &Tensor) -> Result<Tensor> {
         self.activate(x, Activation::Relu)
     }
 
     /// GELU, erf form (PyTorch's default).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2], &[0., 1.])?;
+    /// let y = ctx.gelu(&x)?.to_vec()?;
+    /// assert!((y[0] - 0.0).abs() < 1e-6);
+    /// assert!((y[1] - 0.841_344_7).abs() < 1e-5); // x·Φ(x)
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn gelu(&self, x: &Tensor) -> Result<Tensor> {
         self.activate(x, Activation::Gelu)
     }
 
     /// GELU, tanh approximation.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2], &[0., 1.])?;
+    /// let y = ctx.gelu_tanh(&x)?.to_vec()?;
+    /// assert!((y[0] - 0.0).abs() < 1e-6);
+    /// assert!((y[1] - 0.841_192).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn gelu_tanh(&self, x: &Tensor) -> Result<Tensor> {
         self.activate(x, Activation::GeluTanh)
     }
 
     /// `1 / (1 + e⁻ˣ)`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[1], &[0.])?;
+    /// assert!((ctx.sigmoid(&x)?.to_vec()?[0] - 0.5).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn sigmoid(&self, x: &Tensor) -> Result<Tensor> {
         self.activate(x, Activation::Sigmoid)
     }
 
     /// `tanh(x)`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2], &[0., 1.])?;
+    /// let y = ctx.tanh(&x)?.to_vec()?;
+    /// assert!((y[0] - 0.0).abs() < 1e-5);
+    /// assert!((y[1] - 1f32.tanh()).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tanh(&self, x: &Tensor) -> Result<Tensor> {
         self.activate(x, Activation::Tanh)
     }
 
     /// `torch.lerp(a, b, t)` with broadcasting: `a + t·(b − a)`, exact at both ends.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[0., 10.])?;
+    /// let b = ctx.tensor(&[2], &[4., 20.])?;
+    /// assert_eq!(ctx.lerp(&a, &b, 0.25)?.to_vec()?, [1., 12.5]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn lerp(&self, a: &Tensor, b: &Tensor, t: f32) -> Result<Tensor> {
         self.binary(BinaryOp::Lerp(t), a, b)
     }
@@ -583,6 +727,16 @@ impl Context {
     /// same shape; a 0-d tensor is one row of length 1. On the GPU one invocation reduces a
     /// row; on CPU-type adapters (whose invocations stop after 65,535 loop iterations) rows
     /// longer than [`crate::MAX_K_PER_PASS_CPU_ADAPTER`] are computed on the CPU and uploaded.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2], &[1., 0.])?;
+    /// let b = ctx.tensor(&[2], &[0., 1.])?;
+    /// let m = ctx.slerp(&a, &b, 0.5)?.to_vec()?; // halfway round the arc
+    /// assert!((m[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-5);
+    /// assert!((m[1] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn slerp(&self, a: &Tensor, b: &Tensor, t: f32) -> Result<Tensor> {
         check_f32(a, "slerp", "first operand")?;
         check_f32(b, "slerp", "second operand")?;

@@ -289,6 +289,14 @@ impl Context {
     }
 
     /// `x.T` (numpy): the axes reversed.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+    /// let t = ctx.transpose(&x)?;
+    /// assert_eq!((t.shape(), t.to_vec()?), (&[3, 2][..], vec![1., 4., 2., 5., 3., 6.]));
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn transpose(&self, x: &Tensor) -> Result<Tensor> {
         let axes: Vec<isize> = (0..x.ndim() as isize).rev().collect();
         self.permute(x, &axes)
@@ -339,6 +347,15 @@ impl Context {
     }
 
     /// `numpy.concatenate(tensors, axis)`: every dim but `axis` must agree.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[1, 2], &[1., 2.])?;
+    /// let b = ctx.tensor(&[2, 2], &[3., 4., 5., 6.])?;
+    /// let c = ctx.concat(&[&a, &b], 0)?;
+    /// assert_eq!((c.shape(), c.to_vec()?), (&[3, 2][..], vec![1., 2., 3., 4., 5., 6.]));
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn concat(&self, tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
         for t in tensors {
             check_f32(t, "concat")?;

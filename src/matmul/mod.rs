@@ -392,6 +392,17 @@ impl Context {
     }
 
     /// A linear layer `act(X·W + b)` with `W` of shape `[in, out]`, one fused kernel.
+    ///
+    /// ```
+    /// use gpu_linalg::Activation;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[1, 2], &[1., 2.])?;
+    /// let w = ctx.tensor(&[2, 2], &[1., 1., 1., -1.])?; // [in, out]
+    /// let b = ctx.tensor(&[2], &[0.5, 0.])?;
+    /// let y = ctx.linear(&x, &w, Some(&b), Activation::Relu)?; // relu(x·W + b)
+    /// assert_eq!(y.to_vec()?, [3.5, 0.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn linear(
         &self,
         x: &Tensor,
@@ -412,6 +423,15 @@ impl Context {
 
     /// `act(op(A)·op(B) + bias)` with transposes, bias, activation and an optional forced
     /// kernel.
+    ///
+    /// ```
+    /// use gpu_linalg::MatmulOptions;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// let opts = MatmulOptions { transpose_b: true, ..Default::default() };
+    /// assert_eq!(ctx.matmul_with(&a, &a, &opts)?.to_vec()?, [5., 11., 11., 25.]); // A·Aᵀ
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn matmul_with(&self, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
         for (name, t) in [("A", a), ("B", b)] {
             if t.dtype() != DType::F32 {
@@ -537,6 +557,15 @@ impl Context {
 
     /// The matmul kernel this context uses for large products (the bucket of an n³ product,
     /// n = 512 on CPU-type adapters and 1024 on GPUs): see [`Context::matmul_config_for`].
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// match ctx.matmul_config() {
+    ///     Ok(cfg) => println!("matmul kernel: {cfg:?}"),
+    ///     Err(e) => assert!(!ctx.is_gpu(), "{e}"), // the CPU backend has no GPU kernel
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn matmul_config(&self) -> Result<MatmulConfig> {
         let n = self.matmul_tuning_cap().0;
         self.matmul_config_for(&MatmulPlan::new(&[n, n], &[n, n], false, false)?)
@@ -546,6 +575,17 @@ impl Context {
     /// its shape bucket ([`matmul_bucket`]): remembered, read from the tuning cache, or tuned
     /// now on a product of that bucket, every candidate checked against the CPU reference
     /// first (and the choice cached on disk).
+    ///
+    /// ```
+    /// use gpu_linalg::MatmulPlan;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let plan = MatmulPlan::new(&[512, 256], &[256, 1024], false, false)?;
+    /// match ctx.matmul_config_for(&plan) {
+    ///     Ok(cfg) => println!("{cfg:?}"),
+    ///     Err(e) => assert!(!ctx.is_gpu(), "{e}"),
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn matmul_config_for(&self, plan: &MatmulPlan) -> Result<MatmulConfig> {
         let Some(gpu) = self.gpu() else {
             return Err(Error::InvalidArgument(
@@ -579,6 +619,13 @@ impl Context {
     /// Times every candidate kernel on one n³ problem (512³ on CPU-type adapters, 1024³ on
     /// real GPUs), each checked against the CPU reference first, and returns the figures, best
     /// kernel not yet chosen. Used by `gpu-linalg info --tune`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let results = ctx.tune_matmul()?;
+    /// assert!(ctx.is_gpu() || results.is_empty()); // nothing to tune on the CPU backend
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tune_matmul(&self) -> Result<Vec<TuningResult>> {
         if self.gpu().is_none() {
             return Ok(Vec::new());

@@ -200,6 +200,16 @@ impl Context {
     }
 
     /// `dy ⊙ act'(z)`: the gradient through an activation, given its input `z`.
+    ///
+    /// ```
+    /// use gpu_linalg::Activation;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let z = ctx.tensor(&[2], &[-1., 2.])?;
+    /// let dy = ctx.tensor(&[2], &[1., 1.])?;
+    /// let dz = ctx.activation_backward(&z, &dy, Activation::Relu)?; // dy ⊙ relu'(z)
+    /// assert_eq!(dz.to_vec()?, [0., 1.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn activation_backward(&self, z: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor> {
         check_f32("activation_backward", &[("z", z), ("dy", dy)])?;
         same_shape("activation_backward", ("z", z), ("dy", dy))?;
@@ -229,6 +239,13 @@ impl Context {
 
     /// Sums over the rows of a `[rows, cols]` tensor (any leading dims count as rows):
     /// the bias gradient of a linear layer. Returns `[cols]`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// assert_eq!(ctx.sum_rows(&x)?.to_vec()?, [4., 6.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn sum_rows(&self, x: &Tensor) -> Result<Tensor> {
         check_f32("sum_rows", &[("input", x)])?;
         let cols = x.shape().last().copied().unwrap_or(1);
@@ -247,6 +264,17 @@ impl Context {
     /// Mean squared error between `pred` and `target` (same shape), and on request its
     /// gradient `2(pred − target)/N` (or `2(pred − target)` for [`LossReduction::Sum`]).
     /// An empty input gives NaN for the mean and 0 for the sum, as PyTorch.
+    ///
+    /// ```
+    /// use gpu_linalg::LossReduction;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let pred = ctx.tensor(&[2], &[1., 2.])?;
+    /// let target = ctx.zeros(&[2])?;
+    /// let out = ctx.mse_loss(&pred, &target, LossReduction::Mean, true)?;
+    /// assert_eq!(out.loss.to_vec()?, [2.5]);
+    /// assert_eq!(out.grad.map(|g| g.to_vec()).transpose()?, Some(vec![1., 2.]));
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn mse_loss(
         &self,
         pred: &Tensor,
@@ -309,6 +337,17 @@ impl Context {
     /// class indices or probabilities, computed stably (log-sum-exp, max-shifted), and on
     /// request the gradient `(softmax · Σt − t)/batch` (without `/batch` for the sum). A class
     /// index out of range is an error for host targets and gives NaN for that row on the GPU.
+    ///
+    /// ```
+    /// use gpu_linalg::{LossReduction, Targets};
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let logits = ctx.tensor(&[1, 2], &[0., 0.])?;
+    /// let class = ctx.tensor_u32(&[1], &[0])?;
+    /// let out = ctx.cross_entropy(&logits, Targets::Classes(&class), LossReduction::Mean, false)?;
+    /// assert!((out.loss.to_vec()?[0] - std::f32::consts::LN_2).abs() < 1e-5);
+    /// assert!(out.grad.is_none());
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn cross_entropy(
         &self,
         logits: &Tensor,
@@ -433,6 +472,16 @@ impl Context {
 
     /// Forward pass of a linear layer for training: `(Y, Z)` with `Z = X·W + b` and
     /// `Y = act(Z)`; keep `Z` for [`Context::linear_backward`].
+    ///
+    /// ```
+    /// use gpu_linalg::Activation;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[1, 2], &[1., -2.])?;
+    /// let w = ctx.tensor(&[2, 1], &[1., 1.])?;
+    /// let (y, z) = ctx.linear_train(&x, &w, None, Activation::Relu)?;
+    /// assert_eq!((y.to_vec()?, z.to_vec()?), (vec![0.], vec![-1.]));
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn linear_train(
         &self,
         x: &Tensor,
@@ -448,6 +497,20 @@ impl Context {
     /// Backward pass of `Y = act(X·W + b)` (W is `[in, out]`): from `dY` and the forward's
     /// `Z = X·W + b`, the gradients `dX = dZ·Wᵀ`, `dW = Xᵀ·dZ`, `db = Σ_rows dZ` with
     /// `dZ = dY ⊙ act'(Z)`. X is `[batch, in]` (or `[in]`).
+    ///
+    /// ```
+    /// use gpu_linalg::Activation;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[1, 2], &[1., 2.])?;
+    /// let w = ctx.tensor(&[2, 1], &[1., 1.])?;
+    /// let (_y, z) = ctx.linear_train(&x, &w, None, Activation::None)?;
+    /// let dy = ctx.tensor(&[1, 1], &[1.])?;
+    /// let g = ctx.linear_backward(&x, &w, &z, &dy, Activation::None)?;
+    /// assert_eq!(g.dx.to_vec()?, [1., 1.]); // dY·Wᵀ
+    /// assert_eq!(g.dw.to_vec()?, [1., 2.]); // Xᵀ·dY
+    /// assert_eq!(g.db.to_vec()?, [1.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn linear_backward(
         &self,
         x: &Tensor,

@@ -12,10 +12,10 @@ use crate::tensor::{DType, Tensor};
 /// rank, s)`.
 #[derive(Clone, Debug)]
 pub struct Lstsq {
-    /// The minimum-norm least-squares solution: [n] for a 1-D `b`, [n, k] for `b` of [m, k].
+    /// The minimum-norm least-squares solution: \[n\] for a 1-D `b`, \[n, k\] for `b` of \[m, k\].
     pub x: Tensor,
-    /// The squared 2-norm of each column of B − A·X, shape [k] ([1] for a 1-D `b`); empty
-    /// (shape [0]) when rank < n or m ≤ n, as numpy makes it.
+    /// The squared 2-norm of each column of B − A·X, shape \[k\] (\[1\] for a 1-D `b`); empty
+    /// (shape \[0\]) when rank < n or m ≤ n, as numpy makes it.
     pub residuals: Tensor,
     /// The effective rank of A: the number of singular values above rcond·σ_max.
     pub rank: usize,
@@ -55,8 +55,8 @@ impl Context {
 
     /// The least-squares solution of A·X ≈ B, as `numpy.linalg.lstsq(a, b, rcond)`:
     /// X minimizes ‖B − A·X‖₂ column by column and, among the minimizers, has the least
-    /// 2-norm. `a` is [m, n] (2-D only, as in numpy), `b` is [m] or [m, k]; the result holds
-    /// `x` ([n] or [n, k]), `residuals`, `rank` and `s` (see [`Lstsq`]).
+    /// 2-norm. `a` is \[m, n\] (2-D only, as in numpy), `b` is \[m\] or \[m, k\]; the result holds
+    /// `x` (\[n\] or \[n, k\]), `residuals`, `rank` and `s` (see [`Lstsq`]).
     ///
     /// - Singular values: one [`Context::svd`] of A, always (numpy returns them), read back
     ///   (min(m, n) floats) to fix the rank: the number of σᵢ > rcond·σ_max. `rcond` defaults

@@ -49,6 +49,15 @@ impl Context {
     }
 
     /// Normal values `mean + std·z` (Box–Muller on the Philox stream of `seed`).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.rand_normal(&[10_000], 7, 1.0, 2.0)?;
+    /// let m = ctx.mean(&x, None)?.to_vec()?[0];
+    /// assert!((m - 1.0).abs() < 0.1);
+    /// assert_eq!(x.to_vec()?, ctx.rand_normal(&[10_000], 7, 1.0, 2.0)?.to_vec()?); // same seed, same values
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn rand_normal(&self, shape: &[usize], seed: u64, mean: f32, std: f32) -> Result<Tensor> {
         self.random(shape, seed, Some((mean, std)))
     }

@@ -719,41 +719,101 @@ impl Context {
     }
 
     /// Σx over `axis` (all with `None`).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// assert_eq!(ctx.sum(&a, None)?.to_vec()?, [10.]); // a 0-d tensor
+    /// assert_eq!(ctx.sum(&a, Some(0))?.to_vec()?, [4., 6.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn sum(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::Sum, x, &ReduceOptions::axis(axis))
     }
 
     /// Mean over `axis` (all with `None`).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// assert_eq!(ctx.mean(&a, Some(-1))?.to_vec()?, [1.5, 3.5]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn mean(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::Mean, x, &ReduceOptions::axis(axis))
     }
 
     /// Max over `axis` (all with `None`); NaN if any is NaN.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// assert_eq!(ctx.max(&a, None)?.to_vec()?, [4.]);
+    /// assert!(ctx.max(&ctx.zeros(&[0])?, None).is_err()); // numpy: no identity
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn max(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::Max, x, &ReduceOptions::axis(axis))
     }
 
     /// Min over `axis` (all with `None`); NaN if any is NaN.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// assert_eq!(ctx.min(&a, Some(1))?.to_vec()?, [1., 3.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn min(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::Min, x, &ReduceOptions::axis(axis))
     }
 
     /// Index of the max along `axis` (flat C-order index with `None`), u32.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// assert_eq!(ctx.argmax(&a, None)?.to_vec_u32()?, [3]); // flat C-order index
+    /// assert_eq!(ctx.argmax(&a, Some(0))?.to_vec_u32()?, [1, 1]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn argmax(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::Argmax, x, &ReduceOptions::axis(axis))
     }
 
     /// Index of the min along `axis` (flat C-order index with `None`), u32.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[1., 2., 3., 4.])?;
+    /// assert_eq!(ctx.argmin(&a, Some(1))?.to_vec_u32()?, [0, 0]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn argmin(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::Argmin, x, &ReduceOptions::axis(axis))
     }
 
     /// L2 norm √Σx² over `axis` (all with `None`).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2], &[3., 4.])?;
+    /// assert_eq!(ctx.norm(&x, None)?.to_vec()?, [5.]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn norm(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::Norm, x, &ReduceOptions::axis(axis))
     }
 
     /// Variance (`numpy.var`) over `axis` with divisor n − `ddof`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[4], &[1., 2., 3., 4.])?;
+    /// assert!((ctx.var(&x, None, 0)?.to_vec()?[0] - 1.25).abs() < 1e-5);
+    /// assert!((ctx.var(&x, None, 1)?.to_vec()?[0] - 5.0 / 3.0).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn var(&self, x: &Tensor, axis: Option<isize>, ddof: usize) -> Result<Tensor> {
         self.reduce(
             ReduceOp::Var,
@@ -767,22 +827,55 @@ impl Context {
     }
 
     /// log Σ exp x over `axis` (all with `None`), max-shifted.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2], &[0., 0.])?;
+    /// assert!((ctx.logsumexp(&x, None)?.to_vec()?[0] - std::f32::consts::LN_2).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn logsumexp(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::LogSumExp, x, &ReduceOptions::axis(axis))
     }
 
     /// Softmax along `axis` (the last with `None`).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2, 2], &[0., 0., 0., 2f32.ln()])?;
+    /// let p = ctx.softmax(&x, Some(-1))?.to_vec()?;
+    /// assert!((p[0] - 0.5).abs() < 1e-5);
+    /// assert!((p[3] - 2.0 / 3.0).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn softmax(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::Softmax, x, &ReduceOptions::axis(axis))
     }
 
     /// Log-softmax along `axis` (the last with `None`).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let x = ctx.tensor(&[2], &[0., 0.])?;
+    /// let l = ctx.log_softmax(&x, None)?.to_vec()?;
+    /// assert!((l[1] - -std::f32::consts::LN_2).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn log_softmax(&self, x: &Tensor, axis: Option<isize>) -> Result<Tensor> {
         self.reduce(ReduceOp::LogSoftmax, x, &ReduceOptions::axis(axis))
     }
 
     /// The workgroup combine this context uses for long rows (the bucket of a sum of 2²⁰
     /// values): see [`Context::reduce_kernel_for`].
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// match ctx.reduce_kernel() {
+    ///     Ok(k) => println!("reduce kernel: {k:?}"),
+    ///     Err(e) => assert!(!ctx.is_gpu(), "{e}"), // the CPU backend has no GPU kernel
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn reduce_kernel(&self) -> Result<ReduceKernel> {
         self.reduce_kernel_for(&ReducePlan::new(
             ReduceOp::Sum,
@@ -794,6 +887,17 @@ impl Context {
     /// The workgroup combine for `plan`: forced by `GPU_LINALG_REDUCE_KERNEL`, else the choice
     /// of the bucket of its axis length (⌈log₂ len⌉ rounded up to a multiple of 4): remembered,
     /// cached on disk, or timed now with every kernel's sum checked against the CPU first.
+    ///
+    /// ```
+    /// use gpu_linalg::{ReduceOp, ReduceOptions, ReducePlan};
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let plan = ReducePlan::new(ReduceOp::Sum, &[1024, 1024], &ReduceOptions::axis(Some(1)))?;
+    /// match ctx.reduce_kernel_for(&plan) {
+    ///     Ok(k) => println!("{k:?}"),
+    ///     Err(e) => assert!(!ctx.is_gpu(), "{e}"),
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn reduce_kernel_for(&self, plan: &ReducePlan) -> Result<ReduceKernel> {
         let Some(gpu) = self.gpu() else {
             return Err(Error::InvalidArgument(
@@ -813,6 +917,16 @@ impl Context {
 
     /// Times each combine kernel on a sum of 2²² values, each checked against the CPU first:
     /// (kernel, GB/s or why it was ruled out).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// if ctx.is_gpu() { // nothing to tune on the CPU backend
+    ///     for (kernel, outcome) in ctx.tune_reduce()? {
+    ///         println!("{kernel:?}: {outcome:?}");
+    ///     }
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tune_reduce(&self) -> Result<Vec<(ReduceKernel, std::result::Result<f64, String>)>> {
         let n = 1usize << 22;
         Ok(self

@@ -10,9 +10,9 @@ use crate::reference::{norm1, residual_ratio};
 use crate::solve::plan::{pivots_of_perm, zero_pivot_word, TriangularOptions};
 
 /// The LU factors of a batch in LAPACK's compact form: `lu` holds L (unit, below the
-/// diagonal) and U (on and above it), `ipiv` the row interchanges (row i with ipiv[i], in
-/// order, 0-based as scipy's `lu_factor`), `status` each matrix's words ([0] n − i of the
-/// first zero pivot i, 0 = none; [1] NaN or Inf in the input).
+/// diagonal) and U (on and above it), `ipiv` the row interchanges (row i with ipiv\[i\], in
+/// order, 0-based as scipy's `lu_factor`), `status` each matrix's words (\[0\] n − i of the
+/// first zero pivot i, 0 = none; \[1\] NaN or Inf in the input).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompactLu {
     /// n×n per matrix, row-major.
@@ -250,7 +250,7 @@ fn parity(perm: &[u32]) -> f64 {
 }
 
 /// (sign, log|det|) in f64 of P·L·U from the n×n upper factor `u` (row-major) and scipy's
-/// `p_indices` `perm` (A = L[perm]·U): sign 0 and −∞ for a zero on U's diagonal.
+/// `p_indices` `perm` (A = L\[perm\]·U): sign 0 and −∞ for a zero on U's diagonal.
 pub fn slogdet_of_factors(u: &[f32], perm: &[u32], n: usize) -> (f64, f64) {
     let mut sign = parity(perm);
     let mut logabs = 0.0;

@@ -73,8 +73,8 @@ pub struct Lu {
     pub l: Tensor,
     /// The upper factor U.
     pub u: Tensor,
-    /// scipy's `p_indices` (uint32, [..., n]): A = L[perm]·U, i.e. row i of A is row perm[i]
-    /// of L·U (P[i, perm[i]] = 1).
+    /// scipy's `p_indices` (uint32, \[..., n\]): A = L\[perm\]·U, i.e. row i of A is row perm\[i\]
+    /// of L·U (P[i, perm\[i\]] = 1).
     pub perm: Tensor,
 }
 
@@ -83,7 +83,7 @@ pub struct Lu {
 pub struct LuFactor {
     /// L below the diagonal (its unit diagonal not stored) and U on and above it, [..., n, n].
     pub lu: Tensor,
-    /// The pivots (uint32, [..., n]): row i was interchanged with row piv[i], in order, 0-based.
+    /// The pivots (uint32, \[..., n\]): row i was interchanged with row piv\[i\], in order, 0-based.
     pub piv: Tensor,
 }
 
@@ -121,6 +121,13 @@ impl Context {
     /// [`LU_TUNED_FROM`], else forced by `GPU_LINALG_LU_BLOCK`, remembered, cached on disk for
     /// this adapter, or timed now (each candidate's factors first checked by LAPACK's ratio)
     /// and cached. [`LU_BLOCK`] on the CPU backend.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let nb = ctx.lu_block(512)?;
+    /// assert!(nb >= 1); // LU_BLOCK on the CPU backend
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn lu_block(&self, n: usize) -> Result<usize> {
         match self.gpu() {
             Some(gpu) if n >= LU_TUNED_FROM => Ok(CHOICES
@@ -233,7 +240,7 @@ impl Context {
 
     /// LAPACK's compact LU with partial pivoting, as `scipy.linalg.lu_factor(a)`: `lu` holds L
     /// (unit diagonal not stored) below the diagonal and U on and above it, `piv` the row
-    /// interchanges (row i with row piv[i], in order, 0-based). `a` is [..., n, n]. A singular
+    /// interchanges (row i with row piv\[i\], in order, 0-based). `a` is \[..., n, n\]. A singular
     /// matrix factors (U has a zero pivot), as in scipy; [`Context::lu_solve`] then refuses it.
     ///
     /// Errors: NaN or Inf in `a` ([`crate::Error::InvalidArgument`]); a shape that is not
@@ -364,7 +371,7 @@ impl Context {
     }
 
     /// Solves A·X = B from A's [`Context::lu_factor`], as `scipy.linalg.lu_solve((lu, piv),
-    /// b)`: `b` is [n] or [..., n, k] (batch dims broadcast as numpy does).
+    /// b)`: `b` is \[n\] or \[..., n, k\] (batch dims broadcast as numpy does).
     ///
     /// Errors: a zero pivot in U ([`crate::Error::LinAlg`] naming it), NaN or Inf in `b`,
     /// shapes that do not fit (both named).
@@ -469,7 +476,7 @@ impl Context {
 
     /// Solves op(T)·X = B for triangular T, as `scipy.linalg.solve_triangular(t, b, trans,
     /// lower, unit_diagonal)` (by default T is upper and op(T) = T): `t` is [..., n, n] (only
-    /// the triangle named is read, its diagonal not at all when `unit_diagonal`), `b` is [n]
+    /// the triangle named is read, its diagonal not at all when `unit_diagonal`), `b` is \[n\]
     /// or [..., n, k], batch dims broadcast as numpy does. Blocked on the GPU (see the module
     /// docs).
     ///
@@ -560,7 +567,7 @@ impl Context {
         )
     }
 
-    /// Solves A·X = B, as `numpy.linalg.solve(a, b)`: `a` is [..., n, n], `b` is [n] (a vector;
+    /// Solves A·X = B, as `numpy.linalg.solve(a, b)`: `a` is \[..., n, n\], `b` is \[n\] (a vector;
     /// the result is [..., n]) or [..., n, k], the batch dims broadcast. LU with partial
     /// pivoting; see [`Context::solve_with`] for Cholesky.
     ///

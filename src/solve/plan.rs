@@ -148,8 +148,8 @@ impl SquarePlan {
         ))
     }
 
-    /// Judges matrix `z`'s status words (the GPU's and the CPU's layout: [0] n − i for the
-    /// first zero pivot i, 0 = none; [1] NaN or Inf): NaN first, then (when `singular_is_error`)
+    /// Judges matrix `z`'s status words (the GPU's and the CPU's layout: \[0\] n − i for the
+    /// first zero pivot i, 0 = none; \[1\] NaN or Inf): NaN first, then (when `singular_is_error`)
     /// a zero pivot of `factor`.
     pub fn judge(
         &self,
@@ -188,7 +188,7 @@ pub fn zero_pivot_word(n: usize, i: Option<usize>) -> u32 {
     i.map_or(0, |i| (n - i) as u32)
 }
 
-/// The shapes of `op(A, B)` for a solve: A [..., n, n] and B [n] (a vector, numpy's rule for a
+/// The shapes of `op(A, B)` for a solve: A \[..., n, n\] and B \[n\] (a vector, numpy's rule for a
 /// 1-D b) or [..., n, k], the batch dims broadcast as numpy does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SystemPlan {
@@ -265,8 +265,8 @@ impl SystemPlan {
     }
 }
 
-/// The row permutation of LAPACK-style pivots (row i interchanged with row ipiv[i], in
-/// order): `perm` with (P⁻¹·A)[i] = A[perm[i]], i.e. A = P·L·U with P[perm[i], i] = 1.
+/// The row permutation of LAPACK-style pivots (row i interchanged with row ipiv\[i\], in
+/// order): `perm` with (P⁻¹·A)\[i\] = A[perm\[i\]], i.e. A = P·L·U with P[perm\[i\], i] = 1.
 pub fn perm_of_pivots(ipiv: &[u32]) -> Vec<u32> {
     let mut perm: Vec<u32> = (0..ipiv.len() as u32).collect();
     for (i, &r) in ipiv.iter().enumerate() {
@@ -275,8 +275,8 @@ pub fn perm_of_pivots(ipiv: &[u32]) -> Vec<u32> {
     perm
 }
 
-/// LAPACK-style pivots (row i interchanged with ipiv[i], in order) that produce the row
-/// order `perm` ((P⁻¹·A)[i] = A[perm[i]]): the inverse of [`perm_of_pivots`].
+/// LAPACK-style pivots (row i interchanged with ipiv\[i\], in order) that produce the row
+/// order `perm` ((P⁻¹·A)\[i\] = A[perm\[i\]]): the inverse of [`perm_of_pivots`].
 pub fn pivots_of_perm(perm: &[usize]) -> Vec<u32> {
     let n = perm.len();
     let mut cur: Vec<usize> = (0..n).collect();

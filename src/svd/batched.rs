@@ -341,6 +341,20 @@ impl Context {
     }
 
     /// [`Context::svd_batched`] with options (the GPU kernel; ignored on the CPU backend).
+    ///
+    /// ```
+    /// use gpu_linalg::SvdBatchedOptions;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// // Two 2×2 matrices in one call.
+    /// let a = ctx.tensor(&[2, 2, 2], &[2., 0., 0., 1., 0., 3., 1., 0.])?;
+    /// let r = ctx.svd_batched_with(&a, &SvdBatchedOptions::default())?;
+    /// let s = r.s.to_vec()?;
+    /// assert_eq!(r.s.shape(), &[2, 2]);
+    /// for (got, want) in s.iter().zip([2., 1., 3., 1.]) {
+    ///     assert!((got - want).abs() < 1e-5);
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn svd_batched_with(&self, a: &Tensor, opts: &SvdBatchedOptions) -> Result<Svd> {
         let (mut out, spent) = crate::runtime::counted(|| self.svd_batched_uncounted(a, opts))?;
         (out.dispatches, out.submits) = (spent.dispatches, spent.submits);
@@ -429,6 +443,15 @@ impl Context {
     /// `GPU_LINALG_SVD_BATCHED_KERNEL`, else remembered, cached on disk for this adapter, or
     /// timed now by [`Context::tune_svd_batched`] (each kernel's factors checked first) and
     /// cached on disk.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// match ctx.svd_batched_kernel() {
+    ///     Ok(k) => println!("batched svd kernel: {k:?}"),
+    ///     Err(e) => assert!(!ctx.is_gpu(), "{e}"), // the CPU backend has no GPU kernel
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn svd_batched_kernel(&self) -> Result<SvdBatchedKernel> {
         let Some(gpu) = self.gpu() else {
             return Err(Error::InvalidArgument(
@@ -442,6 +465,16 @@ impl Context {
     /// as lavapipe, 4096 on GPUs, enough to fill one — after checking its factors of 8 of them
     /// and one untimed run that builds the pipelines: (kernel, seconds of the best of three
     /// runs, or why it was ruled out).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// if ctx.is_gpu() { // nothing to tune on the CPU backend
+    ///     for (kernel, outcome) in ctx.tune_svd_batched()? {
+    ///         println!("{kernel:?}: {outcome:?}");
+    ///     }
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tune_svd_batched(
         &self,
     ) -> Result<Vec<(SvdBatchedKernel, std::result::Result<f64, String>)>> {

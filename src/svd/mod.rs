@@ -624,6 +624,15 @@ impl Context {
     /// forced by `GPU_LINALG_SVD_WORKGROUP`, else remembered, read from the tuning cache, or
     /// tuned now by [`Context::tune_svd`] (every size's SVD checked first) and cached on disk.
     /// An error on the CPU backend.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// match ctx.svd_workgroup() {
+    ///     Ok(size) => println!("svd workgroup: {size}"),
+    ///     Err(e) => assert!(!ctx.is_gpu(), "{e}"), // the CPU backend has no GPU kernel
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn svd_workgroup(&self) -> Result<u32> {
         let Some(gpu) = self.gpu() else {
             return Err(Error::InvalidArgument(
@@ -649,6 +658,16 @@ impl Context {
     /// whole SVD of a random 48×40 matrix at that size: (size, best of three runs in seconds,
     /// or why it was ruled out). Used by [`Context::svd_workgroup`] and `gpu-linalg info
     /// --tune`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// if ctx.is_gpu() { // nothing to tune on the CPU backend
+    ///     for (size, outcome) in ctx.tune_svd()? {
+    ///         println!("{size}: {outcome:?}");
+    ///     }
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn tune_svd(&self) -> Result<Vec<(u32, std::result::Result<f64, String>)>> {
         Ok(self
             .tune_svd_outcomes()?
@@ -722,6 +741,17 @@ impl Context {
     }
 
     /// [`Context::svd`] with options (GPU kernel tuning; ignored on the CPU backend).
+    ///
+    /// ```
+    /// use gpu_linalg::SvdOptions;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[0., 3., 1., 0.])?;
+    /// let r = ctx.svd_with(&a, &SvdOptions::default())?;
+    /// let s = r.s.to_vec()?;
+    /// assert!((s[0] - 3.0).abs() < 1e-5);
+    /// assert!((s[1] - 1.0).abs() < 1e-5);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
     pub fn svd_with(&self, a: &Tensor, opts: &SvdOptions) -> Result<Svd> {
         let (mut out, spent) = crate::runtime::counted(|| self.svd_uncounted(a, opts))?;
         (out.dispatches, out.submits) = (spent.dispatches, spent.submits);

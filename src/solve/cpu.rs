@@ -76,7 +76,7 @@ pub struct RectangularLu {
     pub l: Vec<f32>,
     /// The k×n upper factors.
     pub u: Vec<f32>,
-    /// scipy's `p_indices` (m per matrix): A = L[perm]·U.
+    /// scipy's `p_indices` (m per matrix): A = L\[perm\]·U.
     pub perm: Vec<u32>,
     /// Whether each matrix holds NaN or Inf (its factors are then not meaningful).
     pub nonfinite: Vec<bool>,

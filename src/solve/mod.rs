@@ -168,11 +168,6 @@ impl Context {
         ))
     }
 
-    /// A tensor of `shape` from host values (uploaded on a GPU context).
-    fn solver_tensor(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        self.tensor(shape, data)
-    }
-
     /// `t` broadcast to `shape` (a copy only where the shapes differ).
     fn solver_broadcast(&self, t: &Tensor, shape: &[usize]) -> Result<Tensor> {
         if t.shape() == shape {
@@ -227,7 +222,7 @@ impl Context {
                 let f = cpu::lu_factor(&host_values(a)?, batch, n);
                 Ok((
                     LuFactor {
-                        lu: self.solver_tensor(a.shape(), &f.lu)?,
+                        lu: self.tensor(a.shape(), &f.lu)?,
                         piv: self.tensor_u32(&piv_shape, &f.ipiv)?,
                     },
                     f.status,
@@ -329,14 +324,11 @@ impl Context {
                         }
                     }
                 }
-                Ok((
-                    self.solver_tensor(a.shape(), &l)?,
-                    self.solver_tensor(a.shape(), &u)?,
-                ))
+                Ok((self.tensor(a.shape(), &l)?, self.tensor(a.shape(), &u)?))
             },
         )?;
         Ok(Lu {
-            p: self.solver_tensor(a.shape(), &p)?,
+            p: self.tensor(a.shape(), &p)?,
             l,
             u,
             perm: self.tensor_u32(&with_inner(&plan.batch_shape, &[n]), &perm)?,
@@ -363,9 +355,9 @@ impl Context {
             )));
         }
         Ok(Lu {
-            p: self.solver_tensor(&with_inner(batch_shape, &[m, m]), &f.p)?,
-            l: self.solver_tensor(&with_inner(batch_shape, &[m, k]), &f.l)?,
-            u: self.solver_tensor(&with_inner(batch_shape, &[k, n]), &f.u)?,
+            p: self.tensor(&with_inner(batch_shape, &[m, m]), &f.p)?,
+            l: self.tensor(&with_inner(batch_shape, &[m, k]), &f.l)?,
+            u: self.tensor(&with_inner(batch_shape, &[k, n]), &f.u)?,
             perm: self.tensor_u32(&with_inner(batch_shape, &[m]), &f.perm)?,
         })
     }
@@ -407,24 +399,20 @@ impl Context {
         }
         let b3 =
             self.solver_broadcast(&b.reshape(&vector_as_matrix(b, &plan))?, &plan.b_shape())?;
-        self.solve_factored(&f.lu, &f.piv, None, &b3, &plan)
+        self.solve_factored(&f.lu, &f.piv, &b3, &plan)
     }
 
-    /// X for the factored A (`lu`, `piv`; `status` = A's status words when just factored),
-    /// B = `b` [batch..., n, k], in `plan`'s output shape.
+    /// X for the factored A (`lu`, `piv`), B = `b` [batch..., n, k], in `plan`'s output
+    /// shape; a zero pivot of U (found by scanning its diagonal) is an error.
     fn solve_factored(
         &self,
         lu: &Tensor,
         piv: &Tensor,
-        status: Option<&[[u32; 2]]>,
         b: &Tensor,
         plan: &SystemPlan,
     ) -> Result<Tensor> {
         let sq = &plan.a;
         let (batch, n, k) = (sq.batch, sq.n, plan.k);
-        if let Some(s) = status {
-            sq.judge_all(s, "a", "U", true)?;
-        }
         if batch * n * k == 0 {
             return self.zeros(&plan.out_shape());
         }
@@ -468,7 +456,7 @@ impl Context {
                     .chain(nonfinite_words(&bv, batch))
                     .collect();
                 judge_system(sq, &status, batch)?;
-                self.solver_tensor(&plan.out_shape(), &cpu::lu_solve(&f, &bv, batch, n, k))
+                self.tensor(&plan.out_shape(), &cpu::lu_solve(&f, &bv, batch, n, k))
             },
         )?;
         Ok(x)
@@ -562,7 +550,7 @@ impl Context {
                     .chain(nonfinite_words(&bv, batch))
                     .collect();
                 judge_triangular(sq, &status, batch)?;
-                self.solver_tensor(&plan.out_shape(), &cpu::trsm(&tv, &bv, batch, n, k, opts))
+                self.tensor(&plan.out_shape(), &cpu::trsm(&tv, &bv, batch, n, k, opts))
             },
         )
     }
@@ -674,7 +662,7 @@ impl Context {
                 let (x, st) =
                     small::solve_batched_cpu(&host_values(a)?, &host_values(b)?, batch, n, k);
                 judge_system(sq, &from_small_status(n, &st), batch)?;
-                self.solver_tensor(&plan.out_shape(), &x)
+                self.tensor(&plan.out_shape(), &x)
             },
         )
     }
@@ -730,7 +718,7 @@ impl Context {
                 let eye: Vec<f32> = (0..batch * n * n)
                     .map(|idx| f32::from(u8::from((idx / n) % n == idx % n)))
                     .collect();
-                self.solver_tensor(a.shape(), &cpu::lu_solve(&f, &eye, batch, n, n))
+                self.tensor(a.shape(), &cpu::lu_solve(&f, &eye, batch, n, n))
             },
         )
     }
@@ -753,8 +741,8 @@ impl Context {
         let plan = SquarePlan::new("slogdet", a)?;
         let (sign, logabs) = self.slogdet_values(a, &plan)?;
         Ok(Slogdet {
-            sign: self.solver_tensor(&plan.batch_shape, &sign)?,
-            logabsdet: self.solver_tensor(&plan.batch_shape, &logabs)?,
+            sign: self.tensor(&plan.batch_shape, &sign)?,
+            logabsdet: self.tensor(&plan.batch_shape, &logabs)?,
         })
     }
 
@@ -785,7 +773,7 @@ impl Context {
                 }
             })
             .collect();
-        self.solver_tensor(&plan.batch_shape, &det)
+        self.tensor(&plan.batch_shape, &det)
     }
 
     /// (signs, log|det|s) of every matrix, on the host.

@@ -54,3 +54,13 @@ pub enum Error {
 
 /// Shorthand for `Result<T, gpu_linalg::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// "the m×n matrix", or "the m×n matrix z (flat batch index) of batch" for matrix `z` of a
+/// batch: how every error about one matrix of a batch names it.
+pub(crate) fn matrix_label(rows: usize, cols: usize, batch: usize, z: usize) -> String {
+    if batch == 1 {
+        format!("the {rows}×{cols} matrix")
+    } else {
+        format!("the {rows}×{cols} matrix {z} (flat batch index) of {batch}")
+    }
+}

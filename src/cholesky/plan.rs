@@ -55,15 +55,7 @@ impl CholeskyPlan {
 
     /// "the n×n matrix", or "matrix z of the batch" for batched input.
     fn which(&self, z: usize) -> String {
-        let n = self.n;
-        if self.batch == 1 {
-            format!("the {n}×{n} matrix")
-        } else {
-            format!(
-                "the {n}×{n} matrix {z} (flat batch index) of {}",
-                self.batch
-            )
-        }
+        crate::error::matrix_label(self.n, self.n, self.batch, z)
     }
 
     /// The error, if any, for matrix `z` from its figures: NaN or Inf anywhere, asymmetry

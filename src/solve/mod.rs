@@ -345,13 +345,9 @@ impl Context {
         let k = m.min(n);
         let f = cpu::lu_rectangular(&host_values(a)?, batch, m, n);
         if let Some(z) = f.nonfinite.iter().position(|&b| b) {
-            let which = if batch == 1 {
-                format!("the {m}×{n} matrix")
-            } else {
-                format!("the {m}×{n} matrix {z} (flat batch index) of {batch}")
-            };
             return Err(crate::Error::InvalidArgument(format!(
-                "lu: a of {which} holds NaN or infinite values"
+                "lu: a of {} holds NaN or infinite values",
+                crate::error::matrix_label(m, n, batch, z)
             )));
         }
         Ok(Lu {

@@ -116,15 +116,7 @@ impl SquarePlan {
 
     /// "the n×n matrix", or "matrix z of the batch" for batched input.
     pub fn which(&self, z: usize) -> String {
-        let n = self.n;
-        if self.batch == 1 {
-            format!("the {n}×{n} matrix")
-        } else {
-            format!(
-                "the {n}×{n} matrix {z} (flat batch index) of {}",
-                self.batch
-            )
-        }
+        crate::error::matrix_label(self.n, self.n, self.batch, z)
     }
 
     /// The error for matrix `z` holding NaN or Inf.

@@ -90,14 +90,6 @@ fn kinds(n: usize, seed: u64) -> Vec<(&'static str, Vec<f32>)> {
     ]
 }
 
-fn backends() -> Vec<(&'static str, Context)> {
-    let mut v = vec![("cpu", common::cpu())];
-    if let Some(g) = common::gpu() {
-        v.push(("gpu", g.clone()));
-    }
-    v
-}
-
 /// The lower factor is lower triangular, finite, and meets the ratio bound; returns the ratio.
 fn judged(name: &str, a: &[f32], n: usize, l: &[f32]) -> f64 {
     for i in 0..n {
@@ -113,7 +105,7 @@ fn judged(name: &str, a: &[f32], n: usize, l: &[f32]) -> f64 {
 
 #[test]
 fn ratios_below_30_for_every_type_and_size() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         let mut worst: Vec<(&str, f64)> = Vec::new();
         for (si, &n) in SIZES.iter().enumerate() {
             for (kind, a) in kinds(n, 100 + si as u64) {
@@ -137,7 +129,7 @@ fn ratios_below_30_for_every_type_and_size() {
 
 #[test]
 fn upper_is_the_transpose_and_batches_factor_each_matrix() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         for n in [5, CHOLESKY_BLOCK - 1, CHOLESKY_BLOCK + 1, 70] {
             let a = spd(n, n as u64);
             let t = ctx.tensor(&[n, n], &a).unwrap();
@@ -212,7 +204,7 @@ fn err(ctx: &Context, shape: &[usize], a: &[f32]) -> Error {
 
 #[test]
 fn errors_name_what_failed() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         let n = 100;
         for minor in [1usize, 2, 32, 33, 64, 70, 100] {
             let mut a = dominant(n, 5);

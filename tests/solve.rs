@@ -7,7 +7,7 @@
 mod common;
 
 use gpu_linalg::solve::cpu::{inv_ratio, lu_ratio, solve_ratio};
-use gpu_linalg::{AssumeA, Context, Error, SolveOptions, TriangularOptions, LU_BLOCK};
+use gpu_linalg::{AssumeA, Error, SolveOptions, TriangularOptions, LU_BLOCK};
 
 const SIZES: [usize; 11] = [1, 2, 3, 31, 32, 33, 63, 64, 65, 127, 200];
 
@@ -41,14 +41,6 @@ fn kinds(n: usize, seed: u64) -> Vec<(&'static str, Vec<f32>)> {
     ]
 }
 
-fn backends() -> Vec<(&'static str, Context)> {
-    let mut v = vec![("cpu", common::cpu())];
-    if let Some(g) = common::gpu() {
-        v.push(("gpu", g.clone()));
-    }
-    v
-}
-
 /// Records the worst ratio per matrix type.
 fn note(worst: &mut Vec<(&'static str, f64)>, kind: &'static str, r: f64) {
     match worst.iter_mut().find(|(k, _)| *k == kind) {
@@ -59,7 +51,7 @@ fn note(worst: &mut Vec<(&'static str, f64)>, kind: &'static str, r: f64) {
 
 #[test]
 fn lu_ratios_below_30_and_factors_have_their_shape() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         let mut worst = Vec::new();
         for (si, &n) in SIZES.iter().enumerate() {
             for (kind, a) in kinds(n, 10 + si as u64) {
@@ -97,7 +89,7 @@ fn lu_ratios_below_30_and_factors_have_their_shape() {
 
 #[test]
 fn solve_and_inv_ratios_below_30() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         let mut worst = Vec::new();
         for (si, &n) in SIZES.iter().enumerate() {
             for (kind, a) in kinds(n, 40 + si as u64) {
@@ -131,7 +123,7 @@ fn large_systems_past_the_loop_limits() {
     let k = 64;
     let a = dominant(n, 3);
     let b = common::data_full(n * k, 4);
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         let x = ctx
             .solve(
                 &ctx.tensor(&[n, n], &a).unwrap(),
@@ -157,7 +149,7 @@ fn large_systems_past_the_loop_limits() {
 
 #[test]
 fn triangular_solves_every_variant() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         for n in [1, 5, LU_BLOCK - 1, LU_BLOCK, LU_BLOCK + 1, 70, 129] {
             let mut t = dominant(n, n as u64);
             for k in [1usize, 3] {
@@ -213,7 +205,7 @@ fn triangular_solves_every_variant() {
 
 #[test]
 fn batches_broadcast_and_vectors_follow_numpy() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         let n = 37;
         let batch = 3;
         let a: Vec<f32> = (0..batch)
@@ -278,7 +270,7 @@ fn batches_broadcast_and_vectors_follow_numpy() {
 
 #[test]
 fn det_and_slogdet_match_f64_and_do_not_overflow() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         for n in [1usize, 2, 5, 33, 100] {
             let a = common::data_full(n * n, 11 + n as u64);
             // The f64 determinant by Gaussian elimination with partial pivoting.
@@ -361,7 +353,7 @@ fn det_and_slogdet_match_f64_and_do_not_overflow() {
 
 #[test]
 fn positive_definite_solves_through_cholesky() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         for n in [1usize, 4, 33, 100] {
             let m = common::data_full(n * n, 21);
             let mut a = vec![0.0f32; n * n];
@@ -411,7 +403,7 @@ fn positive_definite_solves_through_cholesky() {
 
 #[test]
 fn errors_name_the_problem() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         let b2 = ctx.tensor(&[2], &[1.0, 1.0]).unwrap();
         // Singular: the first zero pivot is named.
         let s = ctx
@@ -508,7 +500,7 @@ fn errors_name_the_problem() {
 
 #[test]
 fn lu_factor_and_lu_solve_reuse_the_factors() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         let n = 45;
         let a = common::data_full(n * n, 31);
         let f = ctx.lu_factor(&ctx.tensor(&[n, n], &a).unwrap()).unwrap();
@@ -553,7 +545,7 @@ fn gpu_and_cpu_pick_the_same_pivots() {
 
 #[test]
 fn rectangular_lu_has_scipys_shapes_and_factors() {
-    for (backend, ctx) in backends() {
+    for (backend, ctx) in common::backends() {
         for (batch, m, n) in [
             (1usize, 5usize, 3usize),
             (1, 3, 5),

@@ -32,6 +32,15 @@ pub fn cpu() -> Context {
     Context::with_backend(Backend::Cpu).expect("the CPU backend always exists")
 }
 
+/// The CPU backend, and the GPU context where an adapter exists, each with its name.
+pub fn backends() -> Vec<(&'static str, Context)> {
+    let mut v = vec![("cpu", cpu())];
+    if let Some(g) = gpu() {
+        v.push(("gpu", g.clone()));
+    }
+    v
+}
+
 /// Deterministic pseudo-random values, multiples of 1/8 in [-2, 2): products and short sums are
 /// exact, long sums test the bound.
 pub fn data(len: usize, seed: u64) -> Vec<f32> {

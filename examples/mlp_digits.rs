@@ -299,12 +299,5 @@ fn run() -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("mlp_digits: {e}");
-            ExitCode::from(2)
-        }
-    }
+    common::exit_code("mlp_digits", run())
 }

@@ -227,12 +227,5 @@ fn run() -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("pca_latent: {e}");
-            ExitCode::from(2)
-        }
-    }
+    common::exit_code("pca_latent", run())
 }

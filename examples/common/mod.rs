@@ -3,6 +3,7 @@
 //! `examples/*/main.rs`).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use gpu_linalg::Backend;
 
@@ -128,5 +129,18 @@ impl Args {
             .rev()
             .find(|(n, _)| n == name)
             .map(|(_, v)| *v)
+    }
+}
+
+/// The exit status of an example's run: 0 when its checks passed, 1 when one failed (the run
+/// said which), 2 with the error on stderr when it could not run.
+pub fn exit_code(name: &str, outcome: Result<bool, String>) -> ExitCode {
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(2)
+        }
     }
 }

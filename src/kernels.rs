@@ -2,7 +2,9 @@
 //! (for the cross-compilation and parameter-layout tests).
 
 use crate::runtime::{shader, ParamsLayout};
-use crate::{cholesky, conv, elementwise, layout, matmul, nn, random, reduce, solve, svd};
+use crate::{
+    cholesky, conv, elementwise, householder, layout, matmul, nn, random, reduce, solve, svd,
+};
 
 /// Every WGSL module the library compiles, by family, exactly as it is handed to wgpu (for the
 /// cross-compilation tests that carry each kernel to MSL, HLSL, SPIR-V and GLSL).
@@ -18,6 +20,7 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("solve_small", solve::small::SOURCE.to_string()),
         ("svd", svd::module_source()),
         ("svd_batched", svd::batched::module_source()),
+        ("householder", householder::SOURCE.to_string()),
     ]
     .into_iter()
     .chain(
@@ -57,6 +60,7 @@ pub fn kernel_params() -> Vec<(&'static str, ParamsLayout)> {
         ),
         ("svd", svd::params_layouts()),
         ("svd_batched", svd::batched::params_layouts()),
+        ("householder", householder::params_layouts()),
         ("elementwise", elementwise::params_layouts()),
         ("reduce", reduce::params_layouts()),
     ]

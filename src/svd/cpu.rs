@@ -44,6 +44,24 @@ pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f3
     Ok((uo, so, vto))
 }
 
+/// The singular values (descending) of the row-major m×n matrix `a` with faer in f32,
+/// scaled as [`fast`] scales.
+pub fn singular_values(a: &[f32], m: usize, n: usize) -> Result<Vec<f32>> {
+    let max = a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
+    let e = if max > 0.0 && max.is_finite() {
+        (max.log2().floor() as i32 + 1).clamp(-125, 126)
+    } else {
+        0
+    };
+    let inv = 2f32.powi(-e);
+    let mat = Mat::<f32>::from_fn(m, n, |i, j| a[i * n + j] * inv);
+    let mut s = mat.singular_values().map_err(|e| {
+        Error::InvalidArgument(format!("svdvals of a {m}×{n} matrix failed: {e:?}"))
+    })?;
+    s.sort_by(|x, y| y.total_cmp(x));
+    Ok(s.iter().map(|x| x / inv).collect())
+}
+
 /// [`fast`] on each of `batch` row-major m×n matrices stored one after the other, in
 /// parallel: (U [batch, m, k], S [batch, k], Vt [batch, k, n]) concatenated.
 pub fn fast_batched(

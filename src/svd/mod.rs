@@ -2,6 +2,7 @@
 //! one-sided (Hestenes) Jacobi with a parallel round-robin ordering (`shaders/svd.wgsl`), on
 //! the CPU by faer.
 
+pub(crate) mod band;
 pub mod batched;
 pub mod cpu;
 
@@ -131,6 +132,21 @@ pub struct SvdOptions {
     /// against 10.94 (at most 12) unsorted; 9.25 against 9.69 at 128×128
     /// (`cargo test --release --test svd sweeps_with -- --ignored --nocapture`).
     pub sort_columns: Option<bool>,
+    /// The GPU method for matrices of more than [`BATCHED_MAX_DIM`] rows or columns. By
+    /// default ([`SvdMethod::Band`] unless a Jacobi option above is set) the two-stage band
+    /// reduction; [`SvdMethod::Jacobi`] keeps the one-sided Jacobi sweeps.
+    pub method: Option<SvdMethod>,
+}
+
+/// The GPU SVD methods of [`SvdOptions::method`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SvdMethod {
+    /// Reduction to upper band form by Householder panels and GEMM-shaped block updates on
+    /// the GPU, the band's SVD on the host in f64 (O(n²) data), the vectors back-transformed
+    /// on the GPU: about 6·n/b dependent dispatches for panel width b.
+    Band,
+    /// One-sided (Hestenes) Jacobi: one dispatch per round-robin step, n − 1 steps a sweep.
+    Jacobi,
 }
 
 /// Tall matrices with m ≥ this multiple of n are first reduced by a QR on the GPU (unless
@@ -696,6 +712,7 @@ impl Context {
             workgroup: Some(wg),
             sort_columns: Some(false),
             qr_first: Some(false),
+            method: Some(SvdMethod::Jacobi),
         };
         Ok(crate::runtime::measure_with(
             gpu,
@@ -781,6 +798,10 @@ impl Context {
                 });
             }
             let gram = |w: &Arc<GpuBuffer>, rows: usize, cols: usize| self.gram(w, rows, cols);
+            let use_band = match opts.method {
+                Some(method) => method == SvdMethod::Band,
+                None => opts.workgroup.is_none() && opts.sort_columns.is_none(),
+            };
             // The Jacobi SVD of a resident matrix: matrices of at most BATCHED_MAX_DIM rows and
             // columns by the batched kernel (one dispatch a sweep instead of k − 1: 2× faster
             // on lavapipe at 8…32), unless a workgroup size is forced; the others by the
@@ -806,6 +827,9 @@ impl Context {
                         ..b
                     });
                 }
+                if use_band && band::fits(rows.max(cols)) {
+                    return self.svd_band(t, rows, cols);
+                }
                 let run = Run {
                     base_wg: match opts.workgroup {
                         Some(wg) => wg,
@@ -828,10 +852,13 @@ impl Context {
             };
             let r = (|| {
                 let (long, short) = (m.max(n), m.min(n));
-                let reduce_first = opts.qr_first.unwrap_or(
+                let reduce_first = opts.qr_first.unwrap_or(if use_band {
+                    // The band reduction's panels hold every row: longer sides go through R.
+                    !band::fits(long)
+                } else {
                     long >= SVD_QR_RATIO * short
-                        && (short >= SVD_QR_MIN_COLS || long > SVD_QR_LONG_COLUMN),
-                ) && m != n;
+                        && (short >= SVD_QR_MIN_COLS || long > SVD_QR_LONG_COLUMN)
+                }) && m != n;
                 if reduce_first && m < n {
                     // Wide: the SVD of the tall Aᵀ (reduced by its QR), transposed back.
                     let tall = self.svd_with(
@@ -885,6 +912,100 @@ impl Context {
             dispatches: 0,
             submits: 0,
         })
+    }
+}
+
+impl Context {
+    /// The band SVD ([`SvdMethod::Band`]) of the resident m×n `t` (m, n ≥ 1; a wide one
+    /// through its transpose).
+    fn svd_band(&self, t: &Tensor, m: usize, n: usize) -> Result<Svd> {
+        let Some(gpu) = self.gpu() else {
+            return Err(Error::InvalidArgument("svd: the band method needs a GPU".into()));
+        };
+        let wide = m < n;
+        let (rows, cols) = if wide { (n, m) } else { (m, n) };
+        let (w, up) = self.scaled_copy(t, wide, m, n)?;
+        let out = gpu.scoped("svd", || band::band_svd(gpu, &w, rows, cols, true))??;
+        let (Some(u), Some(vt)) = (out.u, out.vt) else {
+            return Err(Error::Readback("svd: the band SVD returned no vectors".into()));
+        };
+        let u = Tensor::from_gpu(vec![rows, cols], DType::F32, u);
+        let vt = Tensor::from_gpu(vec![cols, cols], DType::F32, vt);
+        let s: Vec<f32> = out.s.iter().map(|x| x * up).collect();
+        let (u, vt) = if wide {
+            (self.transpose(&vt)?, self.transpose(&u)?)
+        } else {
+            (u, vt)
+        };
+        Ok(Svd {
+            u,
+            s: self.tensor(&[cols], &s)?,
+            vt,
+            sweeps: 0,
+            off_diagonal: 0.0,
+            dispatches: 0,
+            submits: 0,
+        })
+    }
+
+    /// A resident copy of `t` (m×n; transposed when `wide`) scaled by the power of two 1/up
+    /// that brings max|t| into [0.5, 1), and `up`; an error naming the shape when `t` holds
+    /// NaN or Inf.
+    fn scaled_copy(&self, t: &Tensor, wide: bool, m: usize, n: usize) -> Result<(Arc<GpuBuffer>, f32)> {
+        let max = self.max(&self.abs(t)?, None)?.to_vec()?;
+        let max = max.first().copied().unwrap_or(0.0);
+        if !max.is_finite() {
+            return Err(non_finite(m, n));
+        }
+        let e = if max > 0.0 {
+            (max.log2().floor() as i32 + 1).clamp(-125, 126)
+        } else {
+            0
+        };
+        let src = if wide { self.transpose(t)? } else { t.clone() };
+        let scaled = self.scale(&src, 2f32.powi(-e))?;
+        Ok((self.resident(&scaled)?, 2f32.powi(e)))
+    }
+
+    /// The singular values of an m×n matrix, descending, without forming U or V
+    /// (`numpy.linalg.svd(a, compute_uv=False)`, `torch.linalg.svdvals`). On a GPU: the band
+    /// reduction of [`SvdMethod::Band`] and the band's values on the host in f64; on the CPU:
+    /// faer.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 3], &[3.0, 0.0, 0.0, 0.0, -4.0, 0.0])?;
+    /// assert_eq!(ctx.svdvals(&a)?.to_vec()?, vec![4.0, 3.0]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn svdvals(&self, a: &Tensor) -> Result<Tensor> {
+        let (m, n) = svd_dims(a)?;
+        let k = m.min(n);
+        if k == 0 {
+            return self.zeros(&[0]);
+        }
+        if let Some(gpu) = self.gpu() {
+            let wide = m < n;
+            let (rows, cols) = if wide { (n, m) } else { (m, n) };
+            let r = (|| -> Result<Tensor> {
+                if !band::fits(rows) {
+                    return Ok(self.svd(a)?.s);
+                }
+                let (w, up) = self.scaled_copy(a, wide, m, n)?;
+                let out = gpu.scoped("svdvals", || band::band_svd(gpu, &w, rows, cols, false))??;
+                let s: Vec<f32> = out.s.iter().map(|x| x * up).collect();
+                self.tensor(&[k], &s)
+            })();
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+        }
+        let values = host_values(a)?;
+        if values.iter().any(|x| !x.is_finite()) {
+            return Err(non_finite(m, n));
+        }
+        let s = crate::svd::cpu::singular_values(&values, m, n)?;
+        self.tensor(&[k], &s)
     }
 }
 

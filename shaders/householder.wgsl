@@ -1,0 +1,344 @@
+// Blocked Householder reflectors on a resident matrix (LAPACK's geqrf / larft / larfb
+// structure), shared by the QR, the SVD's reduction to band form and the symmetric
+// eigensolver's reduction to band form.
+//
+// Every kernel sees its matrix through a logical view: element (r, c) of a `rows` × `cols`
+// region lies at a[off + r·rs + c·cs]. A row-major region has (rs, cs) = (ld, 1); its transpose
+// has (1, ld), so one set of kernels applies reflectors from the left to a matrix or (through
+// the transposed view) from the right.
+//
+// A panel of PB columns is factored in one workgroup (`panel`): the reflectors
+// H_i = I − τ_i v_i v_iᵀ (v_i[i] = 1, v_i below the diagonal stored in place, LAPACK's layout)
+// give Q = H_0 H_1 … = I − V·T·Vᵀ with T upper triangular (compact WY). `panel` also writes V
+// packed (rows × PB, row-major, with its unit diagonal and zeros above it) and T (PB × PB) for
+// the block update C ← op(Q)·C = C − V·(op(T)·(Vᵀ·C)), run as three GEMM-shaped kernels:
+// `vtc` (partial products Vᵀ·C per chunk of RC rows), `tw` (the chunk sum, times op(T)) and
+// `update` (C −= V·W, register-blocked 4 × 4).
+//
+// lavapipe ends an invocation after 65,535 loop iterations in all: `panel` runs about
+// PB·(2·rows/WG + 2·rows·PB/WG) of them, which the host keeps below that by its choice of PB
+// (`householder::panel_width`); the other kernels' loops are bounded by RC, PB and the row
+// chunks.
+
+override PB: u32 = 32u;
+
+const WG: u32 = 256u;
+// Rows of one `vtc` partial product.
+const RC: u32 = 256u;
+
+struct HouseholderParams {
+    rows: u32,   // rows of the logical view
+    cols: u32,   // columns of the logical view (the panel's width for `panel`)
+    off: u32,    // index of element (0, 0) in `a`
+    rs: u32,     // stride between rows
+    cs: u32,     // stride between columns
+    trans: u32,  // 1: apply Qᵀ = I − V·Tᵀ·Vᵀ; 0: apply Q = I − V·T·Vᵀ
+    chunks: u32, // row chunks of `vtc` (⌈rows / RC⌉)
+    cpad: u32,   // cols rounded up to a multiple of 4 (the row length of W in `work`)
+    gx: u32,     // workgroups along x
+    flags: u32,  // `extract`: 1 = R with signs, 2 = signed identity
+}
+
+@group(0) @binding(0) var<uniform> p: HouseholderParams;
+@group(0) @binding(1) var<storage, read_write> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> vpack: array<f32>;
+@group(0) @binding(3) var<storage, read_write> tmat: array<f32>;
+@group(0) @binding(4) var<storage, read_write> work: array<f32>;
+@group(0) @binding(5) var<storage, read_write> outm: array<f32>;
+
+fn at(r: u32, c: u32) -> u32 {
+    return p.off + r * p.rs + c * p.cs;
+}
+
+var<workgroup> red: array<vec2<f32>, WG>;
+var<workgroup> part: array<f32, WG>;
+var<workgroup> dots: array<f32, 32>;
+var<workgroup> tsh: array<f32, 1024>;
+var<workgroup> coef: vec3<f32>;
+
+fn sync() {
+    storageBarrier();
+    workgroupBarrier();
+}
+
+// (scale, ssq) pairs: scale·√ssq is the norm, with every square taken of a value ≤ 1.
+fn combine(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
+    let m = max(x.x, y.x);
+    if m == 0.0 {
+        return vec2<f32>(0.0, 0.0);
+    }
+    let rx = x.x / m;
+    let ry = y.x / m;
+    return vec2<f32>(m, x.y * rx * rx + y.y * ry * ry);
+}
+
+// Factors the rows × cols (cols ≤ PB) panel in place; τ_i is T[i, i].
+@compute @workgroup_size(WG)
+fn panel(@builtin(local_invocation_id) lid3: vec3<u32>) {
+    let lid = lid3.x;
+    let G = WG / PB;
+    let j = lid % PB;
+    let g = lid / PB;
+    let nref = min(p.rows, p.cols);
+    for (var q = lid; q < PB * PB; q += WG) {
+        tsh[q] = 0.0;
+    }
+    for (var i = 0u; i < nref; i++) {
+        // The norm of the column below the diagonal.
+        var acc = vec2<f32>(0.0, 0.0);
+        for (var r = i + 1u + lid; r < p.rows; r += WG) {
+            let x = abs(a[at(r, i)]);
+            if x > acc.x {
+                let q = acc.x / x;
+                acc = vec2<f32>(x, 1.0 + acc.y * q * q);
+            } else if x > 0.0 {
+                let q = x / acc.x;
+                acc.y += q * q;
+            }
+        }
+        red[lid] = acc;
+        workgroupBarrier();
+        if lid < 16u {
+            var s = red[lid * 16u];
+            for (var t = 1u; t < 16u; t++) {
+                s = combine(s, red[lid * 16u + t]);
+            }
+            red[lid * 16u] = s;
+        }
+        workgroupBarrier();
+        if lid == 0u {
+            var s = red[0];
+            for (var t = 1u; t < 16u; t++) {
+                s = combine(s, red[t * 16u]);
+            }
+            let xnorm = s.x * sqrt(s.y);
+            let alpha = a[at(i, i)];
+            var tau = 0.0;
+            var beta = alpha;
+            var scale = 0.0;
+            if xnorm > 0.0 {
+                let mx = max(abs(alpha), xnorm);
+                let ra = alpha / mx;
+                let rx = xnorm / mx;
+                // β = −sign(α)·‖(α, x)‖, with sign(0) = +1 (LAPACK's dlarfg).
+                beta = select(-1.0, 1.0, alpha < 0.0) * mx * sqrt(ra * ra + rx * rx);
+                tau = (beta - alpha) / beta;
+                scale = 1.0 / (alpha - beta);
+            }
+            coef = vec3<f32>(tau, beta, scale);
+        }
+        workgroupBarrier();
+        let c = coef;
+        if c.x != 0.0 {
+            for (var r = i + 1u + lid; r < p.rows; r += WG) {
+                a[at(r, i)] *= c.z;
+            }
+        }
+        sync();
+        // d_j = v_iᵀ·(column j from row i): for j > i the column to update, for j < i the
+        // earlier reflector v_j (the vector T's column i needs).
+        var d = 0.0;
+        if j < p.cols && j != i {
+            if g == 0u {
+                d = a[at(i, j)];
+            }
+            for (var r = i + 1u + g; r < p.rows; r += G) {
+                d += a[at(r, i)] * a[at(r, j)];
+            }
+        }
+        part[lid] = d;
+        workgroupBarrier();
+        if lid < PB {
+            var s = 0.0;
+            for (var t = 0u; t < G; t++) {
+                s += part[t * PB + lid];
+            }
+            dots[lid] = s;
+        }
+        workgroupBarrier();
+        if j > i && j < p.cols && c.x != 0.0 {
+            let f = c.x * dots[j];
+            if g == 0u {
+                a[at(i, j)] -= f;
+            }
+            for (var r = i + 1u + g; r < p.rows; r += G) {
+                a[at(r, j)] -= f * a[at(r, i)];
+            }
+        }
+        // T[0:i, i] = −τ_i · T[0:i, 0:i] · (V[:, 0:i]ᵀ v_i); T[i, i] = τ_i.
+        if lid < i {
+            var s = 0.0;
+            for (var l = lid; l < i; l++) {
+                s += tsh[lid * PB + l] * dots[l];
+            }
+            tsh[lid * PB + i] = -c.x * s;
+        }
+        if lid == 0u {
+            tsh[i * PB + i] = c.x;
+            a[at(i, i)] = c.y;
+        }
+        sync();
+    }
+    for (var q = lid; q < PB * PB; q += WG) {
+        tmat[q] = tsh[q];
+    }
+    for (var q = lid; q < p.rows * PB; q += WG) {
+        let r = q / PB;
+        let k = q % PB;
+        var v = 0.0;
+        if k < nref {
+            if r == k {
+                v = 1.0;
+            } else if r > k {
+                v = a[at(r, k)];
+            }
+        }
+        vpack[q] = v;
+    }
+}
+
+// work[(chunk·PB + k)·cpad + c] = Σ over the chunk's rows r of V[r, k]·C[r, c].
+@compute @workgroup_size(64)
+fn vtc(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let ch = gid.y;
+    if c >= p.cols {
+        return;
+    }
+    var acc: array<vec4<f32>, 8>;
+    for (var q = 0u; q < 8u; q++) {
+        acc[q] = vec4<f32>(0.0);
+    }
+    let r0 = ch * RC;
+    let r1 = min(p.rows, r0 + RC);
+    let nq = PB / 4u;
+    for (var r = r0; r < r1; r++) {
+        let x = a[at(r, c)];
+        let vb = r * PB;
+        for (var q = 0u; q < nq; q++) {
+            let v = vec4<f32>(vpack[vb + 4u * q], vpack[vb + 4u * q + 1u], vpack[vb + 4u * q + 2u], vpack[vb + 4u * q + 3u]);
+            acc[q] += v * x;
+        }
+    }
+    let base = ch * PB;
+    for (var q = 0u; q < nq; q++) {
+        let v = acc[q];
+        work[(base + 4u * q) * p.cpad + c] = v.x;
+        work[(base + 4u * q + 1u) * p.cpad + c] = v.y;
+        work[(base + 4u * q + 2u) * p.cpad + c] = v.z;
+        work[(base + 4u * q + 3u) * p.cpad + c] = v.w;
+    }
+}
+
+// W[k, c] (after the partials, at chunks·PB·cpad) = Σ_l op(T)[k, l]·Σ_chunks partial[l, c];
+// zero for the padding columns.
+@compute @workgroup_size(64)
+fn tw(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if c >= p.cpad {
+        return;
+    }
+    var y: array<f32, 32>;
+    for (var l = 0u; l < PB; l++) {
+        var s = 0.0;
+        if c < p.cols {
+            for (var ch = 0u; ch < p.chunks; ch++) {
+                s += work[(ch * PB + l) * p.cpad + c];
+            }
+        }
+        y[l] = s;
+    }
+    let wb = p.chunks * PB * p.cpad;
+    for (var k = 0u; k < PB; k++) {
+        var s = 0.0;
+        if p.trans == 1u {
+            // Tᵀ[k, l] = T[l, k], nonzero for l ≤ k.
+            for (var l = 0u; l <= k; l++) {
+                s += tmat[l * PB + k] * y[l];
+            }
+        } else {
+            for (var l = k; l < PB; l++) {
+                s += tmat[k * PB + l] * y[l];
+            }
+        }
+        work[wb + k * p.cpad + c] = s;
+    }
+}
+
+// C[r, c] −= Σ_k V[r, k]·W[k, c]: 4 rows × 4 columns per invocation.
+@compute @workgroup_size(64)
+fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c0 = gid.x * 4u;
+    let r0 = gid.y * 4u;
+    if c0 >= p.cols || r0 >= p.rows {
+        return;
+    }
+    let wb = p.chunks * PB * p.cpad;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    let rlast = p.rows - 1u;
+    for (var k = 0u; k < PB; k += 4u) {
+        let w0 = wb + k * p.cpad + c0;
+        let x0 = vec4<f32>(work[w0], work[w0 + 1u], work[w0 + 2u], work[w0 + 3u]);
+        let w1 = w0 + p.cpad;
+        let x1 = vec4<f32>(work[w1], work[w1 + 1u], work[w1 + 2u], work[w1 + 3u]);
+        let w2 = w1 + p.cpad;
+        let x2 = vec4<f32>(work[w2], work[w2 + 1u], work[w2 + 2u], work[w2 + 3u]);
+        let w3 = w2 + p.cpad;
+        let x3 = vec4<f32>(work[w3], work[w3 + 1u], work[w3 + 2u], work[w3 + 3u]);
+        for (var i = 0u; i < 4u; i++) {
+            // Rows past the end read the last row and are not written.
+            let vb = min(r0 + i, rlast) * PB + k;
+            let v = vec4<f32>(vpack[vb], vpack[vb + 1u], vpack[vb + 2u], vpack[vb + 3u]);
+            acc[i] += v.x * x0 + v.y * x1 + v.z * x2 + v.w * x3;
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let r = r0 + i;
+        if r < p.rows {
+            let v = acc[i];
+            a[at(r, c0)] -= v.x;
+            if c0 + 1u < p.cols {
+                a[at(r, c0 + 1u)] -= v.y;
+            }
+            if c0 + 2u < p.cols {
+                a[at(r, c0 + 2u)] -= v.z;
+            }
+            if c0 + 3u < p.cols {
+                a[at(r, c0 + 3u)] -= v.w;
+            }
+        }
+    }
+}
+
+// The QR's read-outs from the factored matrix (its logical view, rows × cols):
+// flags 1: outm (rows × cols) = the upper triangle of rows 0..rows, row r scaled by the sign
+// of its diagonal (R with a non-negative diagonal); flags 2: outm (rows × cols) = the first
+// cols columns of the identity, column c scaled by the sign of a's diagonal element (c, c)
+// (the start of Q's accumulation).
+@compute @workgroup_size(64)
+fn extract(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let idx = gid.y * p.gx * 64u + gid.x;
+    if idx >= p.rows * p.cols {
+        return;
+    }
+    let r = idx / p.cols;
+    let c = idx % p.cols;
+    var v = 0.0;
+    if p.flags == 1u {
+        if c >= r {
+            v = a[at(r, c)];
+            if a[at(r, r)] < 0.0 {
+                v = -v;
+            }
+        }
+    } else if r == c {
+        v = 1.0;
+        if a[at(c, c)] < 0.0 {
+            v = -1.0;
+        }
+    }
+    outm[idx] = v;
+}

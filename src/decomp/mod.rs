@@ -4,6 +4,7 @@
 //! Halko, Martinsson and Tropp. No kernels of their own: on a GPU every heavy step runs in the
 //! existing kernels; on the CPU backend `eigh` uses faer's symmetric eigensolver.
 
+mod band;
 pub mod cpu;
 
 use crate::context::Context;
@@ -123,6 +124,18 @@ pub(crate) fn symmetric_from_lower(a: &[f32], n: usize) -> Result<Vec<f32>> {
     Ok(s)
 }
 
+/// `a` scaled by the power of two 1/up that brings max|a| into [0.5, 1), and `up`.
+fn power_of_two_scaled(a: &[f32]) -> (Vec<f32>, f32) {
+    let max = a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
+    let e = if max > 0.0 && max.is_finite() {
+        (max.log2().floor() as i32 + 1).clamp(-125, 126)
+    } else {
+        0
+    };
+    let down = 2f32.powi(-e);
+    (a.iter().map(|x| x * down).collect(), 2f32.powi(e))
+}
+
 /// The first `r` columns of a 2-D tensor.
 fn first_cols(ctx: &Context, t: &Tensor, r: usize) -> Result<Tensor> {
     ctx.slice(t, &[Slice::all(), Slice::range(0, r as isize)])
@@ -197,14 +210,32 @@ impl Context {
         }
         // Scale max|A| into [0.5, 1) by an exact power of two, so that neither the shift nor
         // the Rayleigh quotients overflow or underflow; the eigenvalues are scaled back.
-        let max = sym.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
-        let e = if max > 0.0 {
-            (max.log2().floor() as i32 + 1).clamp(-125, 126)
-        } else {
-            0
-        };
-        let (down, up) = (2f32.powi(-e), 2f32.powi(e));
-        let sym: Vec<f32> = sym.iter().map(|x| x * down).collect();
+        let (sym, up) = power_of_two_scaled(&sym);
+        if band::fits(n) {
+            let r = self.eigh_band(&sym, n, true).and_then(|(w, z)| {
+                let w: Vec<f32> = w.iter().map(|x| x * up).collect();
+                Ok(Eigh {
+                    values: self.tensor(&[n], &w)?,
+                    vectors: z.ok_or_else(|| {
+                        Error::Readback("eigh: the band solver returned no vectors".into())
+                    })?,
+                    sweeps: 0,
+                    dispatches: 0,
+                    submits: 0,
+                })
+            });
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+            let (w, z) = crate::decomp::cpu::eigh_fast(&sym, n)?;
+            return Ok(Eigh {
+                values: self.tensor(&[n], &w.iter().map(|x| x * up).collect::<Vec<_>>())?,
+                vectors: self.tensor(&[n, n], &z)?,
+                sweeps: 0,
+                dispatches: 0,
+                submits: 0,
+            });
+        }
         // Shift: both norms bound the spectral radius.
         let inf = (0..n)
             .map(|i| {
@@ -275,6 +306,57 @@ impl Context {
             dispatches: 0,
             submits: 0,
         })
+    }
+
+    /// The band eigensolver on the GPU for the symmetric `sym` (n×n, scaled): eigenvalues
+    /// ascending and, with `vectors`, the eigenvectors as columns.
+    fn eigh_band(&self, sym: &[f32], n: usize, vectors: bool) -> Result<(Vec<f32>, Option<Tensor>)> {
+        let Some(gpu) = self.gpu() else {
+            return Err(Error::InvalidArgument("eigh: the band method needs a GPU".into()));
+        };
+        let w = self.resident(&self.tensor(&[n, n], sym)?)?;
+        let (values, z) = gpu.scoped("eigh", || band::band_eigh(gpu, &w, n, vectors))??;
+        Ok((
+            values,
+            z.map(|z| Tensor::from_gpu(vec![n, n], DType::F32, z)),
+        ))
+    }
+
+    /// The eigenvalues of a symmetric matrix, ascending, without its eigenvectors
+    /// (`numpy.linalg.eigvalsh`): the checks and conventions of [`Context::eigh`]. On a GPU the
+    /// band reduction runs without its back-transform and the host solves for values only;
+    /// on the CPU: faer.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let a = ctx.tensor(&[2, 2], &[2.0, 1.0, 1.0, 2.0])?;
+    /// let w = ctx.eigvalsh(&a)?.to_vec()?;
+    /// assert!((w[0] - 1.0).abs() < 1e-6 && (w[1] - 3.0).abs() < 1e-6);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn eigvalsh(&self, a: &Tensor) -> Result<Tensor> {
+        let (m, n) = matrix_dims("eigvalsh", a)?;
+        if m != n {
+            return Err(Error::Shape(format!(
+                "eigvalsh needs a square matrix; got shape {:?}",
+                a.shape()
+            )));
+        }
+        let sym = symmetric_from_lower(&host_values(a)?, n)?;
+        if n == 0 {
+            return self.zeros(&[0]);
+        }
+        let (sym, up) = power_of_two_scaled(&sym);
+        if self.gpu().is_some() && band::fits(n) {
+            let r = self
+                .eigh_band(&sym, n, false)
+                .and_then(|(w, _)| self.tensor(&[n], &w.iter().map(|x| x * up).collect::<Vec<_>>()));
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
+        }
+        let w = crate::decomp::cpu::eigenvalues_fast(&sym, n)?;
+        self.tensor(&[n], &w.iter().map(|x| x * up).collect::<Vec<_>>())
     }
 
     /// Principal component analysis of `x` (samples × features), as

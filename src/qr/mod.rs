@@ -7,6 +7,7 @@ pub mod cpu;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::householder::{Householder, View};
 use crate::layout::Slice;
 use crate::matmul::MatmulOptions;
 use crate::qr::cpu::{cholesky_upper, householder, non_finite, upper_inverse, upper_product};
@@ -159,6 +160,55 @@ impl Context {
         Ok(out)
     }
 
+    /// The blocked Householder QR on the GPU (panels of `pb` columns, compact-WY trailing
+    /// updates, Q accumulated backwards from the signed identity), resident from input to
+    /// output; rank-deficient input needs nothing else. One readback: max|A|, which refuses
+    /// NaN and Inf.
+    fn qr_householder_gpu(&self, a: &Tensor, m: usize, n: usize, pb: usize) -> Result<Qr> {
+        let Some(gpu) = self.gpu() else {
+            return Err(Error::InvalidArgument("qr: the Householder kernels need a GPU".into()));
+        };
+        let k = m.min(n);
+        let max = self.max(&self.abs(a)?, None)?.to_vec()?;
+        if !max.first().is_some_and(|x| x.is_finite()) {
+            return Err(non_finite(m, n));
+        }
+        let src = self.resident(a)?;
+        gpu.scoped("qr", || -> Result<Qr> {
+            let w = gpu.alloc((m * n * 4) as u64, "qr work matrix")?;
+            let (q, r) = (
+                gpu.alloc((m * k * 4) as u64, "qr Q")?,
+                gpu.alloc((k * n * 4) as u64, "qr R")?,
+            );
+            let work = crate::householder::work_values(pb, &[(m, n)]);
+            let hh = Householder::new(gpu, &w, m * n, pb, work)?;
+            let mut enc = gpu.encoder("qr");
+            enc.copy(&src, 0, &w, 0, (m * n * 4) as u64);
+            let mut panels = Vec::new();
+            for j0 in (0..k).step_by(pb) {
+                let wdt = pb.min(k - j0);
+                let p = hh.factor(&mut enc, View::block(n, j0, j0, m - j0, wdt))?;
+                let rest = View::block(n, j0, j0 + wdt, m - j0, n - j0 - wdt);
+                hh.apply(&mut enc, &p, None, rest, true)?;
+                panels.push((j0, p));
+            }
+            hh.extract(&mut enc, View::block(n, 0, 0, k, n), &r, true)?;
+            hh.extract(&mut enc, View::block(n, 0, 0, m, k), &q, false)?;
+            for (j0, p) in panels.iter().rev() {
+                let view = View::block(k, *j0, *j0, m - j0, k - j0);
+                hh.apply(&mut enc, p, Some((&q, m * k)), view, false)?;
+            }
+            enc.submit()?;
+            Ok(Qr {
+                q: Tensor::from_gpu(vec![m, k], DType::F32, q),
+                r: Tensor::from_gpu(vec![k, n], DType::F32, r),
+                passes: 0,
+                dispatches: 0,
+                submits: 0,
+            })
+        })?
+    }
+
     fn qr_uncounted(&self, a: &Tensor) -> Result<Qr> {
         let (m, n) = qr_dims(a)?;
         let k = m.min(n);
@@ -174,6 +224,20 @@ impl Context {
             })
         };
         if self.gpu().is_none() || k == 0 {
+            let (q, r) = crate::qr::cpu::fast(&host_values(a)?, m, n)?;
+            return Ok(Qr {
+                q: self.tensor(&[m, k], &q)?,
+                r: self.tensor(&[k, n], &r)?,
+                passes: 0,
+                dispatches: 0,
+                submits: 0,
+            });
+        }
+        if let Some(pb) = crate::householder::panel_width(m) {
+            let r = self.qr_householder_gpu(a, m, n, pb);
+            if let Some(t) = self.fallback_or(r)? {
+                return Ok(t);
+            }
             let (q, r) = crate::qr::cpu::fast(&host_values(a)?, m, n)?;
             return Ok(Qr {
                 q: self.tensor(&[m, k], &q)?,

@@ -27,7 +27,9 @@ const OPS: &[(&str, &[&str])] = &[
     ("conv2d", &[]),
     ("reduce", &["1048576", "4194304", "16777216"]),
     ("svd", &["64", "128", "256", "512", "1024", "4096x256"]),
+    ("svdvals", &["256", "1024"]),
     ("eigh", &["64", "128", "256", "512", "1024"]),
+    ("eigvalsh", &["256", "1024"]),
     ("qr", &["1024x64", "4096x256"]),
     ("svd-batched", &["10000x16x16"]),
     ("cholesky", &["256", "512", "1024"]),
@@ -175,21 +177,24 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     if let Some(p) = &args.plot {
         plot::check_format(p)?;
     }
-    let ops: Vec<(&str, Vec<Vec<usize>>)> = args
+    let named: Vec<(&str, &[&str])> = args
         .ops
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|op| {
-            let (name, defaults) = OPS.iter().find(|(n, _)| *n == op).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "unknown op '{op}' for bench; available: {}",
-                    OPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                ))
-            })?;
-            Ok((*name, parse_sizes(name, &args.sizes, defaults)?))
+            OPS.iter()
+                .find(|(n, _)| *n == op)
+                .map(|(n, d)| (*n, *d))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "unknown op '{op}' for bench; available: {}",
+                        OPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    ))
+                })
         })
         .collect::<Result<_>>()?;
+    let ops = sizes_per_op(&named, &args.sizes)?;
 
     let backend: Backend = g.backend.parse()?;
     let main = Context::with_options(ContextOptions {
@@ -285,6 +290,7 @@ pub fn run(g: &GlobalOpts, args: &BenchArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     print_gemm_fractions(&rows);
+    print_matmul_times(&rows);
     if let Some(path) = &args.json {
         write_atomic(path, &report::to_json(&machine, &rows)?)?;
         println!("wrote {}", path.display());
@@ -319,13 +325,7 @@ fn print_gemm_fractions(rows: &[Row]) {
         else {
             continue;
         };
-        let gemm = rows.iter().find(|m| {
-            m.op == "matmul"
-                && m.backend == "gpu"
-                && m.shape == format!("{n}x{n}x{n}")
-                && !m.label.contains("naive")
-        });
-        if let Some(m) = gemm {
+        if let Some(m) = gemm_row(rows, &format!("{n}x{n}x{n}")) {
             let (rate, gemm_rate) = (r.flops / r.median_s, m.flops / m.median_s);
             println!(
                 "{} {}: {:.0}% of the same adapter's {n}³ matmul rate ({:.2} vs {:.2} GFLOP/s)",
@@ -336,6 +336,66 @@ fn print_gemm_fractions(rows: &[Row]) {
                 gemm_rate / 1e9
             );
         }
+    }
+}
+
+/// The same adapter's GPU matmul row of `shape` (`MxKxN`) in this run: its chosen kernel, not
+/// a baseline.
+fn gemm_row<'r>(rows: &'r [Row], shape: &str) -> Option<&'r Row> {
+    rows.iter().find(|m| {
+        m.op == "matmul" && m.backend == "gpu" && m.shape == shape && !m.label.contains("naive")
+    })
+}
+
+/// For each GPU row of a decomposition (svd, svdvals, eigh, eigvalsh, qr), its time in units of
+/// the same adapter's n³ matmul in this run (n the row's last dimension), where the run timed
+/// that matmul, and its dispatch and submission counts; for qr also its nominal rate as a
+/// fraction of that matmul's rate.
+fn print_matmul_times(rows: &[Row]) {
+    for r in rows.iter().filter(|r| {
+        r.backend == "gpu"
+            && matches!(
+                r.op.as_str(),
+                "svd" | "svdvals" | "eigh" | "eigvalsh" | "qr"
+            )
+    }) {
+        let dims: Vec<usize> = r.shape.split('x').filter_map(|d| d.parse().ok()).collect();
+        let counts = match (r.dispatches, r.submits) {
+            (Some(d), Some(s)) => format!("; {d} dispatches, {s} submits"),
+            _ => String::new(),
+        };
+        // A square decomposition against the n³ matmul; a rectangular m×n one against the
+        // m×n×n matmul (the shape of its block updates).
+        let gemm = match dims[..] {
+            [a, b] if a != b => format!("{a}x{b}x{b}"),
+            [n, ..] => format!("{n}x{n}x{n}"),
+            [] => continue,
+        };
+        let Some(m) = gemm_row(rows, &gemm) else {
+            println!(
+                "{} {}: no {gemm} matmul in this run to compare with (add --ops matmul --sizes {gemm}){counts}",
+                r.op, r.shape
+            );
+            continue;
+        };
+        let mut line = format!(
+            "{} {}: {:.1} matmul-times ({:.1} ms; the same adapter's {gemm} matmul {:.1} ms){counts}",
+            r.op,
+            r.shape,
+            r.median_s / m.median_s,
+            r.median_s * 1e3,
+            m.median_s * 1e3
+        );
+        if r.flops > 0.0 {
+            let (rate, gemm_rate) = (r.flops / r.median_s, m.flops / m.median_s);
+            line.push_str(&format!(
+                "; {:.0}% of its GEMM rate in nominal flops ({:.2} vs {:.2} GFLOP/s)",
+                100.0 * rate / gemm_rate,
+                rate / 1e9,
+                gemm_rate / 1e9
+            ));
+        }
+        println!("{line}");
     }
 }
 
@@ -493,12 +553,50 @@ fn check_output_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The sizes of each op. With several ops, each runs the sizes of `--sizes` that take its
+/// forms (`--ops matmul,qr --sizes 4096x256x256,4096x256` times the matmul beside the QR);
+/// a size that no op takes is an error naming it.
+fn sizes_per_op<'o>(
+    ops: &[(&'o str, &[&str])],
+    sizes: &Option<String>,
+) -> Result<Vec<(&'o str, Vec<Vec<usize>>)>> {
+    let Some(list) = sizes.as_ref().filter(|_| ops.len() > 1) else {
+        return ops
+            .iter()
+            .map(|(name, defaults)| Ok((*name, parse_sizes(name, sizes, defaults)?)))
+            .collect();
+    };
+    let items: Vec<Option<String>> = list.split(',').map(|i| Some(i.trim().to_string())).collect();
+    for item in &items {
+        let parsed: Vec<Result<Vec<Vec<usize>>>> = ops
+            .iter()
+            .map(|(name, d)| parse_sizes(name, item, d))
+            .collect();
+        if !parsed.iter().any(Result::is_ok) {
+            if let Some(Err(e)) = parsed.into_iter().next() {
+                return Err(e);
+            }
+        }
+    }
+    Ok(ops
+        .iter()
+        .map(|(name, d)| {
+            let taken = items
+                .iter()
+                .filter_map(|item| parse_sizes(name, item, d).ok())
+                .flatten()
+                .collect();
+            (*name, taken)
+        })
+        .collect())
+}
+
 /// The sizes of `op`: each `n` or `AxB[xC]` becomes its list of dimensions, checked against
 /// the forms the op takes.
 fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec<usize>>> {
     let forms: &[usize] = match op {
         "matmul" => &[1, 3],
-        "svd" | "qr" => &[1, 2],
+        "svd" | "svdvals" | "qr" => &[1, 2],
         "svd-batched" => &[3],
         "solve" => &[1, 2, 3],
         "conv2d" | "chained" => return Ok(Vec::new()),
@@ -521,7 +619,7 @@ fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec
                     "bad size '{item}' in --sizes for {op}; expected {}",
                     match op {
                         "matmul" => "n or MxKxN, like 256 or 512x1024x256",
-                        "svd" | "qr" => "n or MxN, like 256 or 4096x256",
+                        "svd" | "svdvals" | "qr" => "n or MxN, like 256 or 4096x256",
                         "svd-batched" => "BxMxN, like 10000x16x16",
                         "solve" => "n, or BxNxN for a batch, like 1024 or 10000x16x16",
                         _ => "a positive number like 1024",
@@ -930,8 +1028,10 @@ fn decomposition_case(
         baselines: vec![],
         chosen: Box::new(move |c| {
             Ok(match op {
-                "eigh" => "jacobi on A + c·I, refined".to_string(),
-                "qr" => "cholesky-qr".to_string(),
+                "svd" | "svdvals" | "eigh" | "eigvalsh" => {
+                    "two-stage: gpu band reduction, host f64 band solver".to_string()
+                }
+                "qr" => "blocked householder".to_string(),
                 "cholesky" => format!("blocked, b = {}", crate::CHOLESKY_BLOCK),
                 "lu" | "solve" | "inv" => format!("blocked lu, b = {}", crate::LU_BLOCK),
                 "svd-batched" => format!("jacobi {}", c.svd_batched_kernel()?),
@@ -960,14 +1060,57 @@ fn svd_case(m: usize, n: usize) -> BenchCase {
         }),
         Box::new(|ctx: &Context, t: &[Tensor], _| {
             let r = ctx.svd(&t[0])?;
-            Ok(output(
+            let mut out = output(
                 ctx,
                 vec![r.u, r.s, r.vt],
                 r.sweeps,
                 (r.dispatches, r.submits),
-            ))
+            );
+            // Only the Jacobi methods sweep (the band SVD reports none).
+            out.sweeps = out.sweeps.filter(|&s| s > 0);
+            Ok(out)
         }),
     )
+}
+
+/// The singular values alone of a random m×n matrix, judged against the f64 reference:
+/// |σᵢ − σᵢ*| ≤ 35·max(m, n)·ε·σ₁ (the perturbation bound of a backward-stable SVD at the ratio
+/// bound of [`svd_case`]).
+fn svdvals_case(m: usize, n: usize) -> BenchCase {
+    let a = random_values(m * n, 6);
+    let keep = a.clone();
+    decomposition_case(
+        "svdvals",
+        format!("{m}x{n}"),
+        ((m * n * n.min(m)) as f64).cbrt(),
+        (vec![m, n], a),
+        Box::new(move |o| {
+            let exact = crate::svd::cpu::singular_values_f64(&keep, m, n)?;
+            let bound = 35.0 * m.max(n) as f64 * f64::from(f32::EPSILON) * exact[0].max(0.0);
+            values_within(&format!("svdvals {m}x{n}"), &o[0], &exact, bound)
+        }),
+        Box::new(|ctx: &Context, t: &[Tensor], _| {
+            let (s, spent) = crate::runtime::counted(|| ctx.svdvals(&t[0]))?;
+            Ok(output(ctx, vec![s], 0, (spent.dispatches, spent.submits)))
+        }),
+    )
+}
+
+/// Fails unless every computed value lies within `bound` of the exact one.
+fn values_within(what: &str, got: &[f32], exact: &[f64], bound: f64) -> Result<()> {
+    let worst = got
+        .iter()
+        .zip(exact)
+        .map(|(g, e)| (f64::from(*g) - e).abs())
+        .fold(0.0, f64::max);
+    if got.len() == exact.len() && worst <= bound {
+        Ok(())
+    } else {
+        Err(Error::Verification(format!(
+            "{what}: {} values, worst error {worst:.3e} above {bound:.3e}",
+            got.len()
+        )))
+    }
 }
 
 /// The eigen-decomposition of a random symmetric n×n matrix, judged by LAPACK's ratios (< 60).
@@ -1152,11 +1295,44 @@ fn eigh_case(n: usize) -> BenchCase {
     )
 }
 
-/// The reduced QR of a random m×n matrix, judged by LAPACK's ratios (< 35).
+/// The eigenvalues alone of a random symmetric n×n matrix, judged against the f64 reference:
+/// |λᵢ − λᵢ*| ≤ 60·n·ε·max|λ*| (the perturbation bound at the ratio bound of [`eigh_case`]).
+fn eigvalsh_case(n: usize) -> BenchCase {
+    let b = random_values(n * n, 7);
+    let a: Vec<f32> = (0..n * n)
+        .map(|i| 0.5 * (b[i] + b[(i % n) * n + i / n]))
+        .collect();
+    let keep = a.clone();
+    decomposition_case(
+        "eigvalsh",
+        format!("{n}x{n}"),
+        n as f64,
+        (vec![n, n], a),
+        Box::new(move |o| {
+            let exact = crate::decomp::cpu::eigenvalues_f64(&keep, n)?;
+            let top = exact.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            let bound = 60.0 * n as f64 * f64::from(f32::EPSILON) * top;
+            values_within(&format!("eigvalsh {n}x{n}"), &o[0], &exact, bound)
+        }),
+        Box::new(|ctx: &Context, t: &[Tensor], _| {
+            let (w, spent) = crate::runtime::counted(|| ctx.eigvalsh(&t[0]))?;
+            Ok(output(ctx, vec![w], 0, (spent.dispatches, spent.submits)))
+        }),
+    )
+}
+
+/// The reduced QR of a random m×n matrix, judged by LAPACK's ratios (< 35); rated in LAPACK's
+/// nominal geqrf flops 2mn² − 2n³/3 (n ≤ m), though the row also forms Q.
 fn qr_case(m: usize, n: usize) -> BenchCase {
     let a = random_values(m * n, 8);
     let keep = a.clone();
-    decomposition_case(
+    let (mf, nf) = (m as f64, n as f64);
+    let flops = if m >= n {
+        2.0 * mf * nf * nf - 2.0 * nf.powi(3) / 3.0
+    } else {
+        2.0 * nf * mf * mf - 2.0 * mf.powi(3) / 3.0
+    };
+    BenchCase { flops, ..decomposition_case(
         "qr",
         format!("{m}x{n}"),
         ((m * n * n.min(m)) as f64).cbrt(),
@@ -1179,7 +1355,7 @@ fn qr_case(m: usize, n: usize) -> BenchCase {
                 }),
             })
         }),
-    )
+    )}
 }
 
 /// The SVDs of `batch` random m×n matrices in one call, every matrix judged by LAPACK's ratios.
@@ -1257,7 +1433,15 @@ fn cases_for(op: &str, sizes: &[Vec<usize>]) -> Result<Vec<BenchCase>> {
                 svd_case(m, n)
             })
             .collect()),
+        "svdvals" => Ok(sizes
+            .iter()
+            .map(|d| {
+                let (m, n) = square(d);
+                svdvals_case(m, n)
+            })
+            .collect()),
         "eigh" => Ok(sizes.iter().map(|d| eigh_case(square(d).0)).collect()),
+        "eigvalsh" => Ok(sizes.iter().map(|d| eigvalsh_case(square(d).0)).collect()),
         "cholesky" => Ok(sizes.iter().map(|d| cholesky_case(square(d).0)).collect()),
         "lu" => Ok(sizes.iter().map(|d| lu_case(square(d).0)).collect()),
         "inv" => Ok(sizes.iter().map(|d| inv_case(square(d).0)).collect()),

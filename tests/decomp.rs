@@ -128,6 +128,21 @@ fn eigh_cases() -> Vec<(String, usize, Vec<f32>)> {
         let a: Vec<f32> = random_symmetric(17, 88).iter().map(|x| x * scale).collect();
         v.push((format!("{tag} 17"), 17, a));
     }
+    // Past the panel width 32 of the band eigensolver, and past a few panels.
+    for (i, n) in [65usize, 97, 129, 257].into_iter().enumerate() {
+        v.push((
+            format!("random symmetric {n}"),
+            n,
+            random_symmetric(n, 60 + i as u64),
+        ));
+    }
+    let rep: Vec<f64> = (0..100).map(|i| [2.0, 2.0, 2.0, -1.0, 5.0][i % 5]).collect();
+    v.push(("repeated 100".into(), 100, symmetric_with(&rep, 23)));
+    let psd: Vec<f64> = (0..100)
+        .map(|i| if i < 5 { 1.0 + i as f64 } else { 0.0 })
+        .collect();
+    v.push(("rank-5 PSD 100".into(), 100, symmetric_with(&psd, 25)));
+    v.push(("zero 70".into(), 70, vec![0.0; 4900]));
     // Upper triangle off by a rounding-level amount: numpy reads the lower one.
     let mut near = random_symmetric(8, 77);
     near[1] += 1e-7;
@@ -180,6 +195,20 @@ fn check_eigh(ctx: &Context, label: &str) {
                 "{label} {name}: eigenvalue {g} vs {x} ({scaled:.2})"
             );
             worst_val = worst_val.max(scaled);
+        }
+        // eigvalsh: the same values, without the vectors.
+        let only = ctx
+            .eigvalsh(&at)
+            .unwrap_or_else(|e| panic!("{label} {name} eigvalsh: {e}"))
+            .to_vec()
+            .unwrap();
+        assert_eq!(only.len(), n, "{label} {name}");
+        for (g, x) in only.iter().zip(&exact) {
+            let err = (f64::from(*g) - x).abs();
+            assert!(
+                err <= 60.0 * anorm.max(f64::MIN_POSITIVE) * n as f64 * RATIO_EPS,
+                "{label} {name}: eigvalsh {g} vs {x}"
+            );
         }
         worst_res = worst_res.max(res);
         worst_orth = worst_orth.max(orth);
@@ -651,4 +680,41 @@ fn gpu_eigh_is_accurate_to_the_norm() {
         "eigh 200×200: eigenvalue error {worst:.2e} (max |λ| {top:.2}), ratios {r:.2?}, {} sweeps",
         e.sweeps
     );
+}
+
+/// The largest component of a computed eigenvector along another exact one,
+/// max over i ≠ j of |zᵢ·z*ⱼ| (z* from faer in f64, both in ascending order).
+fn worst_mixing(a: &[f32], n: usize, z: &[f32]) -> f64 {
+    let mat = faer::Mat::<f64>::from_fn(n, n, |i, j| f64::from(a[i.max(j) * n + i.min(j)]));
+    let evd = mat.self_adjoint_eigen(faer::Side::Lower).unwrap();
+    let (u, s) = (evd.U(), evd.S().column_vector());
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&x, &y| s[x].total_cmp(&s[y]));
+    let mut worst = 0.0f64;
+    for i in 0..n {
+        for (j, &cj) in order.iter().enumerate() {
+            if i != j {
+                let d: f64 = (0..n).map(|r| f64::from(z[r * n + i]) * u[(r, cj)]).sum();
+                worst = worst.max(d.abs());
+            }
+        }
+    }
+    worst
+}
+
+/// The bar: eigenvectors of close eigenvalues at least as accurate as faer's f32
+/// solver, by the mixing of (R + Rᵀ)/2 for a 200×200 Gaussian-like R.
+#[test]
+fn eigenvector_mixing_is_within_faer_f32() {
+    let Some(gpu) = common::gpu() else { return };
+    let cpu = common::cpu();
+    let n = 200;
+    let a = random_symmetric(n, 91);
+    let mix = |ctx: &Context| {
+        let e = ctx.eigh(&ctx.tensor(&[n, n], &a).unwrap()).unwrap();
+        worst_mixing(&a, n, &e.vectors.to_vec().unwrap())
+    };
+    let (g, c) = (mix(gpu), mix(&cpu));
+    eprintln!("eigenvector mixing 200×200: gpu {g:.2e}, faer f32 {c:.2e}");
+    assert!(g <= c, "gpu mixing {g:e} above faer's {c:e}");
 }

@@ -171,9 +171,19 @@ fn cases() -> Vec<Case> {
 
 /// Runs every case on `ctx`, checks the ratios, the order and the values; returns the sweeps.
 fn check_all(ctx: &Context, label: &str, opts: &SvdOptions) -> Vec<(String, u32)> {
+    check_cases(ctx, label, opts, cases())
+}
+
+/// [`check_all`] on `cases`; also checks `svdvals` against the f64 values.
+fn check_cases(
+    ctx: &Context,
+    label: &str,
+    opts: &SvdOptions,
+    cases: Vec<Case>,
+) -> Vec<(String, u32)> {
     let mut failures = Vec::new();
     let mut sweeps = Vec::new();
-    for c in cases() {
+    for c in cases {
         let k = c.m.min(c.n);
         let a = ctx.tensor(&[c.m, c.n], &c.a).unwrap();
         let t0 = Instant::now();
@@ -215,6 +225,22 @@ fn check_all(ctx: &Context, label: &str, opts: &SvdOptions) -> Vec<(String, u32)
                     c.name
                 ));
             }
+        }
+        match ctx.svdvals(&a).and_then(|v| v.to_vec()) {
+            Ok(values) => {
+                if values.len() != k {
+                    failures.push(format!("{}: svdvals gave {} values", c.name, values.len()));
+                }
+                for (q, (&x, &y)) in values.iter().zip(&reference).enumerate() {
+                    if (f64::from(x) - y).abs() > bound {
+                        failures.push(format!(
+                            "{}: svdvals σ{q} = {x}, f64 reference {y}, bound {bound:e}",
+                            c.name
+                        ));
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("{}: svdvals: {e}", c.name)),
         }
         if svd.sweeps > MAX_SWEEPS {
             failures.push(format!("{}: {} sweeps", c.name, svd.sweeps));
@@ -282,6 +308,104 @@ fn gpu_svd_meets_lapack_ratios() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("48"), "{e}");
+}
+
+/// Matrices past the batched kernel's 32 (the band SVD's domain), of every kind the small
+/// cases hold: sizes around the panel width 32 and primes, tall, wide, one row or column,
+/// rank-deficient, zero, ill-conditioned, graded and scaled far from 1.
+fn band_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    let rnd = |name: &str, m: usize, n: usize, seed: u64| {
+        case(name, m, n, common::data_full(m * n, seed))
+    };
+    for (i, n) in [33usize, 63, 64, 65, 97, 129].into_iter().enumerate() {
+        v.push(rnd("square", n, n, 100 + i as u64));
+    }
+    v.push(rnd("tall", 300, 40, 110));
+    v.push(rnd("tall", 1000, 20, 111));
+    v.push(rnd("tall", 2000, 65, 112));
+    v.push(rnd("wide", 40, 300, 113));
+    v.push(rnd("wide", 65, 2000, 114));
+    v.push(rnd("row", 1, 100, 115));
+    v.push(rnd("column", 100, 1, 116));
+    {
+        let (m, n) = (80, 50);
+        let mut a = common::data_full(m * n, 117);
+        for i in 0..m {
+            for j in [10, 20, 33, 49] {
+                a[i * n + j] = a[i * n + 1];
+            }
+        }
+        v.push(case("duplicate columns", m, n, a));
+    }
+    v.push(case("zero", 40, 33, vec![0.0; 40 * 33]));
+    {
+        let (m, n, r) = (70, 45, 5);
+        let b = common::data_full(m * r, 118);
+        let c = common::data_full(r * n, 119);
+        let a: Vec<f32> = (0..m * n)
+            .map(|t| (0..r).map(|q| b[(t / n) * r + q] * c[q * n + t % n]).sum())
+            .collect();
+        v.push(case("rank-5", m, n, a));
+    }
+    {
+        let (m, n) = (60, 50);
+        let sigma: Vec<f64> = (0..n)
+            .map(|i| 10f64.powf(-6.0 * i as f64 / (n - 1) as f64))
+            .collect();
+        v.push(case(
+            "ill-conditioned",
+            m,
+            n,
+            common::with_singular_values(m, n, &sigma, 120),
+        ));
+        let sigma: Vec<f64> = (0..n).map(|i| if i < 40 { 1.0 } else { 0.0 }).collect();
+        v.push(case(
+            "rank-40, equal σ",
+            m,
+            n,
+            common::with_singular_values(m, n, &sigma, 121),
+        ));
+    }
+    {
+        let (m, n) = (100, 40);
+        let a = common::data_full(m * n, 122)
+            .iter()
+            .enumerate()
+            .map(|(t, x)| x * 10f32.powf(-((t % n) as f32) / 8.0))
+            .collect();
+        v.push(case("graded", m, n, a));
+    }
+    for (name, scale) in [("huge", 1e30f32), ("tiny", 1e-30)] {
+        let a = common::data_full(50 * 40, 123)
+            .iter()
+            .map(|x| x * scale)
+            .collect();
+        v.push(case(name, 50, 40, a));
+    }
+    v
+}
+
+#[test]
+fn gpu_band_svd_meets_lapack_ratios() {
+    let Some(ctx) = common::gpu() else { return };
+    for (name, s) in check_cases(ctx, "gpu band", &SvdOptions::default(), band_cases()) {
+        assert_eq!(s, 0, "{name}: the band SVD runs no Jacobi sweeps");
+    }
+    // The counts of a 256×256 SVD: dependent dispatches grow like n/32, not n²/2.
+    let a = ctx
+        .tensor(&[256, 256], &common::data_full(256 * 256, 130))
+        .unwrap();
+    let svd = ctx.svd(&a).unwrap();
+    eprintln!("band 256×256: {} dispatches, {} submits", svd.dispatches, svd.submits);
+    assert!(svd.dispatches > 0 && svd.dispatches < 200, "{}", svd.dispatches);
+    // NaN and Inf are refused with the shape, by svd and svdvals.
+    let mut bad = common::data_full(40 * 35, 131);
+    bad[77] = f32::NAN;
+    let t = ctx.tensor(&[40, 35], &bad).unwrap();
+    for e in [ctx.svd(&t).unwrap_err(), ctx.svdvals(&t).unwrap_err()] {
+        assert!(e.to_string().contains("40×35"), "{e}");
+    }
 }
 
 #[test]

@@ -208,6 +208,9 @@ enum Command {
         /// Output for the eigenvectors (.npy, n×n, as columns).
         #[arg(long)]
         vectors: Option<PathBuf>,
+        /// Only the eigenvalues (numpy.linalg.eigvalsh): needs --values, refuses --vectors
+        #[arg(long)]
+        values_only: bool,
     },
     /// PCA, sklearn.decomposition.PCA(n_components=K).fit(X) with X samples × features.
     Pca {
@@ -403,6 +406,11 @@ pub fn run(cli: Cli) -> Result<()> {
                     "svd --values-only writes only --s: name --s and neither --u nor --vt".into(),
                 ));
             }
+            if *values_only {
+                if let Some(s) = s {
+                    return svdvals(&cli.global, a, s);
+                }
+            }
             svd(&cli.global, a, [u, s, vt])
         }
         Command::Lowrank {
@@ -423,7 +431,23 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Qr { a, q, r } => qr(&cli.global, a, [q, r]),
         Command::Cholesky { a, output, upper } => cholesky(&cli.global, a, output, *upper),
-        Command::Eigh { a, values, vectors } => eigh(&cli.global, a, [values, vectors]),
+        Command::Eigh {
+            a,
+            values,
+            vectors,
+            values_only,
+        } => {
+            if *values_only {
+                return match (values, vectors) {
+                    (Some(v), None) => eigvalsh(&cli.global, a, v),
+                    _ => Err(Error::InvalidArgument(
+                        "eigh --values-only writes only --values: name --values and not --vectors"
+                            .into(),
+                    )),
+                };
+            }
+            eigh(&cli.global, a, [values, vectors])
+        }
         Command::Solve(a) => solvers::solve(&cli.global, a),
         Command::Inv(a) => solvers::inv(&cli.global, a),
         Command::Det(a) => solvers::det(&cli.global, a),
@@ -496,6 +520,62 @@ fn svd(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 3]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fails unless each computed value lies within `bound` of the f64 one; prints the worst error.
+fn verify_values(what: &str, got: &[f32], exact: &[f64], bound: f64, ctx: &Context) -> Result<()> {
+    let worst = got
+        .iter()
+        .zip(exact)
+        .map(|(g, x)| (f64::from(*g) - x).abs())
+        .fold(0.0, f64::max);
+    if got.len() != exact.len() || worst.is_nan() || worst > bound {
+        return Err(Error::Verification(format!(
+            "{what}: worst error {worst:e} against the f64 values exceeds {bound:e}"
+        )));
+    }
+    eprintln!(
+        "verified: {what} within {worst:.2e} of the f64 reference (bound {bound:.2e}) ({})",
+        ctx.description()
+    );
+    Ok(())
+}
+
+/// `svd --values-only`: the singular values alone ([`Context::svdvals`]), verified against
+/// the f64 values within 35·max(m, n)·ε·σ₁.
+fn svdvals(g: &GlobalOpts, a: &Path, out: &Path) -> Result<()> {
+    let ctx = context(g)?;
+    let ha = load(a)?;
+    let s = ctx.svdvals(&ha)?;
+    let values = s.to_vec()?;
+    if g.verify {
+        let (m, n) = match *ha.shape() {
+            [m, n] => (m, n),
+            _ => (0, 0), // unreachable: svdvals accepted the input as a matrix
+        };
+        let exact = crate::svd::cpu::singular_values_f64(&ha.to_vec()?, m, n)?;
+        let top = exact.first().copied().unwrap_or(0.0);
+        let bound = 35.0 * m.max(n) as f64 * f64::from(f32::EPSILON) * top;
+        verify_values("singular values", &values, &exact, bound, &ctx)?;
+    }
+    write_npy_f32(out, s.shape(), &values)
+}
+
+/// `eigh --values-only`: the eigenvalues alone ([`Context::eigvalsh`]), verified against the
+/// f64 values within 60·n·ε·max|λ|.
+fn eigvalsh(g: &GlobalOpts, a: &Path, out: &Path) -> Result<()> {
+    let ctx = context(g)?;
+    let ha = load(a)?;
+    let w = ctx.eigvalsh(&ha)?;
+    let values = w.to_vec()?;
+    if g.verify {
+        let n = values.len();
+        let exact = crate::decomp::cpu::eigenvalues_f64(&ha.to_vec()?, n)?;
+        let top = exact.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let bound = 60.0 * n as f64 * f64::from(f32::EPSILON) * top;
+        verify_values("eigenvalues", &values, &exact, bound, &ctx)?;
+    }
+    write_npy_f32(out, w.shape(), &values)
 }
 
 /// `cholesky`: the factor is computed (and verified) before the file is written.

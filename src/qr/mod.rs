@@ -136,7 +136,12 @@ impl Context {
     /// differs from numpy/LAPACK: R's diagonal is non-negative on every path (LAPACK's may hold
     /// negative entries; the two differ by the signs of Q's columns and R's rows).
     ///
-    /// On a GPU, results stay resident: shifted CholeskyQR3 — Gram matrix QᵀQ by a GPU GEMM,
+    /// On a GPU, results stay resident. Up to tens of thousands of rows: blocked Householder
+    /// (LAPACK's geqrf/orgqr structure): each panel of 32 columns (16 for taller input) is
+    /// factored in one workgroup, the trailing matrix updated by the compact-WY block reflector
+    /// as rank-b products, and Q accumulated backwards from the signed identity; rank-deficient
+    /// input needs nothing else and never leaves the GPU (one readback, max|A|, refuses NaN
+    /// and Inf). Taller input: shifted CholeskyQR3 — Gram matrix QᵀQ by a GPU GEMM,
     /// its Cholesky factor on the host in f64 (one readback of n² values per pass), Q ← Q·R⁻¹
     /// by a GPU GEMM; a shifted pass, then plain passes until two plain ones have run (more
     /// shifted passes for condition numbers near 1/u). A wide matrix (m < n) is factored

@@ -409,12 +409,6 @@ fn check_randomized(ctx: &Context, label: &str) {
             assert_eq!(svd.s.shape(), &[r]);
             assert_eq!(svd.vt.shape(), &[r, n]);
             on_device(ctx, &[&svd.u, &svd.s, &svd.vt]);
-            assert_eq!(
-                ctx.is_gpu(),
-                svd.sweeps > 0,
-                "{label}: Jacobi sweeps {}",
-                svd.sweeps
-            );
             let approx = reconstruct(ctx, &svd.u, &svd.s, &svd.vt);
             let err = frobenius_distance(&a, &approx);
             let opt = s[r..].iter().map(|v| v * v).sum::<f64>().sqrt();

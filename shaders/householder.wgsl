@@ -16,13 +16,15 @@
 // `update` (C −= V·W, register-blocked 4 × 4).
 //
 // lavapipe ends an invocation after 65,535 loop iterations in all: `panel` runs about
-// PB·(2·rows/WG + 2·rows·PB/WG) of them, which the host keeps below that by its choice of PB
-// (`householder::panel_width`); the other kernels' loops are bounded by RC, PB and the row
-// chunks.
+// PB·(2·rows/WG + 5·rows/G) of them (G = 4·WG/PB row groups) plus 8·rows·PB/(4·WG) copying,
+// which the host keeps below that by its choice of PB (`householder::panel_width`); the other
+// kernels' loops are bounded by RC, PB and the row chunks.
 
 override PB: u32 = 32u;
 
 const WG: u32 = 256u;
+// The smallest normal f32.
+const MIN_NORMAL: f32 = 1.1754944e-38;
 // Rows of one `vtc` partial product.
 const RC: u32 = 256u;
 
@@ -41,7 +43,7 @@ struct HouseholderParams {
 
 @group(0) @binding(0) var<uniform> p: HouseholderParams;
 @group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> vpack: array<f32>;
+@group(0) @binding(2) var<storage, read_write> vpack: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> tmat: array<f32>;
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
 @group(0) @binding(5) var<storage, read_write> outm: array<f32>;
@@ -51,8 +53,8 @@ fn at(r: u32, c: u32) -> u32 {
 }
 
 var<workgroup> red: array<vec2<f32>, WG>;
-var<workgroup> part: array<f32, WG>;
-var<workgroup> dots: array<f32, 32>;
+var<workgroup> part: array<vec4<f32>, WG>;
+var<workgroup> dots: array<vec4<f32>, 8>;
 var<workgroup> tsh: array<f32, 1024>;
 var<workgroup> coef: vec3<f32>;
 
@@ -72,28 +74,50 @@ fn combine(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(m, x.y * rx * rx + y.y * ry * ry);
 }
 
-// Factors the rows × cols (cols ≤ PB) panel in place; τ_i is T[i, i].
+// Factors the rows × cols (cols ≤ PB) panel: copied into `vpack` (rows × PB, row-major, vec4
+// rows; columns past cols zero), factored there with vec4 accesses, R and the reflectors
+// written back to `a`, and `vpack` turned into V (unit diagonal, zeros above it). τ_i is
+// T[i, i]. Thread (g, q) owns columns 4q..4q+3 of the rows r ≡ g (mod WG·4/PB).
 @compute @workgroup_size(WG)
 fn panel(@builtin(local_invocation_id) lid3: vec3<u32>) {
     let lid = lid3.x;
-    let G = WG / PB;
-    let j = lid % PB;
-    let g = lid / PB;
+    let NQ = PB / 4u;
+    let G = WG / NQ;
+    let q = lid % NQ;
+    let g = lid / NQ;
     let nref = min(p.rows, p.cols);
-    for (var q = lid; q < PB * PB; q += WG) {
-        tsh[q] = 0.0;
+    for (var e = lid; e < p.rows * NQ; e += WG) {
+        let r = e / NQ;
+        let k0 = (e % NQ) * 4u;
+        var v = vec4<f32>(0.0);
+        for (var c = 0u; c < 4u; c++) {
+            if k0 + c < p.cols {
+                v[c] = a[at(r, k0 + c)];
+            }
+        }
+        vpack[e] = v;
     }
+    for (var e = lid; e < PB * PB; e += WG) {
+        tsh[e] = 0.0;
+    }
+    sync();
     for (var i = 0u; i < nref; i++) {
+        let qi = i / 4u;
+        let ci = i % 4u;
         // The norm of the column below the diagonal.
         var acc = vec2<f32>(0.0, 0.0);
         for (var r = i + 1u + lid; r < p.rows; r += WG) {
-            let x = abs(a[at(r, i)]);
+            // Subnormal values count as zero (lavapipe flushes them in arithmetic).
+            var x = abs(vpack[r * NQ + qi][ci]);
+            if x < MIN_NORMAL {
+                x = 0.0;
+            }
             if x > acc.x {
-                let q = acc.x / x;
-                acc = vec2<f32>(x, 1.0 + acc.y * q * q);
+                let t = acc.x / x;
+                acc = vec2<f32>(x, 1.0 + acc.y * t * t);
             } else if x > 0.0 {
-                let q = x / acc.x;
-                acc.y += q * q;
+                let t = x / acc.x;
+                acc.y += t * t;
             }
         }
         red[lid] = acc;
@@ -112,7 +136,7 @@ fn panel(@builtin(local_invocation_id) lid3: vec3<u32>) {
                 s = combine(s, red[t * 16u]);
             }
             let xnorm = s.x * sqrt(s.y);
-            let alpha = a[at(i, i)];
+            let alpha = vpack[i * NQ + qi][ci];
             var tau = 0.0;
             var beta = alpha;
             var scale = 0.0;
@@ -128,72 +152,93 @@ fn panel(@builtin(local_invocation_id) lid3: vec3<u32>) {
             coef = vec3<f32>(tau, beta, scale);
         }
         workgroupBarrier();
-        let c = coef;
-        if c.x != 0.0 {
+        let cf = coef;
+        if cf.x != 0.0 {
             for (var r = i + 1u + lid; r < p.rows; r += WG) {
-                a[at(r, i)] *= c.z;
+                // The subnormal values the norm left out stay out of v.
+                let x = vpack[r * NQ + qi][ci];
+                vpack[r * NQ + qi][ci] = select(x * cf.z, 0.0, abs(x) < MIN_NORMAL);
             }
         }
         sync();
-        // d_j = v_iᵀ·(column j from row i): for j > i the column to update, for j < i the
-        // earlier reflector v_j (the vector T's column i needs).
-        var d = 0.0;
-        if j < p.cols && j != i {
-            if g == 0u {
-                d = a[at(i, j)];
-            }
-            for (var r = i + 1u + g; r < p.rows; r += G) {
-                d += a[at(r, i)] * a[at(r, j)];
-            }
+        // d_j = v_iᵀ·(column j from row i), four columns a thread: for j > i the columns to
+        // update, for j < i the earlier reflectors v_j (T's column i needs them).
+        var d = vec4<f32>(0.0);
+        if g == 0u {
+            d = vpack[i * NQ + q];
+        }
+        for (var r = i + 1u + g; r < p.rows; r += G) {
+            d += vpack[r * NQ + q] * vpack[r * NQ + qi][ci];
         }
         part[lid] = d;
         workgroupBarrier();
-        if lid < PB {
-            var s = 0.0;
+        if lid < NQ {
+            var s = vec4<f32>(0.0);
             for (var t = 0u; t < G; t++) {
-                s += part[t * PB + lid];
+                s += part[t * NQ + lid];
             }
             dots[lid] = s;
         }
         workgroupBarrier();
-        if j > i && j < p.cols && c.x != 0.0 {
-            let f = c.x * dots[j];
-            if g == 0u {
-                a[at(i, j)] -= f;
-            }
-            for (var r = i + 1u + g; r < p.rows; r += G) {
-                a[at(r, j)] -= f * a[at(r, i)];
+        if cf.x != 0.0 && q >= qi {
+            // τ·d_j for the columns j > i of this thread's quad, 0 for the others.
+            let k0 = q * 4u;
+            let kk = vec4<u32>(k0, k0 + 1u, k0 + 2u, k0 + 3u);
+            let f = select(vec4<f32>(0.0), cf.x * dots[q], kk > vec4<u32>(i));
+            for (var r = i + g; r < p.rows; r += G) {
+                var v = 1.0;
+                if r > i {
+                    v = vpack[r * NQ + qi][ci];
+                }
+                if q > qi {
+                    vpack[r * NQ + q] -= v * f;
+                } else {
+                    // Column i's quad: only its components past i (column i is read above).
+                    for (var c = ci + 1u; c < 4u; c++) {
+                        vpack[r * NQ + q][c] -= v * f[c];
+                    }
+                }
             }
         }
         // T[0:i, i] = −τ_i · T[0:i, 0:i] · (V[:, 0:i]ᵀ v_i); T[i, i] = τ_i.
         if lid < i {
             var s = 0.0;
             for (var l = lid; l < i; l++) {
-                s += tsh[lid * PB + l] * dots[l];
+                s += tsh[lid * PB + l] * dots[l / 4u][l % 4u];
             }
-            tsh[lid * PB + i] = -c.x * s;
+            tsh[lid * PB + i] = -cf.x * s;
         }
         if lid == 0u {
-            tsh[i * PB + i] = c.x;
-            a[at(i, i)] = c.y;
+            tsh[i * PB + i] = cf.x;
+        }
+        sync();
+        if lid == 0u {
+            vpack[i * NQ + qi][ci] = cf.y;
         }
         sync();
     }
-    for (var q = lid; q < PB * PB; q += WG) {
-        tmat[q] = tsh[q];
+    for (var e = lid; e < PB * PB; e += WG) {
+        tmat[e] = tsh[e];
     }
-    for (var q = lid; q < p.rows * PB; q += WG) {
-        let r = q / PB;
-        let k = q % PB;
-        var v = 0.0;
-        if k < nref {
-            if r == k {
-                v = 1.0;
-            } else if r > k {
-                v = a[at(r, k)];
+    for (var e = lid; e < p.rows * NQ; e += WG) {
+        let r = e / NQ;
+        let k0 = (e % NQ) * 4u;
+        let x = vpack[e];
+        var v = vec4<f32>(0.0);
+        for (var c = 0u; c < 4u; c++) {
+            let k = k0 + c;
+            if k < p.cols {
+                a[at(r, k)] = x[c];
+            }
+            if k < nref {
+                if r == k {
+                    v[c] = 1.0;
+                } else if r > k {
+                    v[c] = x[c];
+                }
             }
         }
-        vpack[q] = v;
+        vpack[e] = v;
     }
 }
 
@@ -214,10 +259,9 @@ fn vtc(@builtin(global_invocation_id) gid: vec3<u32>) {
     let nq = PB / 4u;
     for (var r = r0; r < r1; r++) {
         let x = a[at(r, c)];
-        let vb = r * PB;
+        let vb = r * nq;
         for (var q = 0u; q < nq; q++) {
-            let v = vec4<f32>(vpack[vb + 4u * q], vpack[vb + 4u * q + 1u], vpack[vb + 4u * q + 2u], vpack[vb + 4u * q + 3u]);
-            acc[q] += v * x;
+            acc[q] += vpack[vb + q] * x;
         }
     }
     let base = ch * PB;
@@ -290,8 +334,7 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
         let x3 = vec4<f32>(work[w3], work[w3 + 1u], work[w3 + 2u], work[w3 + 3u]);
         for (var i = 0u; i < 4u; i++) {
             // Rows past the end read the last row and are not written.
-            let vb = min(r0 + i, rlast) * PB + k;
-            let v = vec4<f32>(vpack[vb], vpack[vb + 1u], vpack[vb + 2u], vpack[vb + 3u]);
+            let v = vpack[min(r0 + i, rlast) * (PB / 4u) + k / 4u];
             acc[i] += v.x * x0 + v.y * x1 + v.z * x2 + v.w * x3;
         }
     }

@@ -143,6 +143,15 @@ fn eigh_cases() -> Vec<(String, usize, Vec<f32>)> {
         .collect();
     v.push(("rank-5 PSD 100".into(), 100, symmetric_with(&psd, 25)));
     v.push(("zero 70".into(), 70, vec![0.0; 4900]));
+    // Periodic entries, symmetrised: low rank, and a reduction through subnormal values.
+    let n = 150;
+    let per: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let per_sym = (0..n * n)
+        .map(|i| 0.5 * (per[i] + per[(i % n) * n + i / n]))
+        .collect();
+    v.push(("periodic 150".into(), n, per_sym));
     // Upper triangle off by a rounding-level amount: numpy reads the lower one.
     let mut near = random_symmetric(8, 77);
     near[1] += 1e-7;

@@ -53,6 +53,10 @@ fn cases() -> Vec<Case> {
     v.push(rnd("tall", 300, 129, 27));
     // Past the rows a 32-wide panel may hold on lavapipe: the 16-wide panels.
     v.push(rnd("tall", 9000, 20, 28));
+    let periodic: Vec<f32> = (0..200 * 200)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    v.push(case("periodic rank-deficient", 200, 200, periodic));
     v.push(rnd("wide", 7, 100, 22));
     v.push(rnd("wide", 2, 3, 23));
     v.push(rnd("wide", 3, 1000, 25));

@@ -376,6 +376,15 @@ fn band_cases() -> Vec<Case> {
             .collect();
         v.push(case("graded", m, n, a));
     }
+    // Periodic entries: rank 2, and the reduction of its remainder (rounding noise) goes
+    // through subnormal values, which lavapipe flushes to zero.
+    let periodic = |m: usize, n: usize| -> Vec<f32> {
+        (0..m * n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    };
+    v.push(case("periodic", 200, 200, periodic(200, 200)));
+    v.push(case("periodic", 300, 100, periodic(300, 100)));
     for (name, scale) in [("huge", 1e30f32), ("tiny", 1e-30)] {
         let a = common::data_full(50 * 40, 123)
             .iter()

@@ -141,11 +141,15 @@ impl Kernels {
 /// The widest panel (32, else 16) whose factorisation in one workgroup stays inside lavapipe's
 /// loop budget at `rows` rows; `None` when even 16 does not.
 pub(crate) fn panel_width(rows: usize) -> Option<usize> {
-    [32usize, 16].into_iter().find(|&pb| {
-        let groups = PANEL_THREADS / pb;
-        pb * (2 * rows.div_ceil(PANEL_THREADS) + 2 * rows.div_ceil(groups)) + rows * pb / 64
-            <= LOOP_BUDGET
-    })
+    [32usize, 16].into_iter().find(|&pb| panel_iterations(pb, rows) <= LOOP_BUDGET)
+}
+
+/// The loop iterations of one `panel` invocation for a `width`-column panel of `rows` rows
+/// (the shader's header comment).
+fn panel_iterations(width: usize, rows: usize) -> usize {
+    let groups = 4 * PANEL_THREADS / width;
+    width * (2 * rows.div_ceil(PANEL_THREADS) + 5 * rows.div_ceil(groups))
+        + 8 * (rows * width / 4).div_ceil(PANEL_THREADS)
 }
 
 /// The work space (in values) of applications with panels of `width` columns to regions of
@@ -210,6 +214,7 @@ impl Householder {
         let v = self
             .gpu
             .alloc((view.rows * pw * 4) as u64, "reflector vectors")?;
+        debug_assert!(panel_iterations(pw, view.rows) <= LOOP_BUDGET);
         let t = self.gpu.alloc((pw * pw * 4) as u64, "reflector T")?;
         let u = enc.params(&view.params("householder panel")?)?;
         let bg = enc.bind(

@@ -169,7 +169,7 @@ pub use solve::{
 };
 pub use svd::batched::{SvdBatchedKernel, SvdBatchedOptions};
 pub use svd::{
-    svd_tolerance, Svd, SvdMethod, SvdOptions, MAX_SWEEPS, SVD_QR_LONG_COLUMN, SVD_QR_MIN_COLS, SVD_QR_RATIO,
-    SVD_WORKGROUPS, SVD_WORKGROUP_ENV,
+    svd_tolerance, Svd, SvdMethod, SvdOptions, MAX_SWEEPS, SVD_QR_LONG_COLUMN, SVD_QR_MIN_COLS,
+    SVD_QR_RATIO, SVD_WORKGROUPS, SVD_WORKGROUP_ENV,
 };
 pub use tensor::{DType, Location, Tensor};

@@ -136,7 +136,9 @@ fn eigh_cases() -> Vec<(String, usize, Vec<f32>)> {
             random_symmetric(n, 60 + i as u64),
         ));
     }
-    let rep: Vec<f64> = (0..100).map(|i| [2.0, 2.0, 2.0, -1.0, 5.0][i % 5]).collect();
+    let rep: Vec<f64> = (0..100)
+        .map(|i| [2.0, 2.0, 2.0, -1.0, 5.0][i % 5])
+        .collect();
     v.push(("repeated 100".into(), 100, symmetric_with(&rep, 23)));
     let psd: Vec<f64> = (0..100)
         .map(|i| if i < 5 { 1.0 + i as f64 } else { 0.0 })

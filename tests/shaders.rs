@@ -216,6 +216,17 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 ("svd_batched_wg_sweep", per_matrix),
             ]
         }
+        "householder" => {
+            // Every kernel at both panel widths the host picks (`householder::panel_width`).
+            let widths: Vec<Constants> = [16.0, 32.0]
+                .into_iter()
+                .map(|pb| Constants::from([("PB", pb)]))
+                .collect();
+            ["panel", "vtc", "tw", "update", "extract"]
+                .into_iter()
+                .map(|e| (e, widths.clone()))
+                .collect()
+        }
         other => {
             panic!("no variants listed for shader family '{other}': add them to tests/shaders.rs")
         }

@@ -406,8 +406,15 @@ fn gpu_band_svd_meets_lapack_ratios() {
         .tensor(&[256, 256], &common::data_full(256 * 256, 130))
         .unwrap();
     let svd = ctx.svd(&a).unwrap();
-    eprintln!("band 256×256: {} dispatches, {} submits", svd.dispatches, svd.submits);
-    assert!(svd.dispatches > 0 && svd.dispatches < 200, "{}", svd.dispatches);
+    eprintln!(
+        "band 256×256: {} dispatches, {} submits",
+        svd.dispatches, svd.submits
+    );
+    assert!(
+        svd.dispatches > 0 && svd.dispatches < 200,
+        "{}",
+        svd.dispatches
+    );
     // NaN and Inf are refused with the shape, by svd and svdvals.
     let mut bad = common::data_full(40 * 35, 131);
     bad[77] = f32::NAN;

@@ -566,7 +566,10 @@ fn sizes_per_op<'o>(
             .map(|(name, defaults)| Ok((*name, parse_sizes(name, sizes, defaults)?)))
             .collect();
     };
-    let items: Vec<Option<String>> = list.split(',').map(|i| Some(i.trim().to_string())).collect();
+    let items: Vec<Option<String>> = list
+        .split(',')
+        .map(|i| Some(i.trim().to_string()))
+        .collect();
     for item in &items {
         let parsed: Vec<Result<Vec<Vec<usize>>>> = ops
             .iter()
@@ -1028,9 +1031,7 @@ fn decomposition_case(
         baselines: vec![],
         chosen: Box::new(move |c| {
             Ok(match op {
-                "svd" | "svdvals" | "eigh" | "eigvalsh" => {
-                    "two-stage band".to_string()
-                }
+                "svd" | "svdvals" | "eigh" | "eigvalsh" => "two-stage band".to_string(),
                 "qr" => "blocked householder".to_string(),
                 "cholesky" => format!("blocked, b = {}", crate::CHOLESKY_BLOCK),
                 "lu" | "solve" | "inv" => format!("blocked lu, b = {}", crate::LU_BLOCK),
@@ -1339,30 +1340,33 @@ fn qr_case(m: usize, n: usize) -> BenchCase {
     } else {
         2.0 * nf * mf * mf - 2.0 * mf.powi(3) / 3.0
     };
-    BenchCase { flops, ..decomposition_case(
-        "qr",
-        format!("{m}x{n}"),
-        ((m * n * n.min(m)) as f64).cbrt(),
-        (vec![m, n], a),
-        Box::new(move |o| {
-            ratios_below(
-                &format!("qr {m}x{n}"),
-                &crate::qr::cpu::ratios(&keep, m, n, &o[0], &o[1]),
-                35.0,
-            )
-        }),
-        Box::new(|ctx: &Context, t: &[Tensor], _| {
-            let r = ctx.qr(&t[0])?;
-            Ok(Output {
-                tensors: vec![r.q, r.r],
-                sweeps: None,
-                counts: ctx.is_gpu().then_some(crate::GpuCounters {
-                    dispatches: r.dispatches,
-                    submits: r.submits,
-                }),
-            })
-        }),
-    )}
+    BenchCase {
+        flops,
+        ..decomposition_case(
+            "qr",
+            format!("{m}x{n}"),
+            ((m * n * n.min(m)) as f64).cbrt(),
+            (vec![m, n], a),
+            Box::new(move |o| {
+                ratios_below(
+                    &format!("qr {m}x{n}"),
+                    &crate::qr::cpu::ratios(&keep, m, n, &o[0], &o[1]),
+                    35.0,
+                )
+            }),
+            Box::new(|ctx: &Context, t: &[Tensor], _| {
+                let r = ctx.qr(&t[0])?;
+                Ok(Output {
+                    tensors: vec![r.q, r.r],
+                    sweeps: None,
+                    counts: ctx.is_gpu().then_some(crate::GpuCounters {
+                        dispatches: r.dispatches,
+                        submits: r.submits,
+                    }),
+                })
+            }),
+        )
+    }
 }
 
 /// The SVDs of `batch` random m×n matrices in one call, every matrix judged by LAPACK's ratios.

@@ -31,7 +31,9 @@ pub(crate) fn band_eigh(
     vectors: bool,
 ) -> Result<(Vec<f32>, Option<Arc<GpuBuffer>>)> {
     let pb = panel_width(n).ok_or_else(|| {
-        Error::InvalidArgument(format!("eigh: order {n} is too large for a one-workgroup panel"))
+        Error::InvalidArgument(format!(
+            "eigh: order {n} is too large for a one-workgroup panel"
+        ))
     })?;
     let hh = Householder::new(gpu, w, n * n, pb, work_values(pb, &[(n, n)]))?;
     let mut enc = gpu.encoder("eigh band reduction");

@@ -315,9 +315,16 @@ impl Context {
 
     /// The band eigensolver on the GPU for the symmetric `sym` (n×n, scaled): eigenvalues
     /// ascending and, with `vectors`, the eigenvectors as columns.
-    fn eigh_band(&self, sym: &[f32], n: usize, vectors: bool) -> Result<(Vec<f32>, Option<Tensor>)> {
+    fn eigh_band(
+        &self,
+        sym: &[f32],
+        n: usize,
+        vectors: bool,
+    ) -> Result<(Vec<f32>, Option<Tensor>)> {
         let Some(gpu) = self.gpu() else {
-            return Err(Error::InvalidArgument("eigh: the band method needs a GPU".into()));
+            return Err(Error::InvalidArgument(
+                "eigh: the band method needs a GPU".into(),
+            ));
         };
         let w = self.resident(&self.tensor(&[n, n], sym)?)?;
         let (values, z) = gpu.scoped("eigh", || band::band_eigh(gpu, &w, n, vectors))??;
@@ -353,9 +360,9 @@ impl Context {
         }
         let (sym, up) = power_of_two_scaled(&sym);
         if self.gpu().is_some() && band::fits(n) {
-            let r = self
-                .eigh_band(&sym, n, false)
-                .and_then(|(w, _)| self.tensor(&[n], &w.iter().map(|x| x * up).collect::<Vec<_>>()));
+            let r = self.eigh_band(&sym, n, false).and_then(|(w, _)| {
+                self.tensor(&[n], &w.iter().map(|x| x * up).collect::<Vec<_>>())
+            });
             if let Some(t) = self.fallback_or(r)? {
                 return Ok(t);
             }

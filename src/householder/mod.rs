@@ -141,7 +141,9 @@ impl Kernels {
 /// The widest panel (32, else 16) whose factorisation in one workgroup stays inside lavapipe's
 /// loop budget at `rows` rows; `None` when even 16 does not.
 pub(crate) fn panel_width(rows: usize) -> Option<usize> {
-    [32usize, 16].into_iter().find(|&pb| panel_iterations(pb, rows) <= LOOP_BUDGET)
+    [32usize, 16]
+        .into_iter()
+        .find(|&pb| panel_iterations(pb, rows) <= LOOP_BUDGET)
 }
 
 /// The loop iterations of one `panel` invocation for a `width`-column panel of `rows` rows

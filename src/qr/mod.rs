@@ -171,7 +171,9 @@ impl Context {
     /// NaN and Inf.
     fn qr_householder_gpu(&self, a: &Tensor, m: usize, n: usize, pb: usize) -> Result<Qr> {
         let Some(gpu) = self.gpu() else {
-            return Err(Error::InvalidArgument("qr: the Householder kernels need a GPU".into()));
+            return Err(Error::InvalidArgument(
+                "qr: the Householder kernels need a GPU".into(),
+            ));
         };
         let k = m.min(n);
         let max = self.max(&self.abs(a)?, None)?.to_vec()?;

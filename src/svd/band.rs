@@ -42,7 +42,9 @@ pub(crate) struct BandSvd {
 
 fn reduce(gpu: &Arc<Gpu>, w: &Arc<GpuBuffer>, m: usize, n: usize) -> Result<Reduced> {
     let pb = panel_width(m).ok_or_else(|| {
-        Error::InvalidArgument(format!("svd: {m} rows are too many for a one-workgroup panel"))
+        Error::InvalidArgument(format!(
+            "svd: {m} rows are too many for a one-workgroup panel"
+        ))
     })?;
     // The largest regions any application reaches: the left updates (m rows), the right
     // updates (n rows, m columns through the transposed view) and the back-transforms.
@@ -54,7 +56,13 @@ fn reduce(gpu: &Arc<Gpu>, w: &Arc<GpuBuffer>, m: usize, n: usize) -> Result<Redu
         let wdt = pb.min(n - j0);
         let p = hh.factor(&mut enc, View::block(n, j0, j0, m - j0, wdt))?;
         let rest = n - j0 - wdt;
-        hh.apply(&mut enc, &p, None, View::block(n, j0, j0 + wdt, m - j0, rest), true)?;
+        hh.apply(
+            &mut enc,
+            &p,
+            None,
+            View::block(n, j0, j0 + wdt, m - j0, rest),
+            true,
+        )?;
         left.push((j0, p));
         if rest == 0 {
             break;

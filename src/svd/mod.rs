@@ -927,14 +927,18 @@ impl Context {
     /// through its transpose).
     fn svd_band(&self, t: &Tensor, m: usize, n: usize) -> Result<Svd> {
         let Some(gpu) = self.gpu() else {
-            return Err(Error::InvalidArgument("svd: the band method needs a GPU".into()));
+            return Err(Error::InvalidArgument(
+                "svd: the band method needs a GPU".into(),
+            ));
         };
         let wide = m < n;
         let (rows, cols) = if wide { (n, m) } else { (m, n) };
         let (w, up) = self.scaled_copy(t, wide, m, n)?;
         let out = gpu.scoped("svd", || band::band_svd(gpu, &w, rows, cols, true))??;
         let (Some(u), Some(vt)) = (out.u, out.vt) else {
-            return Err(Error::Readback("svd: the band SVD returned no vectors".into()));
+            return Err(Error::Readback(
+                "svd: the band SVD returned no vectors".into(),
+            ));
         };
         let u = Tensor::from_gpu(vec![rows, cols], DType::F32, u);
         let vt = Tensor::from_gpu(vec![cols, cols], DType::F32, vt);
@@ -958,7 +962,13 @@ impl Context {
     /// A resident copy of `t` (m×n; transposed when `wide`) scaled by the power of two 1/up
     /// that brings max|t| into [0.5, 1), and `up`; an error naming the shape when `t` holds
     /// NaN or Inf.
-    fn scaled_copy(&self, t: &Tensor, wide: bool, m: usize, n: usize) -> Result<(Arc<GpuBuffer>, f32)> {
+    fn scaled_copy(
+        &self,
+        t: &Tensor,
+        wide: bool,
+        m: usize,
+        n: usize,
+    ) -> Result<(Arc<GpuBuffer>, f32)> {
         let max = self.max(&self.abs(t)?, None)?.to_vec()?;
         let max = max.first().copied().unwrap_or(0.0);
         if !max.is_finite() {
@@ -999,7 +1009,8 @@ impl Context {
                     return Ok(self.svd(a)?.s);
                 }
                 let (w, up) = self.scaled_copy(a, wide, m, n)?;
-                let out = gpu.scoped("svdvals", || band::band_svd(gpu, &w, rows, cols, false))??;
+                let out =
+                    gpu.scoped("svdvals", || band::band_svd(gpu, &w, rows, cols, false))??;
                 let s: Vec<f32> = out.s.iter().map(|x| x * up).collect();
                 self.tensor(&[k], &s)
             })();

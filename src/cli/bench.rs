@@ -553,13 +553,16 @@ fn check_output_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Each op with its sizes (each a list of dimensions).
+type OpSizes<'o> = Vec<(&'o str, Vec<Vec<usize>>)>;
+
 /// The sizes of each op. With several ops, each runs the sizes of `--sizes` that take its
 /// forms (`--ops matmul,qr --sizes 4096x256x256,4096x256` times the matmul beside the QR);
 /// a size that no op takes is an error naming it.
 fn sizes_per_op<'o>(
     ops: &[(&'o str, &[&str])],
     sizes: &Option<String>,
-) -> Result<Vec<(&'o str, Vec<Vec<usize>>)>> {
+) -> Result<OpSizes<'o>> {
     let Some(list) = sizes.as_ref().filter(|_| ops.len() > 1) else {
         return ops
             .iter()

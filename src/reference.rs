@@ -134,3 +134,19 @@ pub(crate) fn residual_ratio(resid: f64, anorm: f64, dim: usize) -> f64 {
         resid / (anorm * dim as f64 * eps)
     }
 }
+
+/// The exponent e that brings `max` into [0.5, 1) as max·2⁻ᵉ (0 for zero or non-finite
+/// `max`), clamped so that 2^±e stays a normal f32: the power-of-two scaling the decompositions
+/// apply before any square could overflow or underflow.
+pub(crate) fn scale_exponent(max: f32) -> i32 {
+    if max > 0.0 && max.is_finite() {
+        (max.log2().floor() as i32 + 1).clamp(-125, 126)
+    } else {
+        0
+    }
+}
+
+/// max|x| over `a` (0 when empty).
+pub(crate) fn abs_max(a: &[f32]) -> f32 {
+    a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()))
+}

@@ -559,10 +559,7 @@ type OpSizes<'o> = Vec<(&'o str, Vec<Vec<usize>>)>;
 /// The sizes of each op. With several ops, each runs the sizes of `--sizes` that take its
 /// forms (`--ops matmul,qr --sizes 4096x256x256,4096x256` times the matmul beside the QR);
 /// a size that no op takes is an error naming it.
-fn sizes_per_op<'o>(
-    ops: &[(&'o str, &[&str])],
-    sizes: &Option<String>,
-) -> Result<OpSizes<'o>> {
+fn sizes_per_op<'o>(ops: &[(&'o str, &[&str])], sizes: &Option<String>) -> Result<OpSizes<'o>> {
     let Some(list) = sizes.as_ref().filter(|_| ops.len() > 1) else {
         return ops
             .iter()

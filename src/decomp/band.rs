@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::householder::{panel_width, work_values, Householder, View};
+use crate::householder::{band_matrix, panel_width, work_values, Householder, View};
 use crate::runtime::{Gpu, GpuBuffer};
 
 /// Whether the band eigensolver takes an n×n matrix (its panels fit one workgroup's loop
@@ -50,22 +50,11 @@ pub(crate) fn band_eigh(
     }
     enc.submit()?;
     let host: Vec<f32> = bytemuck::pod_collect_to_vec(&w.read(n * n * 4)?);
-    let mut bad = false;
-    let band = faer::Mat::<f64>::from_fn(n, n, |r, c| {
+    // The lower band 0 ≤ r − c ≤ b, mirrored.
+    let band = band_matrix("eigh", n, |r, c| {
         let (i, j) = if r >= c { (r, c) } else { (c, r) };
-        if i - j <= pb {
-            let x = host[i * n + j];
-            bad |= !x.is_finite();
-            f64::from(x)
-        } else {
-            0.0
-        }
-    });
-    if bad {
-        return Err(Error::InvalidArgument(
-            "eigh: the band reduction produced NaN or Inf".into(),
-        ));
-    }
+        (i - j <= pb).then(|| host[i * n + j])
+    })?;
     let fail = |e: faer::linalg::evd::EvdError| {
         Error::InvalidArgument(format!("eigh: band eigensolver failed: {e:?}"))
     };

@@ -13,12 +13,7 @@ pub fn eigh_fast(a: &[f32], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         return Ok((Vec::new(), Vec::new()));
     }
     // Scale max|A| into [0.5, 1) by an exact power of two (no overflow inside faer).
-    let max = a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
-    let e = if max > 0.0 && max.is_finite() {
-        (max.log2().floor() as i32 + 1).clamp(-125, 126)
-    } else {
-        0
-    };
+    let e = crate::reference::scale_exponent(crate::reference::abs_max(a));
     let inv = 2f32.powi(-e);
     let mat = Mat::<f32>::from_fn(n, n, |i, j| {
         let (r, c) = if i >= j { (i, j) } else { (j, i) };

@@ -126,12 +126,7 @@ pub(crate) fn symmetric_from_lower(a: &[f32], n: usize) -> Result<Vec<f32>> {
 
 /// `a` scaled by the power of two 1/up that brings max|a| into [0.5, 1), and `up`.
 fn power_of_two_scaled(a: &[f32]) -> (Vec<f32>, f32) {
-    let max = a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
-    let e = if max > 0.0 && max.is_finite() {
-        (max.log2().floor() as i32 + 1).clamp(-125, 126)
-    } else {
-        0
-    };
+    let e = crate::reference::scale_exponent(crate::reference::abs_max(a));
     let down = 2f32.powi(-e);
     (a.iter().map(|x| x * down).collect(), 2f32.powi(e))
 }

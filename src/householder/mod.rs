@@ -154,6 +154,29 @@ fn panel_iterations(width: usize, rows: usize) -> usize {
         + 8 * (rows * width / 4).div_ceil(PANEL_THREADS)
 }
 
+/// The n×n f64 matrix whose entry (r, c) is `entry(r, c)` where that is `Some` (a band read
+/// back from the GPU), zero elsewhere; an error naming `op` when an entry is NaN or Inf.
+pub(crate) fn band_matrix(
+    op: &str,
+    n: usize,
+    entry: impl Fn(usize, usize) -> Option<f32>,
+) -> Result<faer::Mat<f64>> {
+    let mut bad = false;
+    let mat = faer::Mat::<f64>::from_fn(n, n, |r, c| match entry(r, c) {
+        Some(x) => {
+            bad |= !x.is_finite();
+            f64::from(x)
+        }
+        None => 0.0,
+    });
+    if bad {
+        return Err(crate::error::Error::InvalidArgument(format!(
+            "{op}: the band reduction produced NaN or Inf"
+        )));
+    }
+    Ok(mat)
+}
+
 /// The work space (in values) of applications with panels of `width` columns to regions of
 /// at most each (rows, cols) of `shapes`.
 pub(crate) fn work_values(width: usize, shapes: &[(usize, usize)]) -> usize {

@@ -230,29 +230,25 @@ impl Context {
                 submits: 0,
             })
         };
-        if self.gpu().is_none() || k == 0 {
+        let cpu_path = || -> Result<Qr> {
             let (q, r) = crate::qr::cpu::fast(&host_values(a)?, m, n)?;
-            return Ok(Qr {
+            Ok(Qr {
                 q: self.tensor(&[m, k], &q)?,
                 r: self.tensor(&[k, n], &r)?,
                 passes: 0,
                 dispatches: 0,
                 submits: 0,
-            });
+            })
+        };
+        if self.gpu().is_none() || k == 0 {
+            return cpu_path();
         }
         if let Some(pb) = crate::householder::panel_width(m) {
             let r = self.qr_householder_gpu(a, m, n, pb);
-            if let Some(t) = self.fallback_or(r)? {
-                return Ok(t);
-            }
-            let (q, r) = crate::qr::cpu::fast(&host_values(a)?, m, n)?;
-            return Ok(Qr {
-                q: self.tensor(&[m, k], &q)?,
-                r: self.tensor(&[k, n], &r)?,
-                passes: 0,
-                dispatches: 0,
-                submits: 0,
-            });
+            return match self.fallback_or(r)? {
+                Some(t) => Ok(t),
+                None => cpu_path(),
+            };
         }
         let front = if m < n {
             self.slice(a, &[Slice::all(), Slice::range(0, m as isize)])?

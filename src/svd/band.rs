@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::householder::{panel_width, work_values, Householder, Panel, View};
+use crate::householder::{band_matrix, panel_width, work_values, Householder, Panel, View};
 use crate::runtime::{Gpu, GpuBuffer};
 
 /// The reduction of an m×n matrix (m ≥ n) to upper band form, still on the GPU.
@@ -77,27 +77,6 @@ fn reduce(gpu: &Arc<Gpu>, w: &Arc<GpuBuffer>, m: usize, n: usize) -> Result<Redu
     Ok(Reduced { hh, left, right })
 }
 
-/// The upper band (0 ≤ c − r ≤ b) of the reduced n×n top of `w`, in f64 for faer; an error
-/// when it holds NaN or Inf.
-fn band_of(w: &[f32], n: usize, b: usize) -> Result<faer::Mat<f64>> {
-    let mut bad = false;
-    let mat = faer::Mat::<f64>::from_fn(n, n, |r, c| {
-        if c >= r && c - r <= b {
-            let x = w[r * n + c];
-            bad |= !x.is_finite();
-            f64::from(x)
-        } else {
-            0.0
-        }
-    });
-    if bad {
-        return Err(Error::InvalidArgument(
-            "svd: the band reduction produced NaN or Inf".into(),
-        ));
-    }
-    Ok(mat)
-}
-
 /// The band SVD of the resident m×n (m ≥ n ≥ 1) matrix `w`, which it overwrites.
 pub(crate) fn band_svd(
     gpu: &Arc<Gpu>,
@@ -108,7 +87,11 @@ pub(crate) fn band_svd(
 ) -> Result<BandSvd> {
     let red = reduce(gpu, w, m, n)?;
     let host: Vec<f32> = bytemuck::pod_collect_to_vec(&w.read(n * n * 4)?);
-    let band = band_of(&host, n, red.hh.width())?;
+    let b = red.hh.width();
+    // The upper band 0 ≤ c − r ≤ b of the reduced n×n top.
+    let band = band_matrix("svd", n, |r, c| {
+        (c >= r && c - r <= b).then(|| host[r * n + c])
+    })?;
     if !vectors {
         let mut s = band
             .singular_values()

@@ -15,12 +15,7 @@ pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f3
     }
     // Scale max|A| into [0.5, 1) by an exact power of two, so that no square inside the
     // decomposition overflows or underflows; S is scaled back at the end.
-    let max = a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
-    let e = if max > 0.0 && max.is_finite() {
-        (max.log2().floor() as i32 + 1).clamp(-125, 126)
-    } else {
-        0
-    };
+    let e = crate::reference::scale_exponent(crate::reference::abs_max(a));
     let inv = 2f32.powi(-e);
     let mat = Mat::<f32>::from_fn(m, n, |i, j| a[i * n + j] * inv);
     let svd = mat
@@ -47,12 +42,7 @@ pub fn fast(a: &[f32], m: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f3
 /// The singular values (descending) of the row-major m×n matrix `a` with faer in f32,
 /// scaled as [`fast`] scales.
 pub fn singular_values(a: &[f32], m: usize, n: usize) -> Result<Vec<f32>> {
-    let max = a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
-    let e = if max > 0.0 && max.is_finite() {
-        (max.log2().floor() as i32 + 1).clamp(-125, 126)
-    } else {
-        0
-    };
+    let e = crate::reference::scale_exponent(crate::reference::abs_max(a));
     let inv = 2f32.powi(-e);
     let mat = Mat::<f32>::from_fn(m, n, |i, j| a[i * n + j] * inv);
     let mut s = mat.singular_values().map_err(|e| {

@@ -974,11 +974,7 @@ impl Context {
         if !max.is_finite() {
             return Err(non_finite(m, n));
         }
-        let e = if max > 0.0 {
-            (max.log2().floor() as i32 + 1).clamp(-125, 126)
-        } else {
-            0
-        };
+        let e = crate::reference::scale_exponent(max);
         let src = if wide { self.transpose(t)? } else { t.clone() };
         let scaled = self.scale(&src, 2f32.powi(-e))?;
         Ok((self.resident(&scaled)?, 2f32.powi(e)))

@@ -45,7 +45,7 @@ struct HouseholderParams {
 @group(0) @binding(1) var<storage, read_write> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> vpack: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> tmat: array<f32>;
-@group(0) @binding(4) var<storage, read_write> work: array<f32>;
+@group(0) @binding(4) var<storage, read_write> work: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> outm: array<f32>;
 
 fn at(r: u32, c: u32) -> u32 {
@@ -242,36 +242,58 @@ fn panel(@builtin(local_invocation_id) lid3: vec3<u32>) {
     }
 }
 
-// work[(chunk·PB + k)·cpad + c] = Σ over the chunk's rows r of V[r, k]·C[r, c].
+// work[(chunk·PB + k)·cpad + c] = Σ over the chunk's rows r of V[r, k]·C[r, c]: one
+// invocation per 4 columns, chunk and group of 8 values of k, a 4 × 8 register block (on
+// lavapipe a load costs the same whatever its width: each row's 4 + 2 loads feed 32 FMAs).
 @compute @workgroup_size(64)
 fn vtc(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
+    let c0 = gid.x * 4u;
     let ch = gid.y;
-    if c >= p.cols {
+    let q0 = gid.z * 2u;
+    if c0 >= p.cols {
         return;
     }
-    var acc: array<vec4<f32>, 8>;
-    for (var q = 0u; q < 8u; q++) {
-        acc[q] = vec4<f32>(0.0);
+    // Columns past the end read the last column again and are not written.
+    let last = p.cols - 1u;
+    let c1 = min(c0 + 1u, last);
+    let c2 = min(c0 + 2u, last);
+    let c3 = min(c0 + 3u, last);
+    var lo: array<vec4<f32>, 4>;
+    var hi: array<vec4<f32>, 4>;
+    for (var t = 0u; t < 4u; t++) {
+        lo[t] = vec4<f32>(0.0);
+        hi[t] = vec4<f32>(0.0);
     }
     let r0 = ch * RC;
     let r1 = min(p.rows, r0 + RC);
     let nq = PB / 4u;
     for (var r = r0; r < r1; r++) {
-        let x = a[at(r, c)];
-        let vb = r * nq;
-        for (var q = 0u; q < nq; q++) {
-            acc[q] += vpack[vb + q] * x;
-        }
+        let x = vec4<f32>(a[at(r, c0)], a[at(r, c1)], a[at(r, c2)], a[at(r, c3)]);
+        let vb = r * nq + q0;
+        let v0 = vpack[vb];
+        let v1 = vpack[vb + 1u];
+        lo[0] += v0 * x.x;
+        lo[1] += v0 * x.y;
+        lo[2] += v0 * x.z;
+        lo[3] += v0 * x.w;
+        hi[0] += v1 * x.x;
+        hi[1] += v1 * x.y;
+        hi[2] += v1 * x.z;
+        hi[3] += v1 * x.w;
     }
-    let base = ch * PB;
-    for (var q = 0u; q < nq; q++) {
-        let v = acc[q];
-        work[(base + 4u * q) * p.cpad + c] = v.x;
-        work[(base + 4u * q + 1u) * p.cpad + c] = v.y;
-        work[(base + 4u * q + 2u) * p.cpad + c] = v.z;
-        work[(base + 4u * q + 3u) * p.cpad + c] = v.w;
-    }
+    // Row k of the partial, columns c0..c0+3 (cpad is a multiple of 4; the padding columns
+    // hold copies, which `tw` ignores).
+    let k0 = ch * PB + 4u * q0;
+    let w = c0 / 4u;
+    let rq = p.cpad / 4u;
+    work[k0 * rq + w] = vec4<f32>(lo[0].x, lo[1].x, lo[2].x, lo[3].x);
+    work[(k0 + 1u) * rq + w] = vec4<f32>(lo[0].y, lo[1].y, lo[2].y, lo[3].y);
+    work[(k0 + 2u) * rq + w] = vec4<f32>(lo[0].z, lo[1].z, lo[2].z, lo[3].z);
+    work[(k0 + 3u) * rq + w] = vec4<f32>(lo[0].w, lo[1].w, lo[2].w, lo[3].w);
+    work[(k0 + 4u) * rq + w] = vec4<f32>(hi[0].x, hi[1].x, hi[2].x, hi[3].x);
+    work[(k0 + 5u) * rq + w] = vec4<f32>(hi[0].y, hi[1].y, hi[2].y, hi[3].y);
+    work[(k0 + 6u) * rq + w] = vec4<f32>(hi[0].z, hi[1].z, hi[2].z, hi[3].z);
+    work[(k0 + 7u) * rq + w] = vec4<f32>(hi[0].w, hi[1].w, hi[2].w, hi[3].w);
 }
 
 // W[k, c] (after the partials, at chunks·PB·cpad) = Σ_l op(T)[k, l]·Σ_chunks partial[l, c];
@@ -287,7 +309,8 @@ fn tw(@builtin(global_invocation_id) gid: vec3<u32>) {
         var s = 0.0;
         if c < p.cols {
             for (var ch = 0u; ch < p.chunks; ch++) {
-                s += work[(ch * PB + l) * p.cpad + c];
+                let e = (ch * PB + l) * p.cpad + c;
+                s += work[e / 4u][e % 4u];
             }
         }
         y[l] = s;
@@ -305,7 +328,8 @@ fn tw(@builtin(global_invocation_id) gid: vec3<u32>) {
                 s += tmat[k * PB + l] * y[l];
             }
         }
-        work[wb + k * p.cpad + c] = s;
+        let e = wb + k * p.cpad + c;
+        work[e / 4u][e % 4u] = s;
     }
 }
 
@@ -324,14 +348,13 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let rlast = p.rows - 1u;
     for (var k = 0u; k < PB; k += 4u) {
-        let w0 = wb + k * p.cpad + c0;
-        let x0 = vec4<f32>(work[w0], work[w0 + 1u], work[w0 + 2u], work[w0 + 3u]);
-        let w1 = w0 + p.cpad;
-        let x1 = vec4<f32>(work[w1], work[w1 + 1u], work[w1 + 2u], work[w1 + 3u]);
-        let w2 = w1 + p.cpad;
-        let x2 = vec4<f32>(work[w2], work[w2 + 1u], work[w2 + 2u], work[w2 + 3u]);
-        let w3 = w2 + p.cpad;
-        let x3 = vec4<f32>(work[w3], work[w3 + 1u], work[w3 + 2u], work[w3 + 3u]);
+        // W's rows k..k+3 at columns c0..c0+3 (wb, cpad and c0 are multiples of 4).
+        let rq = p.cpad / 4u;
+        let w0 = (wb + k * p.cpad + c0) / 4u;
+        let x0 = work[w0];
+        let x1 = work[w0 + rq];
+        let x2 = work[w0 + 2u * rq];
+        let x3 = work[w0 + 3u * rq];
         for (var i = 0u; i < 4u; i++) {
             // Rows past the end read the last row and are not written.
             let v = vpack[min(r0 + i, rlast) * (PB / 4u) + k / 4u];

@@ -161,7 +161,7 @@ pub use matmul::{
 };
 pub use nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
 pub use norms::{Lstsq, MatrixNorm, NormsPlan, NORMS_EPS};
-pub use qr::{Qr, MAX_QR_PASSES};
+pub use qr::{Qr, MAX_QR_PASSES, QR_CHOLESKY_RATIO, QR_METHOD_ENV};
 pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use solve::{
     AssumeA, Lu, LuFactor, Slogdet, SmallSolveKernel, SolveOptions, SquarePlan, SystemPlan,

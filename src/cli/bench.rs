@@ -1340,8 +1340,17 @@ fn qr_case(m: usize, n: usize) -> BenchCase {
     } else {
         2.0 * nf * mf * mf - 2.0 * mf.powi(3) / 3.0
     };
+    // The path the default takes (tall-skinny matrices try CholeskyQR3 first).
+    let chosen: Box<ChosenFn> = Box::new(move |_| {
+        Ok(if m >= crate::QR_CHOLESKY_RATIO * n {
+            "cholesky-qr".to_string()
+        } else {
+            "blocked householder".to_string()
+        })
+    });
     BenchCase {
         flops,
+        chosen,
         ..decomposition_case(
             "qr",
             format!("{m}x{n}"),

@@ -298,7 +298,11 @@ impl Householder {
         enc.dispatch(
             &self.k.vtc,
             &bg,
-            (c.cols.div_ceil(4 * 64) as u32, chunks as u32, (pw / 8) as u32),
+            (
+                c.cols.div_ceil(4 * 64) as u32,
+                chunks as u32,
+                (pw / 8) as u32,
+            ),
         );
         let bg = enc.bind(&self.k.tw, &[(0, Bind::Params(&u)), (3, t), (4, work)]);
         enc.dispatch(&self.k.tw, &bg, (cpad.div_ceil(64) as u32, 1, 1));

@@ -30,6 +30,18 @@ pub struct Qr {
     pub submits: u64,
 }
 
+/// Environment variable that forces the GPU QR method: `householder` (blocked Householder) or
+/// `cholesky-qr` (shifted CholeskyQR3 first, blocked Householder for what it cannot factor).
+/// By default CholeskyQR3 runs first for m ≥ [`QR_CHOLESKY_RATIO`]·n.
+pub const QR_METHOD_ENV: &str = "GPU_LINALG_QR_METHOD";
+
+/// Tall-skinny matrices (m ≥ this multiple of n) try shifted CholeskyQR3 first: its GEMMs beat
+/// the Householder panels there (on lavapipe, in one `bench --ops matmul,qr` run per method:
+/// 1024×64 29 ms against 68, 4096×256 1.50 s against 1.71). Input it cannot factor
+/// (numerically rank-deficient) then takes the GPU's blocked Householder, so it never leaves
+/// the GPU.
+pub const QR_CHOLESKY_RATIO: usize = 8;
+
 /// Most CholeskyQR passes (shifted and plain) before the GPU path gives up on a matrix as
 /// numerically rank-deficient and hands it to Householder.
 pub const MAX_QR_PASSES: u32 = 8;
@@ -136,19 +148,21 @@ impl Context {
     /// differs from numpy/LAPACK: R's diagonal is non-negative on every path (LAPACK's may hold
     /// negative entries; the two differ by the signs of Q's columns and R's rows).
     ///
-    /// On a GPU, results stay resident. Up to tens of thousands of rows: blocked Householder
+    /// On a GPU, results stay resident. Tall-skinny input (m ≥ [`QR_CHOLESKY_RATIO`]·n, or past
+    /// the Householder panels' reach) first tries shifted CholeskyQR3 (below), which measures
+    /// faster there; everything else, and whatever CholeskyQR cannot factor, takes blocked Householder
     /// (LAPACK's geqrf/orgqr structure): each panel of 32 columns (16 for taller input) is
     /// factored in one workgroup, the trailing matrix updated by the compact-WY block reflector
     /// as rank-b products, and Q accumulated backwards from the signed identity; rank-deficient
     /// input needs nothing else and never leaves the GPU (one readback, max|A|, refuses NaN
-    /// and Inf). Taller input: shifted CholeskyQR3 — Gram matrix QᵀQ by a GPU GEMM,
+    /// and Inf). Shifted CholeskyQR3: Gram matrix QᵀQ by a GPU GEMM,
     /// its Cholesky factor on the host in f64 (one readback of n² values per pass), Q ← Q·R⁻¹
     /// by a GPU GEMM; a shifted pass, then plain passes until two plain ones have run (more
     /// shifted passes for condition numbers near 1/u). A wide matrix (m < n) is factored
     /// through its first m columns, then R = Qᵀ·A. A matrix that CholeskyQR cannot factor
-    /// (numerically rank-deficient: condition ≳ 10⁷, zero columns, the zero matrix) is read
-    /// back and factored by Householder in f64 on the host; Q then still has orthonormal
-    /// columns, those at (near-)zero R_ii completing the basis. On the CPU backend: faer's
+    /// (numerically rank-deficient: condition ≳ 10⁷, zero columns, the zero matrix) goes to
+    /// the blocked Householder; only past its panels' reach (tens of thousands of rows) is it
+    /// read back and factored by Householder in f64 on the host. On the CPU backend: faer's
     /// blocked Householder QR (f32, all threads), signs made to match.
     ///
     /// ```
@@ -243,12 +257,22 @@ impl Context {
         if self.gpu().is_none() || k == 0 {
             return cpu_path();
         }
-        if let Some(pb) = crate::householder::panel_width(m) {
+        let panel = crate::householder::panel_width(m);
+        let householder_gpu = |pb: usize| -> Result<Qr> {
             let r = self.qr_householder_gpu(a, m, n, pb);
-            return match self.fallback_or(r)? {
+            match self.fallback_or(r)? {
                 Some(t) => Ok(t),
                 None => cpu_path(),
-            };
+            }
+        };
+        let method = std::env::var(QR_METHOD_ENV).ok();
+        let cholesky_first = match method.as_deref() {
+            Some("cholesky-qr") => true,
+            Some("householder") => false,
+            _ => m >= QR_CHOLESKY_RATIO * n || panel.is_none(),
+        };
+        if let (Some(pb), false) = (panel, cholesky_first) {
+            return householder_gpu(pb);
         }
         let front = if m < n {
             self.slice(a, &[Slice::all(), Slice::range(0, m as isize)])?
@@ -256,6 +280,11 @@ impl Context {
             a.clone()
         };
         let Some((q, r, passes)) = cholesky_qr(self, &front, m, k)? else {
+            // Numerically rank-deficient for CholeskyQR: the GPU's Householder where its
+            // panels reach, else the host's.
+            if let Some(pb) = panel {
+                return householder_gpu(pb);
+            }
             let values = host_values(a)?;
             if values.iter().any(|x| !x.is_finite()) {
                 return Err(non_finite(m, n));

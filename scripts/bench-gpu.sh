@@ -19,8 +19,10 @@ bin=target/release/gpu-linalg
 "$bin" --backend gpu info | tee "$out/info.txt"
 "$bin" --backend gpu bench --sizes "$sizes" --repeat 10 \
   --json "$out/bench.json" --csv "$out/bench.csv" --plot "$out/bench.svg" | tee "$out/bench.txt"
-# The SVD family at the sizes (64…1024 square, 4096x256 tall; eigh square; the batch).
-"$bin" --backend gpu bench --ops svd,eigh,qr --repeat 5 \
+# The decompositions beside the same adapter's matmul (restated in matmul-times, with their
+# dispatch and submit counts, after the table): square 256 and 1024, tall 4096x256.
+"$bin" --backend gpu bench --ops matmul,svd,svdvals,eigh,eigvalsh,qr \
+  --sizes 256,1024,4096x256x256,4096x256 --repeat 5 \
   --json "$out/decomp.json" --plot "$out/decomp.svg" | tee "$out/decomp.txt"
 "$bin" --backend gpu bench --ops svd-batched --sizes 10000x16x16,1000x32x32 --repeat 5 \
   --json "$out/batched.json" | tee "$out/batched.txt"

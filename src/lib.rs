@@ -154,6 +154,9 @@ pub use conv::{ConvConfig, ConvKind, ConvOptions, ConvPlan, Padding};
 pub use decomp::{Eigh, LowRank, Pca, RandomizedSvdOptions};
 pub use elementwise::{broadcast_shapes, BinaryOp, UnaryOp};
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use householder::force_panel_width;
+pub use householder::PANEL_WIDTH_ENV;
 pub use kernels::{kernel_params, kernel_sources};
 pub use layout::Slice;
 pub use matmul::{

@@ -475,7 +475,11 @@ fn reconstruct(_ctx: &Context, u: &Tensor, s: &Tensor, vt: &Tensor) -> Vec<f32> 
 #[test]
 fn eigh_gpu() {
     let Some(ctx) = common::gpu() else { return };
-    check_eigh(ctx, "gpu");
+    // Both panel widths of the band reduction, whichever this adapter prefers.
+    for width in [Some(16), Some(32), None] {
+        gpu_linalg::force_panel_width(width);
+        check_eigh(ctx, &format!("gpu panel {width:?}"));
+    }
     check_eigh_refusals(ctx);
 }
 

@@ -169,27 +169,36 @@ fn cpu_qr_ratios() {
 #[test]
 fn gpu_qr_ratios() {
     let Some(ctx) = common::gpu() else { return };
-    for c in cases() {
-        let t = Instant::now();
-        let (rt, passes) = check(ctx, &c, true);
-        assert!(passes <= MAX_QR_PASSES);
-        eprintln!(
-            "gpu {:<36} ratios {:>6.2} {:>6.2} passes {passes} {:?}",
-            c.name,
-            rt[0],
-            rt[1],
-            t.elapsed()
-        );
-        // Tall-skinny full-rank matrices take CholeskyQR3 (at least 3 passes); every other one,
-        // rank-deficient tall ones included (CholeskyQR gives up on them), the GPU's blocked
-        // Householder: no passes.
-        let tall = c.n > 0 && c.m >= QR_CHOLESKY_RATIO * c.n;
-        let deficient = c.name.contains("zero") || c.name.contains("rank");
-        if tall && !deficient {
-            assert!(passes >= 3, "{}: {passes} CholeskyQR passes", c.name);
-        } else {
-            assert_eq!(passes, 0, "{}: {passes} CholeskyQR passes", c.name);
+    // Both Householder panel widths, whichever this adapter prefers.
+    for width in [Some(16), Some(32), None] {
+        gpu_linalg::force_panel_width(width);
+        for c in cases() {
+            check_case(ctx, &c, width);
         }
+    }
+}
+
+/// One case of [`gpu_qr_ratios`] on the GPU, with the forced panel width `width`.
+fn check_case(ctx: &Context, c: &Case, width: Option<usize>) {
+    let t = Instant::now();
+    let (rt, passes) = check(ctx, c, true);
+    assert!(passes <= MAX_QR_PASSES);
+    eprintln!(
+        "gpu panel {width:?} {:<36} ratios {:>6.2} {:>6.2} passes {passes} {:?}",
+        c.name,
+        rt[0],
+        rt[1],
+        t.elapsed()
+    );
+    // Tall-skinny full-rank matrices take CholeskyQR3 (at least 3 passes); every other one,
+    // rank-deficient tall ones included (CholeskyQR gives up on them), the GPU's blocked
+    // Householder: no passes.
+    let tall = c.n > 0 && c.m >= QR_CHOLESKY_RATIO * c.n;
+    let deficient = c.name.contains("zero") || c.name.contains("rank");
+    if tall && !deficient {
+        assert!(passes >= 3, "{}: {passes} CholeskyQR passes", c.name);
+    } else {
+        assert_eq!(passes, 0, "{}: {passes} CholeskyQR passes", c.name);
     }
 }
 

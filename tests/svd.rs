@@ -398,10 +398,15 @@ fn band_cases() -> Vec<Case> {
 #[test]
 fn gpu_band_svd_meets_lapack_ratios() {
     let Some(ctx) = common::gpu() else { return };
-    for (name, s) in check_cases(ctx, "gpu band", &SvdOptions::default(), band_cases()) {
-        assert_eq!(s, 0, "{name}: the band SVD runs no Jacobi sweeps");
+    // Both panel widths of the band reduction, whichever this adapter prefers.
+    for width in [Some(16), Some(32), None] {
+        gpu_linalg::force_panel_width(width);
+        let label = format!("gpu band, panel {width:?}");
+        for (name, s) in check_cases(ctx, &label, &SvdOptions::default(), band_cases()) {
+            assert_eq!(s, 0, "{name}: the band SVD runs no Jacobi sweeps");
+        }
     }
-    // The counts of a 256×256 SVD: dependent dispatches grow like n/32, not n²/2.
+    // The counts of a 256×256 SVD: dependent dispatches grow like n/b, not n²/2.
     let a = ctx
         .tensor(&[256, 256], &common::data_full(256 * 256, 130))
         .unwrap();
@@ -410,8 +415,10 @@ fn gpu_band_svd_meets_lapack_ratios() {
         "band 256×256: {} dispatches, {} submits",
         svd.dispatches, svd.submits
     );
+    // About 14 per 16-column panel pair at the narrower width (6 for the reduction, 6 for the
+    // back-transforms, 2 read-outs): 217 at 256 with 16-wide panels, 105 with 32.
     assert!(
-        svd.dispatches > 0 && svd.dispatches < 200,
+        svd.dispatches > 0 && svd.dispatches < 256,
         "{}",
         svd.dispatches
     );

@@ -12,13 +12,13 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::householder::{band_matrix, panel_width, work_values, Householder, View};
+use crate::householder::{band_matrix, panel_reaches, panel_width, work_values, Householder, View};
 use crate::runtime::{Gpu, GpuBuffer};
 
 /// Whether the band eigensolver takes an n×n matrix (its panels fit one workgroup's loop
 /// budget on lavapipe).
 pub(crate) fn fits(n: usize) -> bool {
-    panel_width(n).is_some()
+    panel_reaches(n)
 }
 
 /// The eigenvalues (ascending) of the resident symmetric n×n (n ≥ 1) `w` (both triangles
@@ -30,7 +30,7 @@ pub(crate) fn band_eigh(
     n: usize,
     vectors: bool,
 ) -> Result<(Vec<f32>, Option<Arc<GpuBuffer>>)> {
-    let pb = panel_width(n).ok_or_else(|| {
+    let pb = panel_width(gpu, n).ok_or_else(|| {
         Error::InvalidArgument(format!(
             "eigh: order {n} is too large for a one-workgroup panel"
         ))

@@ -138,12 +138,47 @@ impl Kernels {
     }
 }
 
-/// The widest panel (32, else 16) whose factorisation in one workgroup stays inside lavapipe's
-/// loop budget at `rows` rows; `None` when even 16 does not.
-pub(crate) fn panel_width(rows: usize) -> Option<usize> {
-    [32usize, 16]
+/// Environment variable that forces the panel width (16 or 32) where the panel reaches.
+pub const PANEL_WIDTH_ENV: &str = "GPU_LINALG_HOUSEHOLDER_PANEL";
+
+/// The panel width for a panel of `rows` rows on `gpu`, `None` when no width's one-workgroup
+/// factorisation stays inside lavapipe's loop budget. CPU-type adapters take 16 first: on
+/// lavapipe the panels run on one core and their work grows with the width, and 16 measured
+/// faster or equal on every shape tried (QR 4096×256 1.34 s against 1.65, 2048×512 2.18 against
+/// 2.43, 1024×64 49 ms against 68; SVD and eigh 1024² within noise). Other adapters take 32
+/// first (rank-32 block updates). [`PANEL_WIDTH_ENV`] forces one.
+pub(crate) fn panel_width(gpu: &Gpu, rows: usize) -> Option<usize> {
+    let forced = match FORCED_WIDTH.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::env::var(PANEL_WIDTH_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        w => Some(w),
+    };
+    let order = if gpu.is_cpu_adapter() {
+        [16usize, 32]
+    } else {
+        [32, 16]
+    };
+    order
         .into_iter()
+        .filter(|&pb| forced.is_none_or(|f| f == pb))
         .find(|&pb| panel_iterations(pb, rows) <= LOOP_BUDGET)
+}
+
+/// The panel width forced by [`force_panel_width`] (0: none).
+static FORCED_WIDTH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Forces the panel width (16 or 32) of every later call in this process, or lifts that with
+/// `None`: for the tests, which run both widths on every adapter. Width requests that a panel
+/// cannot take fall back as [`PANEL_WIDTH_ENV`] does.
+#[doc(hidden)]
+pub fn force_panel_width(width: Option<usize>) {
+    FORCED_WIDTH.store(width.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether some panel width reaches `rows` rows (16 reaches furthest).
+pub(crate) fn panel_reaches(rows: usize) -> bool {
+    panel_iterations(16, rows) <= LOOP_BUDGET
 }
 
 /// The loop iterations of one `panel` invocation for a `width`-column panel of `rows` rows

@@ -257,7 +257,9 @@ impl Context {
         if self.gpu().is_none() || k == 0 {
             return cpu_path();
         }
-        let panel = crate::householder::panel_width(m);
+        let panel = self
+            .gpu()
+            .and_then(|gpu| crate::householder::panel_width(gpu, m));
         let householder_gpu = |pb: usize| -> Result<Qr> {
             let r = self.qr_householder_gpu(a, m, n, pb);
             match self.fallback_or(r)? {

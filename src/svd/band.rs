@@ -13,7 +13,9 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::householder::{band_matrix, panel_width, work_values, Householder, Panel, View};
+use crate::householder::{
+    band_matrix, panel_reaches, panel_width, work_values, Householder, Panel, View,
+};
 use crate::runtime::{Gpu, GpuBuffer};
 
 /// The reduction of an m×n matrix (m ≥ n) to upper band form, still on the GPU.
@@ -26,7 +28,7 @@ struct Reduced {
 /// Whether the band SVD takes an m×n matrix (m ≥ n): its panels must fit one workgroup's loop
 /// budget on lavapipe.
 pub(crate) fn fits(m: usize) -> bool {
-    panel_width(m).is_some()
+    panel_reaches(m)
 }
 
 /// The GPU factors and host singular values of the band SVD of the m×n (m ≥ n ≥ 1) row-major
@@ -41,7 +43,7 @@ pub(crate) struct BandSvd {
 }
 
 fn reduce(gpu: &Arc<Gpu>, w: &Arc<GpuBuffer>, m: usize, n: usize) -> Result<Reduced> {
-    let pb = panel_width(m).ok_or_else(|| {
+    let pb = panel_width(gpu, m).ok_or_else(|| {
         Error::InvalidArgument(format!(
             "svd: {m} rows are too many for a one-workgroup panel"
         ))

@@ -152,8 +152,8 @@ impl Context {
     /// asymmetry max|A−Aᵀ| exceeds 1e-5·max|A| is refused with that figure.
     ///
     /// On a GPU: the two-stage band eigensolver. Householder panels reduce A = Q·B·Qᵀ to a
-    /// symmetric band B of width 32 on the GPU (a QR of each panel below the diagonal block,
-    /// then the two-sided block update of the trailing matrix as rank-b products); the host
+    /// symmetric band B of the panel width (16 or 32) on the GPU (a QR of each panel below the
+    /// diagonal block, then the two-sided block update of the trailing matrix as rank-b products); the host
     /// reads the band back and solves it in f64 (faer); the GPU applies the reflectors to the
     /// band's eigenvectors (Z = Q·Z_B). Orders past the one-workgroup panel's reach (tens of
     /// thousands) take the older path: the one-sided Jacobi SVD of the shifted matrix B = A + c·I, with

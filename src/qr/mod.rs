@@ -36,8 +36,9 @@ pub struct Qr {
 pub const QR_METHOD_ENV: &str = "GPU_LINALG_QR_METHOD";
 
 /// Tall-skinny matrices (m ≥ this multiple of n) try shifted CholeskyQR3 first: its GEMMs beat
-/// the Householder panels there (on lavapipe, in one `bench --ops matmul,qr` run per method:
-/// 1024×64 29 ms against 68, 4096×256 1.50 s against 1.71). Input it cannot factor
+/// or tie the Householder panels there (on lavapipe, one `bench --ops qr` run per method, 16-wide
+/// panels: 8192×128 0.73 s against 1.03, 4096×256 1.46 against 1.38, 1024×64 45 ms against 49;
+/// at 2048×512, below the ratio, Householder wins 2.18 s against 3.47). Input it cannot factor
 /// (numerically rank-deficient) then takes the GPU's blocked Householder, so it never leaves
 /// the GPU.
 pub const QR_CHOLESKY_RATIO: usize = 8;
@@ -148,22 +149,22 @@ impl Context {
     /// differs from numpy/LAPACK: R's diagonal is non-negative on every path (LAPACK's may hold
     /// negative entries; the two differ by the signs of Q's columns and R's rows).
     ///
-    /// On a GPU, results stay resident. Tall-skinny input (m ≥ [`QR_CHOLESKY_RATIO`]·n, or past
-    /// the Householder panels' reach) first tries shifted CholeskyQR3 (below), which measures
-    /// faster there; everything else, and whatever CholeskyQR cannot factor, takes blocked Householder
-    /// (LAPACK's geqrf/orgqr structure): each panel of 32 columns (16 for taller input) is
-    /// factored in one workgroup, the trailing matrix updated by the compact-WY block reflector
-    /// as rank-b products, and Q accumulated backwards from the signed identity; rank-deficient
-    /// input needs nothing else and never leaves the GPU (one readback, max|A|, refuses NaN
-    /// and Inf). Shifted CholeskyQR3: Gram matrix QᵀQ by a GPU GEMM,
-    /// its Cholesky factor on the host in f64 (one readback of n² values per pass), Q ← Q·R⁻¹
-    /// by a GPU GEMM; a shifted pass, then plain passes until two plain ones have run (more
-    /// shifted passes for condition numbers near 1/u). A wide matrix (m < n) is factored
-    /// through its first m columns, then R = Qᵀ·A. A matrix that CholeskyQR cannot factor
-    /// (numerically rank-deficient: condition ≳ 10⁷, zero columns, the zero matrix) goes to
-    /// the blocked Householder; only past its panels' reach (tens of thousands of rows) is it
-    /// read back and factored by Householder in f64 on the host. On the CPU backend: faer's
-    /// blocked Householder QR (f32, all threads), signs made to match.
+    /// On a GPU, results stay resident. Tall-skinny input (m ≥ [`QR_CHOLESKY_RATIO`]·n, or past the
+    /// Householder panels' reach) first tries shifted CholeskyQR3 (below), which measures faster
+    /// there; everything else, and whatever CholeskyQR cannot factor, takes blocked Householder
+    /// (LAPACK's geqrf/orgqr structure): each panel of 16 columns on CPU-type adapters, 32
+    /// elsewhere (16 for taller input), is factored in one workgroup, the trailing matrix updated
+    /// by the compact-WY block reflector as rank-b products, and Q accumulated backwards from the
+    /// signed identity; rank-deficient input needs nothing else and never leaves the GPU (one
+    /// readback, max|A|, refuses NaN and Inf). Shifted CholeskyQR3: Gram matrix QᵀQ by a GPU GEMM,
+    /// its Cholesky factor on the host in f64 (one readback of n² values per pass), Q ← Q·R⁻¹ by a
+    /// GPU GEMM; a shifted pass, then plain passes until two plain ones have run (more shifted
+    /// passes for condition numbers near 1/u). A wide matrix (m < n) is factored through its first
+    /// m columns, then R = Qᵀ·A. A matrix that CholeskyQR cannot factor (numerically
+    /// rank-deficient: condition ≳ 10⁷, zero columns, the zero matrix) goes to the blocked
+    /// Householder; only past its panels' reach (tens of thousands of rows) is it read back and
+    /// factored by Householder in f64 on the host. On the CPU backend: faer's blocked Householder
+    /// QR (f32, all threads), signs made to match.
     ///
     /// ```
     /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;

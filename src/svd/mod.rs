@@ -746,8 +746,9 @@ impl Context {
     /// orthonormal columns even when `a` is rank-deficient. On the CPU: faer. On a GPU, results
     /// resident: matrices of at most [`BATCHED_MAX_DIM`] rows and columns by the batched
     /// one-sided Jacobi kernel; larger ones by the two-stage band SVD ([`SvdMethod::Band`]):
-    /// Householder panels reduce A = Q_L·B·Q_Rᵀ to an upper band B of width 32 (16 for very
-    /// tall input) on the GPU, with every block update a rank-b product; the host reads the
+    /// Householder panels reduce A = Q_L·B·Q_Rᵀ to an upper band B of the panel width (16 on
+    /// CPU-type adapters, 32 elsewhere; 16 for very tall input) on the GPU, with every block
+    /// update a rank-b product; the host reads the
     /// band back (O(n²) values, the one readback besides max|A|) and computes its SVD in f64;
     /// the GPU applies the same reflectors to the band's vectors. A 1024×1024 SVD runs a few
     /// hundred dispatches instead of a Jacobi design's ~12,000.

@@ -7,10 +7,13 @@
 mod band;
 pub mod cpu;
 
+use std::sync::Arc;
+
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::layout::Slice;
 use crate::matmul::MatmulOptions;
+use crate::runtime::Gpu;
 use crate::svd::Svd;
 use crate::tensor::host_values;
 use crate::tensor::{DType, Tensor};
@@ -124,6 +127,19 @@ pub(crate) fn symmetric_from_lower(a: &[f32], n: usize) -> Result<Vec<f32>> {
     Ok(s)
 }
 
+/// The symmetric matrix (both triangles, from the lower one) of the square `a` and its order,
+/// for `op` (eigh, eigvalsh); errors name a non-square shape or the asymmetry.
+fn symmetric_input(op: &str, a: &Tensor) -> Result<(Vec<f32>, usize)> {
+    let (m, n) = matrix_dims(op, a)?;
+    if m != n {
+        return Err(Error::Shape(format!(
+            "{op} needs a square matrix; got shape {:?}",
+            a.shape()
+        )));
+    }
+    Ok((symmetric_from_lower(&host_values(a)?, n)?, n))
+}
+
 /// `a` scaled by the power of two 1/up that brings max|a| into [0.5, 1), and `up`.
 fn power_of_two_scaled(a: &[f32]) -> (Vec<f32>, f32) {
     let e = crate::reference::scale_exponent(crate::reference::abs_max(a));
@@ -181,14 +197,7 @@ impl Context {
     }
 
     fn eigh_uncounted(&self, a: &Tensor) -> Result<Eigh> {
-        let (m, n) = matrix_dims("eigh", a)?;
-        if m != n {
-            return Err(Error::Shape(format!(
-                "eigh needs a square matrix; got shape {:?}",
-                a.shape()
-            )));
-        }
-        let sym = symmetric_from_lower(&host_values(a)?, n)?;
+        let (sym, n) = symmetric_input("eigh", a)?;
         if n == 0 {
             return Ok(Eigh {
                 values: self.zeros(&[0])?,
@@ -198,21 +207,24 @@ impl Context {
                 submits: 0,
             });
         }
-        if self.gpu().is_none() {
+        let cpu_path = || -> Result<Eigh> {
             let (w, z) = crate::decomp::cpu::eigh_fast(&sym, n)?;
-            return Ok(Eigh {
+            Ok(Eigh {
                 values: self.tensor(&[n], &w)?,
                 vectors: self.tensor(&[n, n], &z)?,
                 sweeps: 0,
                 dispatches: 0,
                 submits: 0,
-            });
-        }
+            })
+        };
+        let Some(gpu) = self.gpu() else {
+            return cpu_path();
+        };
         // Scale max|A| into [0.5, 1) by an exact power of two, so that neither the shift nor
         // the Rayleigh quotients overflow or underflow; the eigenvalues are scaled back.
-        let (sym, up) = power_of_two_scaled(&sym);
+        let (scaled, up) = power_of_two_scaled(&sym);
         if band::fits(n) {
-            let r = self.eigh_band(&sym, n, true).and_then(|(w, z)| {
+            let r = self.eigh_band(gpu, &scaled, n, true).and_then(|(w, z)| {
                 let w: Vec<f32> = w.iter().map(|x| x * up).collect();
                 Ok(Eigh {
                     values: self.tensor(&[n], &w)?,
@@ -224,18 +236,12 @@ impl Context {
                     submits: 0,
                 })
             });
-            if let Some(t) = self.fallback_or(r)? {
-                return Ok(t);
-            }
-            let (w, z) = crate::decomp::cpu::eigh_fast(&sym, n)?;
-            return Ok(Eigh {
-                values: self.tensor(&[n], &w.iter().map(|x| x * up).collect::<Vec<_>>())?,
-                vectors: self.tensor(&[n, n], &z)?,
-                sweeps: 0,
-                dispatches: 0,
-                submits: 0,
-            });
+            return match self.fallback_or(r)? {
+                Some(t) => Ok(t),
+                None => cpu_path(),
+            };
         }
+        let sym = scaled;
         // Shift: both norms bound the spectral radius.
         let inf = (0..n)
             .map(|i| {
@@ -312,15 +318,11 @@ impl Context {
     /// ascending and, with `vectors`, the eigenvectors as columns.
     fn eigh_band(
         &self,
+        gpu: &Arc<Gpu>,
         sym: &[f32],
         n: usize,
         vectors: bool,
     ) -> Result<(Vec<f32>, Option<Tensor>)> {
-        let Some(gpu) = self.gpu() else {
-            return Err(Error::InvalidArgument(
-                "eigh: the band method needs a GPU".into(),
-            ));
-        };
         let w = self.resident(&self.tensor(&[n, n], sym)?)?;
         let (values, z) = gpu.scoped("eigh", || band::band_eigh(gpu, &w, n, vectors))??;
         Ok((
@@ -342,20 +344,13 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn eigvalsh(&self, a: &Tensor) -> Result<Tensor> {
-        let (m, n) = matrix_dims("eigvalsh", a)?;
-        if m != n {
-            return Err(Error::Shape(format!(
-                "eigvalsh needs a square matrix; got shape {:?}",
-                a.shape()
-            )));
-        }
-        let sym = symmetric_from_lower(&host_values(a)?, n)?;
+        let (sym, n) = symmetric_input("eigvalsh", a)?;
         if n == 0 {
             return self.zeros(&[0]);
         }
         let (sym, up) = power_of_two_scaled(&sym);
-        if self.gpu().is_some() && band::fits(n) {
-            let r = self.eigh_band(&sym, n, false).and_then(|(w, _)| {
+        if let Some(gpu) = self.gpu().filter(|_| band::fits(n)) {
+            let r = self.eigh_band(gpu, &sym, n, false).and_then(|(w, _)| {
                 self.tensor(&[n], &w.iter().map(|x| x * up).collect::<Vec<_>>())
             });
             if let Some(t) = self.fallback_or(r)? {

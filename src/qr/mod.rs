@@ -5,12 +5,15 @@
 
 pub mod cpu;
 
+use std::sync::Arc;
+
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::householder::{Householder, View};
 use crate::layout::Slice;
 use crate::matmul::MatmulOptions;
 use crate::qr::cpu::{cholesky_upper, householder, non_finite, upper_inverse, upper_product};
+use crate::runtime::Gpu;
 use crate::tensor::host_values;
 use crate::tensor::{DType, Tensor};
 
@@ -184,12 +187,13 @@ impl Context {
     /// updates, Q accumulated backwards from the signed identity), resident from input to
     /// output; rank-deficient input needs nothing else. One readback: max|A|, which refuses
     /// NaN and Inf.
-    fn qr_householder_gpu(&self, a: &Tensor, m: usize, n: usize, pb: usize) -> Result<Qr> {
-        let Some(gpu) = self.gpu() else {
-            return Err(Error::InvalidArgument(
-                "qr: the Householder kernels need a GPU".into(),
-            ));
-        };
+    fn qr_householder_gpu(
+        &self,
+        gpu: &Arc<Gpu>,
+        a: &Tensor,
+        (m, n): (usize, usize),
+        pb: usize,
+    ) -> Result<Qr> {
         let k = m.min(n);
         let max = self.max(&self.abs(a)?, None)?.to_vec()?;
         if !max.first().is_some_and(|x| x.is_finite()) {
@@ -255,14 +259,12 @@ impl Context {
                 submits: 0,
             })
         };
-        if self.gpu().is_none() || k == 0 {
+        let Some(gpu) = self.gpu().filter(|_| k > 0) else {
             return cpu_path();
-        }
-        let panel = self
-            .gpu()
-            .and_then(|gpu| crate::householder::panel_width(gpu, m));
+        };
+        let panel = crate::householder::panel_width(gpu, m);
         let householder_gpu = |pb: usize| -> Result<Qr> {
-            let r = self.qr_householder_gpu(a, m, n, pb);
+            let r = self.qr_householder_gpu(gpu, a, (m, n), pb);
             match self.fallback_or(r)? {
                 Some(t) => Ok(t),
                 None => cpu_path(),

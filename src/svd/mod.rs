@@ -836,7 +836,21 @@ impl Context {
                     });
                 }
                 if use_band && band::fits(rows.max(cols)) {
-                    return self.svd_band(t, rows, cols);
+                    let (s, factors) = self.svd_band(gpu, t, (rows, cols), true)?;
+                    let Some((u, vt)) = factors else {
+                        return Err(Error::Readback(
+                            "svd: the band SVD returned no vectors".into(),
+                        ));
+                    };
+                    return Ok(Svd {
+                        u,
+                        s: self.tensor(&[s.len()], &s)?,
+                        vt,
+                        sweeps: 0,
+                        off_diagonal: 0.0,
+                        dispatches: 0,
+                        submits: 0,
+                    });
                 }
                 let run = Run {
                     base_wg: match opts.workgroup {
@@ -923,41 +937,37 @@ impl Context {
     }
 }
 
+/// U and Vt of an SVD.
+type UVt = (Tensor, Tensor);
+
 impl Context {
-    /// The band SVD ([`SvdMethod::Band`]) of the resident m×n `t` (m, n ≥ 1; a wide one
-    /// through its transpose).
-    fn svd_band(&self, t: &Tensor, m: usize, n: usize) -> Result<Svd> {
-        let Some(gpu) = self.gpu() else {
-            return Err(Error::InvalidArgument(
-                "svd: the band method needs a GPU".into(),
-            ));
-        };
+    /// The band SVD ([`SvdMethod::Band`]) of the m×n `t` (m, n ≥ 1; a wide one through its
+    /// transpose): the singular values, descending, and with `vectors` also (U, Vt).
+    fn svd_band(
+        &self,
+        gpu: &Arc<Gpu>,
+        t: &Tensor,
+        (m, n): (usize, usize),
+        vectors: bool,
+    ) -> Result<(Vec<f32>, Option<UVt>)> {
         let wide = m < n;
         let (rows, cols) = if wide { (n, m) } else { (m, n) };
         let (w, up) = self.scaled_copy(t, wide, m, n)?;
-        let out = gpu.scoped("svd", || band::band_svd(gpu, &w, rows, cols, true))??;
-        let (Some(u), Some(vt)) = (out.u, out.vt) else {
-            return Err(Error::Readback(
-                "svd: the band SVD returned no vectors".into(),
-            ));
-        };
-        let u = Tensor::from_gpu(vec![rows, cols], DType::F32, u);
-        let vt = Tensor::from_gpu(vec![cols, cols], DType::F32, vt);
+        let out = gpu.scoped("svd", || band::band_svd(gpu, &w, rows, cols, vectors))??;
         let s: Vec<f32> = out.s.iter().map(|x| x * up).collect();
-        let (u, vt) = if wide {
-            (self.transpose(&vt)?, self.transpose(&u)?)
-        } else {
-            (u, vt)
+        let factors = match (out.u, out.vt) {
+            (Some(u), Some(vt)) => {
+                let u = Tensor::from_gpu(vec![rows, cols], DType::F32, u);
+                let vt = Tensor::from_gpu(vec![cols, cols], DType::F32, vt);
+                Some(if wide {
+                    (self.transpose(&vt)?, self.transpose(&u)?)
+                } else {
+                    (u, vt)
+                })
+            }
+            _ => None,
         };
-        Ok(Svd {
-            u,
-            s: self.tensor(&[cols], &s)?,
-            vt,
-            sweeps: 0,
-            off_diagonal: 0.0,
-            dispatches: 0,
-            submits: 0,
-        })
+        Ok((s, factors))
     }
 
     /// A resident copy of `t` (m×n; transposed when `wide`) scaled by the power of two 1/up
@@ -999,16 +1009,11 @@ impl Context {
             return self.zeros(&[0]);
         }
         if let Some(gpu) = self.gpu() {
-            let wide = m < n;
-            let (rows, cols) = if wide { (n, m) } else { (m, n) };
             let r = (|| -> Result<Tensor> {
-                if !band::fits(rows) {
+                if !band::fits(m.max(n)) {
                     return Ok(self.svd(a)?.s);
                 }
-                let (w, up) = self.scaled_copy(a, wide, m, n)?;
-                let out =
-                    gpu.scoped("svdvals", || band::band_svd(gpu, &w, rows, cols, false))??;
-                let s: Vec<f32> = out.s.iter().map(|x| x * up).collect();
+                let (s, _) = self.svd_band(gpu, a, (m, n), false)?;
                 self.tensor(&[k], &s)
             })();
             if let Some(t) = self.fallback_or(r)? {

@@ -25,6 +25,7 @@ struct Params {
     zrel: f32,       // columns with norm ≤ zrel·‖A‖_F count as zero
     rot: f32,        // rotate a pair only when its scaled off-diagonal exceeds this (< tol)
     gx: u32,         // workgroups along x of the folded grid (each dispatch's own)
+    sweeps: u32,     // most sweeps one dispatch may run (the generated unrolled sweep)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,7 +37,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> uo: array<f32>;
 @group(0) @binding(5) var<storage, read_write> so: array<f32>;
 @group(0) @binding(6) var<storage, read_write> vto: array<f32>;
-// stats[1] = bits of the largest off-diagonal of the last sweep, stats[2] = 1 when some input
+// stats[0] = most sweeps a matrix ran in the last dispatch, stats[1] = bits of the largest
+// off-diagonal of the last sweep, stats[2] = 1 when some input
 // value is NaN or infinite, stats[3] = matrices still rotating after the last sweep.
 @group(0) @binding(7) var<storage, read_write> stats: array<atomic<u32>, 4>;
 
@@ -143,6 +145,7 @@ fn svd_batched_sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             }
         }
     }
+    atomicMax(&stats[0], 1u);
     atomicMax(&stats[1], bitcast<u32>(off));
     if off > p.tol {
         atomicAdd(&stats[3], 1u);
@@ -434,6 +437,7 @@ fn svd_batched_wg_sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     workgroupBarrier();
     if t == 0u {
         let o = bitcast<f32>(atomicLoad(&woff));
+        atomicMax(&stats[0], 1u);
         atomicMax(&stats[1], bitcast<u32>(o));
         if o > p.tol {
             atomicAdd(&stats[3], 1u);

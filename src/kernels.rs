@@ -34,6 +34,11 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
             .map(|s| ("solve_small_invocation", s)),
     )
     .chain(
+        svd::unrolled::generated_sources()
+            .into_iter()
+            .map(|s| ("svd_batched_unrolled", s)),
+    )
+    .chain(
         reduce::generated_sources()
             .into_iter()
             .map(|s| ("reduce", s)),
@@ -60,6 +65,7 @@ pub fn kernel_params() -> Vec<(&'static str, ParamsLayout)> {
         ),
         ("svd", svd::params_layouts()),
         ("svd_batched", svd::batched::params_layouts()),
+        ("svd_batched_unrolled", svd::unrolled::params_layouts()),
         ("householder", householder::params_layouts()),
         ("elementwise", elementwise::params_layouts()),
         ("reduce", reduce::params_layouts()),

@@ -216,6 +216,18 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                 ("svd_batched_wg_sweep", per_matrix),
             ]
         }
+        "svd_batched_unrolled" => {
+            // The batched module with one generated sweep appended.
+            let mut v = variants("svd_batched");
+            v.push((
+                gpu_linalg::svd::unrolled::UNROLLED_ENTRY,
+                vec![Constants::from([(
+                    "WG",
+                    f64::from(gpu_linalg::svd::BATCHED_WORKGROUP),
+                )])],
+            ));
+            v
+        }
         "householder" => {
             // Every kernel at both panel widths the host picks (`householder::panel_width`).
             let widths: Vec<Constants> = [16.0, 32.0]

@@ -709,6 +709,7 @@ fn gpu_svd_batched() {
     let Some(ctx) = common::gpu() else { return };
     for kernel in [
         SvdBatchedKernel::Invocation,
+        SvdBatchedKernel::Unrolled,
         SvdBatchedKernel::Workgroup(None),
     ] {
         batched_cases(ctx, &format!("gpu {kernel}"), &forced(kernel));
@@ -772,6 +773,7 @@ fn gpu_svd_batched() {
 fn batched_kernel_names() {
     for (s, k) in [
         ("invocation", SvdBatchedKernel::Invocation),
+        (" Unrolled", SvdBatchedKernel::Unrolled),
         ("workgroup", SvdBatchedKernel::Workgroup(None)),
         ("workgroup@64", SvdBatchedKernel::Workgroup(Some(64))),
         (" Workgroup@256 ", SvdBatchedKernel::Workgroup(Some(256))),
@@ -815,6 +817,7 @@ fn timing_batched_10000() {
         );
         for kernel in [
             SvdBatchedKernel::Invocation,
+            SvdBatchedKernel::Unrolled,
             SvdBatchedKernel::Workgroup(None),
             SvdBatchedKernel::Workgroup(Some(32)),
             SvdBatchedKernel::Workgroup(Some(128)),

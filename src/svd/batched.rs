@@ -10,7 +10,8 @@ use super::{grid, jacobi_pipeline, svd_tolerance, Svd, MAX_SWEEPS, ROTATE_FRACTI
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::runtime::u32_of;
-use crate::runtime::{Bind, Choices, Gpu, GpuBuffer, Kernel};
+use crate::runtime::{trusted_pipeline, Bind, Choices, Gpu, GpuBuffer, Kernel};
+use crate::svd::unrolled::{unrolled_fits, UNROLLED_ENTRY, UNROLLED_SWEEPS_PER_DISPATCH};
 use crate::tensor::host_values;
 use crate::tensor::{DType, Tensor};
 
@@ -44,7 +45,7 @@ pub const SVD_BATCHED_KERNEL_ENV: &str = "GPU_LINALG_SVD_BATCHED_KERNEL";
 /// per-matrix initialisation (scaling, NaN/Inf detection) and finish (zero columns completed,
 /// descending order) kernels and run one dispatch per sweep until every matrix has converged.
 ///
-/// Spelled `invocation`, `workgroup` or `workgroup@WG` (WG one of [`BATCHED_WG_SIZES`]) in
+/// Spelled `invocation`, `unrolled`, `workgroup` or `workgroup@WG` (WG one of [`BATCHED_WG_SIZES`]) in
 /// [`SVD_BATCHED_KERNEL_ENV`] and the tuning cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SvdBatchedKernel {
@@ -57,12 +58,19 @@ pub enum SvdBatchedKernel {
     /// [`BATCHED_WG_SIZES`], or `None` to size it by the shape (about 8 invocations per pair,
     /// 32 to 256: 64 for 16×16, 128 for 32×32).
     Workgroup(Option<u32>),
+    /// One invocation per matrix, W and V held in private variables for the whole sweep by
+    /// straight-line code generated for the shape (`src/svd/unrolled.rs`): storage is read and
+    /// written once per sweep. Suits CPU-type adapters, where private variables are SIMD
+    /// registers and storage accesses are per lane. Shapes past
+    /// [`crate::svd::unrolled::UNROLLED_MAX_WORK`] run [`SvdBatchedKernel::Invocation`].
+    Unrolled,
 }
 
 impl fmt::Display for SvdBatchedKernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SvdBatchedKernel::Invocation => f.write_str("invocation"),
+            SvdBatchedKernel::Unrolled => f.write_str("unrolled"),
             SvdBatchedKernel::Workgroup(None) => f.write_str("workgroup"),
             SvdBatchedKernel::Workgroup(Some(wg)) => write!(f, "workgroup@{wg}"),
         }
@@ -74,13 +82,14 @@ impl FromStr for SvdBatchedKernel {
     fn from_str(s: &str) -> Result<SvdBatchedKernel> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "bad batched svd kernel '{s}'; expected invocation, workgroup or workgroup@WG \
-                 with WG one of {BATCHED_WG_SIZES:?}"
+                "bad batched svd kernel '{s}'; expected invocation, unrolled, workgroup or \
+                 workgroup@WG with WG one of {BATCHED_WG_SIZES:?}"
             ))
         };
         let t = s.trim().to_ascii_lowercase();
         match t.split_once('@') {
             None if t == "invocation" => Ok(SvdBatchedKernel::Invocation),
+            None if t == "unrolled" => Ok(SvdBatchedKernel::Unrolled),
             None if t == "workgroup" => Ok(SvdBatchedKernel::Workgroup(None)),
             Some(("workgroup", wg)) => match wg.parse::<u32>() {
                 Ok(wg) if BATCHED_WG_SIZES.contains(&wg) => {
@@ -157,6 +166,7 @@ crate::kernel_params! {
         zrel: f32,
         rot: f32,
         gx: u32,
+        sweeps: u32,
     }
 }
 
@@ -171,6 +181,45 @@ fn kernel(gpu: &Gpu, entry: &str, wg: u32) -> Result<Arc<Kernel>> {
     jacobi_pipeline(gpu, "svd_batched", entry, wg)
 }
 
+/// The per-matrix initialisation or finish (`svd_batched_init`, `svd_batched_finish`).
+fn per_matrix_kernel(gpu: &Gpu, entry: &str) -> Result<Arc<Kernel>> {
+    // SAFETY: both entry points return unless b < batch, and run_batched refuses rows or cols
+    // above BATCHED_MAX_DIM (32), the length of their private arrays (indexed by columns, by rows /
+    // 4 and by sorted positions, each below 32); they then touch A, W and the outputs at
+    // b·(matrix size) + i (i below the matrix size), V at b·cols² + i and state at 3b … 3b + 2,
+    // and run_batched binds every buffer with batch times those sizes. Their loops are
+    // bounded by rows and cols.
+    unsafe {
+        trusted_pipeline(
+            gpu,
+            &format!("svd_batched/{entry}/WG={BATCHED_WORKGROUP}"),
+            "svd_batched",
+            module_source,
+            entry,
+            &[("WG", f64::from(BATCHED_WORKGROUP))],
+        )
+    }
+}
+
+/// The unrolled sweep for `rows`×`cols` work matrices (one pipeline per shape).
+fn unrolled_kernel(gpu: &Gpu, rows: usize, cols: usize) -> Result<Arc<Kernel>> {
+    // SAFETY: the generated sweep returns unless b < batch and the uniform rows and cols are
+    // the ones it was generated for; it then reads and writes W at b·rows·cols + i
+    // (i < rows·cols), V at b·cols² + i (i < cols²), state at 3b … 3b + 2 and stats[1], [3],
+    // and run_batched binds W, V and state with batch·rows·cols, batch·cols² and 3·batch
+    // floats and stats with 4 words. It has no loops.
+    unsafe {
+        trusted_pipeline(
+            gpu,
+            &format!("svd_batched/{UNROLLED_ENTRY}/{rows}x{cols}/WG={BATCHED_WORKGROUP}"),
+            "svd_batched",
+            || crate::svd::unrolled::module_source(rows, cols),
+            UNROLLED_ENTRY,
+            &[("WG", f64::from(BATCHED_WORKGROUP))],
+        )
+    }
+}
+
 /// Runs the batched SVD of `batch` m×n matrices in `a`, the sweeps by `kernel_choice`.
 fn run_batched(
     gpu: &Arc<Gpu>,
@@ -180,6 +229,12 @@ fn run_batched(
 ) -> Result<GpuBatched> {
     let wide = m < n;
     let (rows, cols) = if wide { (n, m) } else { (m, n) };
+    if rows > BATCHED_MAX_DIM {
+        // The kernels' private arrays hold BATCHED_MAX_DIM entries (their safety rests on it).
+        return Err(Error::InvalidArgument(format!(
+            "svd_batched handles matrices up to {BATCHED_MAX_DIM}×{BATCHED_MAX_DIM}; got {m}×{n}"
+        )));
+    }
     let k = cols;
     let total = batch * m * n;
     u32_of(total, "batch·m·n")?;
@@ -194,11 +249,22 @@ fn run_batched(
     // The sweep: entry point, workgroup size and grid (one invocation or one workgroup per
     // matrix). Checked first, so a refused workgroup size allocates nothing.
     let (gx, gy) = grid(gpu, batch, BATCHED_WORKGROUP)?;
-    let (sweep_entry, sweep_wg, (sgx, sgy)) = match kernel_choice {
-        SvdBatchedKernel::Invocation => ("svd_batched_sweep", BATCHED_WORKGROUP, (gx, gy)),
+    let kernel_choice = match kernel_choice {
+        SvdBatchedKernel::Unrolled if !unrolled_fits(rows, cols) => SvdBatchedKernel::Invocation,
+        other => other,
+    };
+    let (sweep, (sgx, sgy)) = match kernel_choice {
+        SvdBatchedKernel::Invocation => (
+            kernel(gpu, "svd_batched_sweep", BATCHED_WORKGROUP)?,
+            (gx, gy),
+        ),
+        SvdBatchedKernel::Unrolled => (unrolled_kernel(gpu, rows, cols)?, (gx, gy)),
         SvdBatchedKernel::Workgroup(forced) => (
-            "svd_batched_wg_sweep",
-            wg_size(gpu, rows, cols, forced)?,
+            kernel(
+                gpu,
+                "svd_batched_wg_sweep",
+                wg_size(gpu, rows, cols, forced)?,
+            )?,
             grid(gpu, batch, 1)?,
         ),
     };
@@ -215,6 +281,7 @@ fn run_batched(
         zrel: ZERO_REL,
         rot: svd_tolerance(rows) * ROTATE_FRACTION,
         gx,
+        sweeps: 1,
     };
     let sweep_params = BatchedParams { gx: sgx, ..params };
     let w = gpu.alloc(bytes(total), "batched svd work")?;
@@ -226,50 +293,58 @@ fn run_batched(
         (8, Bind::Buffer(&state, bytes(batch * 3))),
     );
     let stats_b = (7, Bind::Buffer(&stats, 16));
-    let run = |(entry, wg): (&str, u32),
+    let run = |kn: &Kernel,
                (p, groups): (&BatchedParams, (u32, u32)),
                b: &[(u32, Bind<'_>)],
-               clear: Option<(u64, u64)>|
+               clear: &[(u64, u64)]|
      -> Result<()> {
-        let kn = kernel(gpu, entry, wg)?;
         let mut enc = gpu.encoder("svd_batched");
         let u = enc.params(p)?;
         let mut all = vec![(0, Bind::Params(&u))];
         all.extend_from_slice(b);
-        let bg = enc.bind(&kn, &all);
-        if let Some((off, len)) = clear {
+        let bg = enc.bind(kn, &all);
+        for &(off, len) in clear {
             enc.clear(&stats, off, len);
         }
-        enc.dispatch(&kn, &bg, (groups.0, groups.1, 1));
+        enc.dispatch(kn, &bg, (groups.0, groups.1, 1));
         enc.submit()
     };
     run(
-        ("svd_batched_init", BATCHED_WORKGROUP),
+        &*per_matrix_kernel(gpu, "svd_batched_init")?,
         (&params, (gx, gy)),
         &[(1, Bind::Buffer(a, bytes(total))), wb, vb, stats_b, sb],
-        Some((0, 16)),
+        &[(0, 16)],
     )?;
     let mut sweeps = 0;
     let mut st = vec![0u32; 4];
     if k >= 2 {
         while sweeps < MAX_SWEEPS {
-            sweeps += 1;
-            // One dispatch per sweep: a single dispatch running all sweeps gave wrong results
-            // from about 20×20 on lavapipe (long invocations seem to be cut short).
+            // A dispatch per sweep (or per few, for the unrolled kernel, which keeps W and V in
+            // registers between them): a single dispatch running all sweeps gave wrong
+            // results from about 20×20 on lavapipe (long invocations seem to be cut short).
+            let per = if kernel_choice == SvdBatchedKernel::Unrolled {
+                UNROLLED_SWEEPS_PER_DISPATCH.min(MAX_SWEEPS - sweeps)
+            } else {
+                1
+            };
+            // stats[0], [1] and [3] describe the last dispatch; stats[2] (NaN seen) stays.
             run(
-                (sweep_entry, sweep_wg),
-                (&sweep_params, (sgx, sgy)),
+                &sweep,
+                (
+                    &BatchedParams {
+                        sweeps: per,
+                        ..sweep_params
+                    },
+                    (sgx, sgy),
+                ),
                 &[wb, vb, stats_b, sb],
-                Some((4, 4)),
+                &[(0, 8), (12, 4)],
             )?;
-            // stats[3] counts this sweep's unconverged matrices: clear it after reading.
             st = bytemuck::pod_collect_to_vec(&stats.read(16)?);
+            sweeps += st.first().copied().unwrap_or(1).clamp(1, per);
             if st.get(2).copied().unwrap_or(0) != 0 || st.get(3).copied().unwrap_or(0) == 0 {
                 break;
             }
-            let mut enc = gpu.encoder("svd_batched");
-            enc.clear(&stats, 12, 4);
-            enc.submit()?;
         }
     } else {
         st = bytemuck::pod_collect_to_vec(&stats.read(16)?);
@@ -280,7 +355,7 @@ fn run_batched(
         )));
     }
     run(
-        ("svd_batched_finish", BATCHED_WORKGROUP),
+        &*per_matrix_kernel(gpu, "svd_batched_finish")?,
         (&params, (gx, gy)),
         &[
             wb,
@@ -290,7 +365,7 @@ fn run_batched(
             (6, Bind::Buffer(&vto, bytes(batch * k * n))),
             sb,
         ],
-        None,
+        &[],
     )?;
     Ok(GpuBatched {
         u: uo,
@@ -504,6 +579,7 @@ impl Context {
             gpu,
             &[
                 SvdBatchedKernel::Invocation,
+                SvdBatchedKernel::Unrolled,
                 SvdBatchedKernel::Workgroup(None),
             ],
             3,

@@ -5,6 +5,7 @@
 pub(crate) mod band;
 pub mod batched;
 pub mod cpu;
+pub mod unrolled;
 
 /// `shaders/svd.wgsl`.
 const SOURCE: &str = include_str!("../../shaders/svd.wgsl");

@@ -37,8 +37,12 @@ struct Params {
     // of rows at a time, from an aligned byte offset).
     a_off: u32,
     c_off: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Structure hints, which the result never depends on (an all-zero Params reads none):
+    // b_upper = 1 when op(B) is upper triangular (B(k, j) = 0 for k > j), so the k loop may
+    // stop at the last column a thread computes; c_upper = 1 when only C(i, j) with i <= j are
+    // wanted, so threads whose outputs all lie below the diagonal may write nothing.
+    b_upper: u32,
+    c_upper: u32,
     _pad2: u32,
 }
 
@@ -61,19 +65,30 @@ fn b_base(z: u32) -> u32 {
     return (z / p.batch1) * p.b_b0 + (z % p.batch1) * p.b_b1;
 }
 
+// The end of the k loop of a thread whose last output column is `last_col` (see b_upper).
+fn k_end(last_col: u32) -> u32 {
+    return select(p.k, min(p.k, last_col + 1u), p.b_upper == 1u);
+}
+
+// Whether a thread whose outputs start at row `first_row` and end at column `last_col` lies
+// wholly below the diagonal while only the upper triangle is wanted (see c_upper).
+fn below_diagonal(first_row: u32, last_col: u32) -> bool {
+    return p.c_upper == 1u && first_row > last_col;
+}
+
 // ---------------------------------------------------------------- naive
 @compute @workgroup_size(8, 8, 1)
 fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.x;
     let i = gid.y + p.row_off;
     let z = gid.z;
-    if i >= p.m || j >= p.n {
+    if i >= p.m || j >= p.n || below_diagonal(i, j) {
         return;
     }
     let ao = a_base(z) + i * p.a_rs;
     let bo = b_base(z) + j * p.b_cs;
     var s = 0.0;
-    for (var kk = 0u; kk < p.k; kk++) {
+    for (var kk = 0u; kk < k_end(j); kk++) {
         s = fma(a[ao + kk * p.a_cs], b[bo + kk * p.b_rs], s);
     }
     c[p.c_off + (z * p.m + i) * p.n + j] = epilogue(s, j);
@@ -98,8 +113,13 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
     let tid = lid.y * 16u + lid.x;
     let ao = a_base(z);
     let bo = b_base(z);
+    // Both are uniform over the workgroup: it returns as a whole, before any barrier.
+    if below_diagonal(row0, col0 + bn - 1u) {
+        return;
+    }
+    let kend = k_end(col0 + bn - 1u);
     var acc: array<f32, 16>;
-    for (var k0 = 0u; k0 < p.k; k0 += TBK) {
+    for (var k0 = 0u; k0 < kend; k0 += TBK) {
         for (var e = tid; e < bm * TBK; e += 256u) {
             let r = e / TBK;
             let kk = e % TBK;
@@ -172,6 +192,10 @@ fn vec4_kernel(
         return;
     }
     let row0 = wid.x * RM + p.row_off;
+    let last_col = (cb + RN4) * 4u - 1u;
+    if below_diagonal(row0, last_col) {
+        return;
+    }
     let ao = a_base(z);
     let bo = b_base(z) + cb;
     var arow: array<u32, 8>;
@@ -180,7 +204,7 @@ fn vec4_kernel(
         arow[r] = ao + min(row0 + r, p.m - 1u) * p.a_rs;
     }
     var acc: array<vec4<f32>, 32>;
-    for (var kk = 0u; kk < p.k; kk++) {
+    for (var kk = 0u; kk < k_end(last_col); kk++) {
         let brow = bo + kk * p.n4;
         var bw: array<vec4<f32>, 4>;
         for (var q = 0u; q < RN4; q++) {

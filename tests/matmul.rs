@@ -430,3 +430,95 @@ fn every_candidate_on_small_rectangular_shapes() {
         }
     }
 }
+
+/// The structure hints the decompositions pass (op(B) upper triangular; only C's upper
+/// triangle wanted) let the kernels skip work but never change a wanted entry: every kernel,
+/// transposed operands, tiling-breaking shapes, and k past the loop limit (summed in slices).
+#[test]
+fn structure_hints_never_change_wanted_entries() {
+    let Some(ctx) = common::gpu() else { return };
+    let configs: Vec<Option<MatmulConfig>> = MatmulConfig::candidates()
+        .into_iter()
+        .chain([MatmulConfig::NAIVE, MatmulConfig::tiled(2, 2)])
+        .map(Some)
+        .chain([None])
+        .collect();
+    let shapes = [
+        (1, 1, 1),
+        (5, 3, 7),
+        (7, 9, 4),
+        (17, 16, 17),
+        (63, 65, 64),
+        (130, 33, 129),
+        (257, 64, 255),
+    ];
+    for (ci, kernel) in configs.iter().enumerate() {
+        for (si, &(m, k, n)) in shapes.iter().enumerate() {
+            let (ta, tb) = ((ci + si) % 2 == 1, (ci + si) % 3 == 2);
+            let seed = (ci * 31 + si) as u64;
+            let a = ctx
+                .tensor(&stored(&[], m, k, ta), &common::data_full(m * k, seed))
+                .unwrap();
+            // op(B)(r, c) = 0 below the diagonal (r > c).
+            let mut bv = common::data_full(k * n, seed + 500);
+            for r in 0..k {
+                for c in 0..n {
+                    if r > c {
+                        bv[if tb { c * k + r } else { r * n + c }] = 0.0;
+                    }
+                }
+            }
+            let b = ctx.tensor(&stored(&[], k, n, tb), &bv).unwrap();
+            let opts = MatmulOptions {
+                transpose_a: ta,
+                transpose_b: tb,
+                kernel: *kernel,
+                ..Default::default()
+            };
+            let reference = reference_for(&a, &b, &opts).unwrap();
+            let label = format!("{m}×{k}×{n} ta={ta} tb={tb} kernel {kernel:?}");
+            for (b_upper, c_upper) in [(true, false), (false, true), (true, true)] {
+                let got = ctx
+                    .matmul_structured_for_tests(&a, &b, &opts, b_upper, c_upper)
+                    .unwrap_or_else(|e| panic!("{label}: {e}"))
+                    .to_vec()
+                    .unwrap();
+                // Entries below the diagonal are not wanted with c_upper: take the reference's.
+                let got: Vec<f32> = got
+                    .iter()
+                    .enumerate()
+                    .map(|(e, &x)| {
+                        if c_upper && e / n > e % n {
+                            reference.values[e] as f32
+                        } else {
+                            x
+                        }
+                    })
+                    .collect();
+                reference
+                    .check(&got)
+                    .unwrap_or_else(|e| panic!("{label} b_upper={b_upper} c_upper={c_upper}: {e}"));
+            }
+        }
+    }
+    // k past the loop limit: the slices of k drop b_upper and keep c_upper.
+    let (m, k, n) = (3, gpu_linalg::MAX_K_PER_PASS_CPU_ADAPTER + 5, 4);
+    let a = ctx.tensor(&[m, k], &common::data_full(m * k, 9)).unwrap();
+    let mut bv = common::data_full(k * n, 10);
+    for r in 0..k {
+        for c in 0..n {
+            if r > c {
+                bv[r * n + c] = 0.0;
+            }
+        }
+    }
+    let b = ctx.tensor(&[k, n], &bv).unwrap();
+    let opts = MatmulOptions::default();
+    let reference = reference_for(&a, &b, &opts).unwrap();
+    let got = ctx
+        .matmul_structured_for_tests(&a, &b, &opts, true, false)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    reference.check(&got).unwrap();
+}

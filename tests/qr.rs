@@ -70,8 +70,8 @@ fn cases() -> Vec<Case> {
     v.push(rnd("wide", 7, 100, 22));
     v.push(rnd("wide", 2, 3, 23));
     v.push(rnd("wide", 3, 1000, 25));
-    for (i, kappa) in [1e3, 1e4, 1e5].into_iter().enumerate() {
-        let s = 40 + 3 * i as u64;
+    for (i, kappa) in [1e1, 1e2, 1e3, 1e4, 1e5].into_iter().enumerate() {
+        let s = 140 + 4 * i as u64;
         v.push(case(
             &format!("κ={kappa:e}"),
             200,
@@ -83,6 +83,13 @@ fn cases() -> Vec<Case> {
             32,
             32,
             conditioned(32, 32, kappa, s + 1),
+        ));
+        // Tall-skinny: through CholeskyQR (plain first pass for small κ, shifted otherwise).
+        v.push(case(
+            &format!("κ={kappa:e} tall"),
+            480,
+            40,
+            conditioned(480, 40, kappa, s + 3),
         ));
         v.push(case(
             &format!("κ={kappa:e} wide"),
@@ -190,13 +197,14 @@ fn check_case(ctx: &Context, c: &Case, width: Option<usize>) {
         rt[1],
         t.elapsed()
     );
-    // Tall-skinny full-rank matrices take CholeskyQR3 (at least 3 passes); every other one,
+    // Tall-skinny full-rank matrices take CholeskyQR (at least 2 passes: CholeskyQR2 when
+    // well conditioned, the shifted CholeskyQR3 otherwise); every other one,
     // rank-deficient tall ones included (CholeskyQR gives up on them), the GPU's blocked
     // Householder: no passes.
     let tall = c.n > 0 && c.m >= QR_CHOLESKY_RATIO * c.n;
     let deficient = c.name.contains("zero") || c.name.contains("rank");
     if tall && !deficient {
-        assert!(passes >= 3, "{}: {passes} CholeskyQR passes", c.name);
+        assert!(passes >= 2, "{}: {passes} CholeskyQR passes", c.name);
     } else {
         assert_eq!(passes, 0, "{}: {passes} CholeskyQR passes", c.name);
     }

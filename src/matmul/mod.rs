@@ -62,6 +62,19 @@ struct GpuMatmul<'a> {
     bias: Option<Arc<GpuBuffer>>,
     activation: Activation,
     config: MatmulConfig,
+    structure: MatmulStructure,
+}
+
+/// What a caller knows of a product's operands and which part of the result it wants: hints
+/// that let the kernels skip work (half of it for each) and never change a wanted entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MatmulStructure {
+    /// op(B) is upper triangular (zero below its diagonal): each output column's sum may stop
+    /// at its diagonal (the kernels stop at the last column a thread computes).
+    pub b_upper: bool,
+    /// Only C(i, j) with i ≤ j is wanted (a symmetric product such as AᵀA): entries below the
+    /// diagonal may be left unwritten (zero).
+    pub c_upper: bool,
 }
 
 crate::kernel_params! {
@@ -84,8 +97,8 @@ crate::kernel_params! {
         fold: u32,
         a_off: u32,
         c_off: u32,
-        _pad0: u32,
-        _pad1: u32,
+        b_upper: u32,
+        c_upper: u32,
         _pad2: u32,
     }
 }
@@ -296,6 +309,8 @@ impl GpuMatmul<'_> {
             let params = MatmulParams {
                 a_off: as_u32(a_view.elem_off, "A offset")?,
                 c_off: as_u32(c_view.elem_off, "C offset")?,
+                b_upper: u32::from(self.structure.b_upper),
+                c_upper: u32::from(self.structure.c_upper),
                 ..MatmulParams::new(plan, b.strides, b.n4, row_off)?
             };
             let u = enc.params(&params)?;
@@ -433,6 +448,32 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn matmul_with(&self, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
+        self.matmul_structured(a, b, opts, MatmulStructure::default())
+    }
+
+    /// Test hook: [`Context::matmul_with`] with the structure hints the decompositions use
+    /// (`b_upper`: op(B) is upper triangular; `c_upper`: only C(i, j) with i ≤ j is wanted).
+    #[doc(hidden)]
+    pub fn matmul_structured_for_tests(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        opts: &MatmulOptions,
+        b_upper: bool,
+        c_upper: bool,
+    ) -> Result<Tensor> {
+        self.matmul_structured(a, b, opts, MatmulStructure { b_upper, c_upper })
+    }
+
+    /// [`Context::matmul_with`] with what the caller knows of the operands' structure and
+    /// which part of the result it wants (the GPU kernels skip the rest; the CPU computes all).
+    pub(crate) fn matmul_structured(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        opts: &MatmulOptions,
+        structure: MatmulStructure,
+    ) -> Result<Tensor> {
         for (name, t) in [("A", a), ("B", b)] {
             if t.dtype() != DType::F32 {
                 return Err(Error::InvalidArgument(format!(
@@ -448,7 +489,7 @@ impl Context {
             k.validate()?;
         }
         if let Some(gpu) = self.gpu() {
-            let r = self.matmul_gpu(gpu, &plan, a, b, opts);
+            let r = self.matmul_gpu(gpu, &plan, a, b, opts, structure);
             if let Some(t) = self.fallback_or(r)? {
                 return Ok(t);
             }
@@ -480,9 +521,10 @@ impl Context {
         a: &Tensor,
         b: &Tensor,
         opts: &MatmulOptions,
+        structure: MatmulStructure,
     ) -> Result<Tensor> {
         if gpu.info.device_type == wgpu::DeviceType::Cpu && plan.k > MAX_K_PER_PASS_CPU_ADAPTER {
-            return self.matmul_split_k(gpu, plan, a, b, opts);
+            return self.matmul_split_k(gpu, plan, a, b, opts, structure);
         }
         let config = match opts.kernel {
             Some(c) => c,
@@ -496,6 +538,7 @@ impl Context {
             bias: opts.bias.map(|t| self.resident(t)).transpose()?,
             activation: opts.activation,
             config,
+            structure,
         };
         let out = gpu.scoped("matmul", || job.run())??;
         Ok(Tensor::from_gpu(plan.out_shape.clone(), DType::F32, out))
@@ -512,7 +555,13 @@ impl Context {
         a: &Tensor,
         b: &Tensor,
         opts: &MatmulOptions,
+        structure: MatmulStructure,
     ) -> Result<Tensor> {
+        // A slice of k starts below B's first row: its triangle is not the slice's own.
+        let part_structure = MatmulStructure {
+            b_upper: false,
+            ..structure
+        };
         // The axis that holds k in each operand as stored.
         let k_axis = |t: &Tensor, transposed: bool, is_a: bool| match t.ndim() {
             0 | 1 => 0,
@@ -538,7 +587,7 @@ impl Context {
             );
             let part_plan =
                 MatmulPlan::new(ap.shape(), bp.shape(), opts.transpose_a, opts.transpose_b)?;
-            let part = self.matmul_gpu(gpu, &part_plan, &ap, &bp, &part_opts)?;
+            let part = self.matmul_gpu(gpu, &part_plan, &ap, &bp, &part_opts, part_structure)?;
             sum = Some(match sum {
                 None => part,
                 Some(s) => self.add(&s, &part)?,

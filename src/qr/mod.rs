@@ -1,5 +1,6 @@
-//! Reduced QR decomposition, `numpy.linalg.qr(A, mode='reduced')`: on the GPU by shifted
-//! CholeskyQR3 (Fukaya, Kannan, Nakatsukasa, Yamamoto, Yanagisawa 2020) built from resident
+//! Reduced QR decomposition, `numpy.linalg.qr(A, mode='reduced')`: on the GPU by blocked
+//! Householder, or for tall-skinny input by CholeskyQR2 / shifted CholeskyQR3 (Fukaya, Kannan,
+//! Nakatsukasa, Yamamoto, Yanagisawa 2020) built from resident
 //! GPU GEMMs, with the small k×k Cholesky factorizations on the host in f64; on the CPU by
 //! faer's blocked Householder.
 
@@ -11,8 +12,10 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::householder::{Householder, View};
 use crate::layout::Slice;
-use crate::matmul::MatmulOptions;
-use crate::qr::cpu::{cholesky_upper, householder, non_finite, upper_inverse, upper_product};
+use crate::matmul::{MatmulOptions, MatmulStructure};
+use crate::qr::cpu::{
+    cholesky_upper, householder, non_finite, norm2_estimate, upper_inverse, upper_product,
+};
 use crate::runtime::Gpu;
 use crate::tensor::host_values;
 use crate::tensor::{DType, Tensor};
@@ -34,11 +37,11 @@ pub struct Qr {
 }
 
 /// Environment variable that forces the GPU QR method: `householder` (blocked Householder) or
-/// `cholesky-qr` (shifted CholeskyQR3 first, blocked Householder for what it cannot factor).
-/// By default CholeskyQR3 runs first for m ≥ [`QR_CHOLESKY_RATIO`]·n.
+/// `cholesky-qr` (CholeskyQR first, blocked Householder for what it cannot factor).
+/// By default CholeskyQR runs first for m ≥ [`QR_CHOLESKY_RATIO`]·n.
 pub const QR_METHOD_ENV: &str = "GPU_LINALG_QR_METHOD";
 
-/// Tall-skinny matrices (m ≥ this multiple of n) try shifted CholeskyQR3 first: its GEMMs beat
+/// Tall-skinny matrices (m ≥ this multiple of n) try CholeskyQR first: its GEMMs beat
 /// or tie the Householder panels there (on lavapipe, one `bench --ops qr` run per method, 16-wide
 /// panels: 8192×128 0.73 s against 1.03, 4096×256 1.46 against 1.38, 1024×64 45 ms against 49;
 /// at 2048×512, below the ratio, Householder wins 2.18 s against 3.47). Input it cannot factor
@@ -49,6 +52,13 @@ pub const QR_CHOLESKY_RATIO: usize = 8;
 /// Most CholeskyQR passes (shifted and plain) before the GPU path gives up on a matrix as
 /// numerically rank-deficient and hands it to Householder.
 pub const MAX_QR_PASSES: u32 = 8;
+
+/// The first pass is a plain CholeskyQR (no shift) when its factor's condition number κ₂(R),
+/// estimated by the power method on R and R⁻¹, is at most this: Q₁'s orthogonality error,
+/// about κ²·√m·u, is then a few percent for m up to ~10⁵, and the second plain pass brings it
+/// to u (CholeskyQR2). Otherwise the pass is shifted (Fukaya et al.), from the same Gram
+/// matrix. Either way the next pass checks Q₁'s Gram matrix and shifts again if it must.
+const PLAIN_FIRST_MAX_KAPPA: f64 = 100.0;
 
 /// Unit roundoff u = 2⁻²⁴ of the shift.
 const U: f64 = 1.0 / 16_777_216.0;
@@ -83,8 +93,10 @@ fn upload(ctx: &Context, rows: usize, cols: usize, v: &[f64]) -> Result<Tensor> 
     ctx.tensor(&[rows, cols], &f)
 }
 
-/// Shifted CholeskyQR3 (adaptive) of the tall or square m×n matrix `a` (m ≥ n ≥ 1) with GEMMs
-/// on `ctx`: `Ok(None)` when `a` is numerically rank-deficient (or zero).
+/// Adaptive CholeskyQR of the tall or square m×n matrix `a` (m ≥ n ≥ 1) with GEMMs on `ctx`
+/// (the Gram matrix's upper triangle only, Q·R⁻¹ with R⁻¹ triangular): CholeskyQR2 when the
+/// first factor is well conditioned, else shifted CholeskyQR3 (more shifted passes as κ nears
+/// 1/u). `Ok(None)` when `a` is numerically rank-deficient (or zero).
 fn cholesky_qr(
     ctx: &Context,
     a: &Tensor,
@@ -104,22 +116,30 @@ fn cholesky_qr(
             return Ok(None);
         }
         passes += 1;
-        let g32 = ctx.matmul_with(&q, &q, &tn)?.to_vec()?;
-        if g32.iter().any(|x| !x.is_finite()) {
-            return Ok(None);
-        }
-        // Symmetrize: the GEMM need not give G_ij = G_ji bit for bit.
+        // The Gram matrix's upper triangle (the kernels skip the rest), mirrored on the host.
+        let upper = MatmulStructure {
+            c_upper: true,
+            ..MatmulStructure::default()
+        };
+        let g32 = ctx.matmul_structured(&q, &q, &tn, upper)?.to_vec()?;
         let mut g = vec![0.0f64; n * n];
         for i in 0..n {
-            for j in 0..n {
-                g[i * n + j] = 0.5 * (f64::from(g32[i * n + j]) + f64::from(g32[j * n + i]));
+            for j in i..n {
+                let x = f64::from(g32[i * n + j]);
+                if !x.is_finite() {
+                    return Ok(None);
+                }
+                (g[i * n + j], g[j * n + i]) = (x, x);
             }
         }
-        let plain_r = if passes == 1 {
-            None
-        } else {
-            cholesky_upper(&g, n, 0.0).filter(|(_, rel)| *rel >= PLAIN_MIN_PIVOT)
-        };
+        let plain_r = cholesky_upper(&g, n, 0.0).filter(|(r, rel)| {
+            if passes == 1 {
+                let kappa = norm2_estimate(r, n, 12) * norm2_estimate(&upper_inverse(r, n), n, 12);
+                kappa <= PLAIN_FIRST_MAX_KAPPA
+            } else {
+                *rel >= PLAIN_MIN_PIVOT
+            }
+        });
         let r = match plain_r {
             Some((r, _)) => {
                 plain += 1;
@@ -137,7 +157,11 @@ fn cholesky_qr(
             }
         };
         let rinv = upload(ctx, n, n, &upper_inverse(&r, n))?;
-        q = ctx.matmul(&q, &rinv)?;
+        let triangular = MatmulStructure {
+            b_upper: true,
+            ..MatmulStructure::default()
+        };
+        q = ctx.matmul_structured(&q, &rinv, &MatmulOptions::default(), triangular)?;
         r_total = Some(match r_total {
             None => r,
             Some(t) => upper_product(&r, &t, n),
@@ -153,16 +177,18 @@ impl Context {
     /// negative entries; the two differ by the signs of Q's columns and R's rows).
     ///
     /// On a GPU, results stay resident. Tall-skinny input (m ≥ [`QR_CHOLESKY_RATIO`]·n, or past the
-    /// Householder panels' reach) first tries shifted CholeskyQR3 (below), which measures faster
+    /// Householder panels' reach) first tries CholeskyQR (below), which measures faster
     /// there; everything else, and whatever CholeskyQR cannot factor, takes blocked Householder
     /// (LAPACK's geqrf/orgqr structure): each panel of 16 columns on CPU-type adapters, 32
     /// elsewhere (16 for taller input), is factored in one workgroup, the trailing matrix updated
     /// by the compact-WY block reflector as rank-b products, and Q accumulated backwards from the
     /// signed identity; rank-deficient input needs nothing else and never leaves the GPU (one
-    /// readback, max|A|, refuses NaN and Inf). Shifted CholeskyQR3: Gram matrix QᵀQ by a GPU GEMM,
-    /// its Cholesky factor on the host in f64 (one readback of n² values per pass), Q ← Q·R⁻¹ by a
-    /// GPU GEMM; a shifted pass, then plain passes until two plain ones have run (more shifted
-    /// passes for condition numbers near 1/u). A wide matrix (m < n) is factored through its first
+    /// readback, max|A|, refuses NaN and Inf). CholeskyQR: the Gram matrix QᵀQ by a GPU GEMM
+    /// (its upper triangle), its Cholesky factor on the host in f64 (one readback of n² values
+    /// per pass), Q ← Q·R⁻¹ by a GPU GEMM that skips R⁻¹'s zero triangle; plain passes until two
+    /// have run — the first one plain only when its factor's κ₂ (estimated) is at most 100
+    /// (CholeskyQR2), shifted otherwise (shifted CholeskyQR3; more shifted passes for condition
+    /// numbers near 1/u). A wide matrix (m < n) is factored through its first
     /// m columns, then R = Qᵀ·A. A matrix that CholeskyQR cannot factor (numerically
     /// rank-deficient: condition ≳ 10⁷, zero columns, the zero matrix) goes to the blocked
     /// Householder; only past its panels' reach (tens of thousands of rows) is it read back and

@@ -12,6 +12,8 @@
 //   tiled       workgroup-memory tiled, 16x16 threads, TM x TN outputs per thread (real GPUs)
 //   vec4        register-blocked: RM rows x RN4 vec4 columns per thread, no workgroup memory
 //               (CPU-type adapters such as lavapipe); B must be packed to n4 vec4 per row
+//   blocked     register-blocked 128 x 128 (or 128 x 64, 64 x 64) tiles, 8 x 8 (8 x 4, 4 x 4) per
+//               thread, double-buffered workgroup tiles (discrete GPUs)
 //   pack_b      writes op(B) as K x (n4 * 4) rows, zero padded, for the vec4 kernel
 
 struct Params {
@@ -43,7 +45,12 @@ struct Params {
     // wanted, so threads whose outputs all lie below the diagonal may write nothing.
     b_upper: u32,
     c_upper: u32,
-    _pad2: u32,
+    // blocked kernel: 1 when A's (B's) vec4 loads along its contiguous dimension are 16-byte
+    // aligned (its offset and every other stride a multiple of 4 elements).
+    a_vec4: u32,
+    b_vec4: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -228,6 +235,232 @@ fn vec4_kernel(
                 for (var e = 0u; e < 4u; e++) {
                     if j + e < p.n {
                         c[crow + j + e] = epilogue(v[e], j + e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- blocked (discrete GPUs)
+// 256 threads as 16 x 16; each computes a BTM x BTN micro-tile (contiguous rows and columns,
+// at most 8 x 8) of a (16 BTM) x (16 BTN) block, k in tiles of BK. Both operand tiles are
+// staged in workgroup memory k-major (A transposed), each row padded by one vec4 so that
+// neither the transposing scalar stores (consecutive threads, consecutive rows) nor the vec4
+// reads of the micro-tiles conflict; the next k-tile is loaded into registers while the
+// current one is computed, then stored into the other half of the double buffer: one barrier
+// per k-tile. Loaders read each operand along its contiguous dimension (a_cs = 1: along k;
+// a_rs = 1, a transposed A: along m; likewise B), as vec4 loads where the host found the
+// operand 16-byte aligned (a_vec4 / b_vec4), else four scalar loads.
+override BTM: u32 = 8u;
+override BTN: u32 = 8u;
+override BK: u32 = 8u;
+// Padded row lengths of the staged tiles, in vec4.
+override SA_ROW: u32 = 4u * BTM + 1u;
+override SB_ROW: u32 = 4u * BTN + 1u;
+override SA_LEN: u32 = 2u * BK * SA_ROW;
+override SB_LEN: u32 = 2u * BK * SB_ROW;
+var<workgroup> sa: array<vec4<f32>, SA_LEN>;
+var<workgroup> sb: array<vec4<f32>, SB_LEN>;
+@group(0) @binding(7) var<storage, read> av: array<vec4<f32>>;
+
+// Four consecutive elements of A along its contiguous dimension from flat index `o` (stride
+// `st` between them), `nv` of them in range (the rest read as zero).
+fn blocked_a4(o: u32, st: u32, nv: u32) -> vec4<f32> {
+    if nv >= 4u && p.a_vec4 == 1u {
+        return av[o / 4u];
+    }
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if c < nv {
+            v[c] = a[o + c * st];
+        }
+    }
+    return v;
+}
+
+// As blocked_a4, for B.
+fn blocked_b4(o: u32, st: u32, nv: u32) -> vec4<f32> {
+    if nv >= 4u && p.b_vec4 == 1u {
+        return bv[o / 4u];
+    }
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if c < nv {
+            v[c] = b[o + c * st];
+        }
+    }
+    return v;
+}
+
+// Elements of the k-tile at k0 this thread loads: A's and B's, as vec4 in registers.
+struct BlockedTile {
+    a: array<vec4<f32>, 4>,
+    b: array<vec4<f32>, 4>,
+}
+
+// Loads the k-tile at k0 into registers (the e-th vec4 of each operand this thread serves).
+fn blocked_load(tid: u32, row0: u32, col0: u32, k0: u32, ao: u32, bo: u32) -> BlockedTile {
+    let bm = 16u * BTM;
+    let bn = 16u * BTN;
+    var t: BlockedTile;
+    var slot = 0u;
+    for (var e = tid; e < bm * BK / 4u; e += 256u) {
+        if p.a_rs == 1u && p.a_cs != 1u {
+            // Transposed A: 4 consecutive rows at one k.
+            let r4 = e % (bm / 4u);
+            let kk = e / (bm / 4u);
+            let gi = row0 + 4u * r4;
+            let gk = k0 + kk;
+            var nv = 0u;
+            if gk < p.k && gi < p.m {
+                nv = min(4u, p.m - gi);
+            }
+            t.a[slot] = blocked_a4(ao + gi + gk * p.a_cs, 1u, nv);
+        } else {
+            // Along k (consecutive threads take consecutive rows).
+            let r = e % bm;
+            let q = e / bm;
+            let gi = row0 + r;
+            let gk = k0 + 4u * q;
+            var nv = 0u;
+            if gi < p.m && gk < p.k {
+                nv = min(4u, p.k - gk);
+            }
+            t.a[slot] = blocked_a4(ao + gi * p.a_rs + gk * p.a_cs, p.a_cs, nv);
+        }
+        slot++;
+    }
+    slot = 0u;
+    for (var e = tid; e < bn * BK / 4u; e += 256u) {
+        if p.b_rs == 1u && p.b_cs != 1u {
+            // Transposed B: 4 consecutive k at one column (consecutive threads, columns).
+            let c = e % bn;
+            let q = e / bn;
+            let gj = col0 + c;
+            let gk = k0 + 4u * q;
+            var nv = 0u;
+            if gj < p.n && gk < p.k {
+                nv = min(4u, p.k - gk);
+            }
+            t.b[slot] = blocked_b4(bo + gj * p.b_cs + gk, 1u, nv);
+        } else {
+            // Along n: 4 consecutive columns at one k.
+            let c4 = e % (bn / 4u);
+            let kk = e / (bn / 4u);
+            let gj = col0 + 4u * c4;
+            let gk = k0 + kk;
+            var nv = 0u;
+            if gk < p.k && gj < p.n {
+                nv = min(4u, p.n - gj);
+            }
+            t.b[slot] = blocked_b4(bo + gk * p.b_rs + gj * p.b_cs, p.b_cs, nv);
+        }
+        slot++;
+    }
+    return t;
+}
+
+// Stores a loaded k-tile into half `buf` of the staged tiles (k-major, A transposed).
+fn blocked_store(tid: u32, buf: u32, t: BlockedTile) {
+    let bm = 16u * BTM;
+    let bn = 16u * BTN;
+    let sa0 = buf * BK * SA_ROW;
+    let sb0 = buf * BK * SB_ROW;
+    var slot = 0u;
+    for (var e = tid; e < bm * BK / 4u; e += 256u) {
+        if p.a_rs == 1u && p.a_cs != 1u {
+            let r4 = e % (bm / 4u);
+            let kk = e / (bm / 4u);
+            sa[sa0 + kk * SA_ROW + r4] = t.a[slot];
+        } else {
+            let r = e % bm;
+            let q = e / bm;
+            for (var c = 0u; c < 4u; c++) {
+                sa[sa0 + (4u * q + c) * SA_ROW + r / 4u][r % 4u] = t.a[slot][c];
+            }
+        }
+        slot++;
+    }
+    slot = 0u;
+    for (var e = tid; e < bn * BK / 4u; e += 256u) {
+        if p.b_rs == 1u && p.b_cs != 1u {
+            let c = e % bn;
+            let q = e / bn;
+            for (var i = 0u; i < 4u; i++) {
+                sb[sb0 + (4u * q + i) * SB_ROW + c / 4u][c % 4u] = t.b[slot][i];
+            }
+        } else {
+            let c4 = e % (bn / 4u);
+            let kk = e / (bn / 4u);
+            sb[sb0 + kk * SB_ROW + c4] = t.b[slot];
+        }
+        slot++;
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn blocked(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let bm = 16u * BTM;
+    let bn = 16u * BTN;
+    let tid = lid.x;
+    let tx = tid % 16u;
+    let ty = tid / 16u;
+    let row0 = wid.y * bm + p.row_off;
+    let col0 = wid.x * bn;
+    let z = wid.z;
+    // Uniform over the workgroup: it returns as a whole, before any barrier.
+    if below_diagonal(row0, col0 + bn - 1u) {
+        return;
+    }
+    let ao = a_base(z);
+    let bo = b_base(z);
+    let tiles = (k_end(col0 + bn - 1u) + BK - 1u) / BK;
+    var acc: array<vec4<f32>, 16>;
+    if tiles > 0u {
+        blocked_store(tid, 0u, blocked_load(tid, row0, col0, 0u, ao, bo));
+    }
+    workgroupBarrier();
+    for (var t = 0u; t < tiles; t++) {
+        let buf = t % 2u;
+        var next: BlockedTile;
+        let more = t + 1u < tiles;
+        if more {
+            next = blocked_load(tid, row0, col0, (t + 1u) * BK, ao, bo);
+        }
+        let sa0 = buf * BK * SA_ROW + ty * (BTM / 4u);
+        let sb0 = buf * BK * SB_ROW + tx * (BTN / 4u);
+        for (var kk = 0u; kk < BK; kk++) {
+            var af: array<vec4<f32>, 2>;
+            var bf: array<vec4<f32>, 2>;
+            for (var i = 0u; i < BTM / 4u; i++) {
+                af[i] = sa[sa0 + kk * SA_ROW + i];
+            }
+            for (var j = 0u; j < BTN / 4u; j++) {
+                bf[j] = sb[sb0 + kk * SB_ROW + j];
+            }
+            for (var r = 0u; r < BTM; r++) {
+                let x = vec4<f32>(af[r / 4u][r % 4u]);
+                for (var j = 0u; j < BTN / 4u; j++) {
+                    acc[r * 2u + j] = fma(x, bf[j], acc[r * 2u + j]);
+                }
+            }
+        }
+        if more {
+            blocked_store(tid, 1u - buf, next);
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < BTM; r++) {
+        let i = row0 + ty * BTM + r;
+        if i < p.m {
+            let crow = p.c_off + (z * p.m + i) * p.n;
+            for (var j = 0u; j < BTN / 4u; j++) {
+                let v = acc[r * 2u + j];
+                let gj = col0 + tx * BTN + 4u * j;
+                for (var e = 0u; e < 4u; e++) {
+                    if gj + e < p.n {
+                        c[crow + gj + e] = epilogue(v[e], gj + e);
                     }
                 }
             }

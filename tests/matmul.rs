@@ -207,6 +207,22 @@ fn gpu_vec4_matches_reference() {
 }
 
 #[test]
+fn gpu_blocked_matches_reference() {
+    let Some(ctx) = common::gpu() else { return };
+    let all = cases();
+    // The 128×128 configuration on every case, the others on slices of them.
+    run_cases(ctx, Some(MatmulConfig::blocked(8, 8, 8)), &all, true);
+    for (j, cfg) in MatmulConfig::blocked_candidates()
+        .into_iter()
+        .skip(1)
+        .enumerate()
+    {
+        let start = (j * 41) % (all.len() - 60);
+        run_cases(ctx, Some(cfg), &all[start..start + 60], j % 2 == 0);
+    }
+}
+
+#[test]
 fn gpu_chosen_kernel_matches_reference() {
     let Some(ctx) = common::gpu() else { return };
     let cfg = ctx.matmul_config().unwrap();

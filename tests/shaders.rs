@@ -42,6 +42,7 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
         "matmul" => {
             let mut tiled = Vec::new();
             let mut vec4 = Vec::new();
+            let mut blocked = Vec::new();
             for cfg in MatmulConfig::candidates() {
                 let (r, c, w) = (
                     f64::from(cfg.rows),
@@ -55,12 +56,17 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                     MatmulKernel::Vec4 => {
                         vec4.extend(with(&epilogues(), &[("RM", r), ("RN4", c), ("WG", w)]))
                     }
+                    MatmulKernel::Blocked => blocked.extend(with(
+                        &epilogues(),
+                        &[("BTM", r), ("BTN", c), ("BK", w)],
+                    )),
                     MatmulKernel::Naive => {}
                 }
             }
             vec![
                 ("naive", epilogues()),
                 ("tiled", tiled),
+                ("blocked", blocked),
                 ("vec4_kernel", vec4),
                 ("pack_b", vec![Constants::new()]),
             ]

@@ -53,6 +53,22 @@ struct OperandB {
     n4: usize,
 }
 
+impl OperandB {
+    /// Whether the blocked kernel's vec4 loads of B along its contiguous dimension are
+    /// 16-byte aligned: that dimension's stride is 1 and every other stride a multiple of 4.
+    fn vec4_aligned(&self) -> bool {
+        let (rs, cs, [b0, b1]) = self.strides;
+        let other = if cs == 1 {
+            rs
+        } else if rs == 1 {
+            cs
+        } else {
+            return false;
+        };
+        [other, b0, b1].iter().all(|s| s % 4 == 0)
+    }
+}
+
 /// Everything a GPU matmul dispatch needs, resolved.
 struct GpuMatmul<'a> {
     gpu: &'a Arc<Gpu>,
@@ -99,7 +115,10 @@ crate::kernel_params! {
         c_off: u32,
         b_upper: u32,
         c_upper: u32,
-        _pad2: u32,
+        a_vec4: u32,
+        b_vec4: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
 }
 
@@ -288,6 +307,30 @@ impl GpuMatmul<'_> {
                     false,
                 )
             }
+            MatmulKernel::Blocked => {
+                let (tm, tn, bk) = (self.config.rows, self.config.cols, self.config.workgroup);
+                let bytes = self.config.workgroup_bytes();
+                if bytes > gpu.limits.max_compute_workgroup_storage_size
+                    || gpu.limits.max_compute_invocations_per_workgroup < 256
+                {
+                    return Err(Error::Kernel(format!(
+                        "matmul kernel {} needs 256 invocations and {bytes} bytes of workgroup \
+                         memory per workgroup; this adapter offers {} and {}",
+                        self.config,
+                        gpu.limits.max_compute_invocations_per_workgroup,
+                        gpu.limits.max_compute_workgroup_storage_size
+                    )));
+                }
+                constants.push(("BTM", f64::from(tm)));
+                constants.push(("BTN", f64::from(tn)));
+                constants.push(("BK", f64::from(bk)));
+                (
+                    "blocked",
+                    16 * tm as usize,
+                    plan.n.div_ceil(16 * tn as usize),
+                    false,
+                )
+            }
             MatmulKernel::Vec4 => {
                 constants.push(("RM", f64::from(self.config.rows)));
                 constants.push(("RN4", f64::from(self.config.cols)));
@@ -304,6 +347,13 @@ impl GpuMatmul<'_> {
             )));
         }
         let kernel = pipeline(gpu, entry, &constants)?;
+        let vec4_placeholder = if self.config.kernel == MatmulKernel::Blocked
+            && (a_view.size < 16 || b.bytes < 16)
+        {
+            Some(gpu.alloc(16, "matmul vec4 placeholder")?)
+        } else {
+            None
+        };
         let b_binding = if rows_on_x { 5 } else { 2 };
         for (row_off, rows) in row_chunks(plan.m, rows_per_group, limit) {
             let params = MatmulParams {
@@ -311,19 +361,31 @@ impl GpuMatmul<'_> {
                 c_off: as_u32(c_view.elem_off, "C offset")?,
                 b_upper: u32::from(self.structure.b_upper),
                 c_upper: u32::from(self.structure.c_upper),
+                a_vec4: u32::from(a_view.size >= 16 && plan.a_vec4_aligned(a_view.elem_off)),
+                b_vec4: u32::from(b.bytes >= 16 && b.vec4_aligned()),
                 ..MatmulParams::new(plan, b.strides, b.n4, row_off)?
             };
             let u = enc.params(&params)?;
-            let bg = enc.bind(
-                &kernel,
-                &[
-                    (0, Bind::Params(&u)),
-                    (1, Bind::Range(&self.a, a_view.offset, a_view.size)),
-                    (b_binding, Bind::Buffer(&b.buf, b.bytes)),
-                    (3, Bind::Buffer(bias_buf, bias_bytes)),
-                    (4, Bind::Range(out, c_view.offset, c_view.size)),
-                ],
-            );
+            let mut binds = vec![
+                (0, Bind::Params(&u)),
+                (1, Bind::Range(&self.a, a_view.offset, a_view.size)),
+                (b_binding, Bind::Buffer(&b.buf, b.bytes)),
+                (3, Bind::Buffer(bias_buf, bias_bytes)),
+                (4, Bind::Range(out, c_view.offset, c_view.size)),
+            ];
+            if self.config.kernel == MatmulKernel::Blocked {
+                // The same operands again, read as vec4 where aligned; an operand smaller than
+                // one vec4 is never read so (its vec4 flag is off) and binds a placeholder.
+                binds.push(match vec4_placeholder.as_ref() {
+                    Some(d) if a_view.size < 16 => (7, Bind::Buffer(d, 16)),
+                    _ => (7, Bind::Range(&self.a, a_view.offset, a_view.size)),
+                });
+                binds.push(match vec4_placeholder.as_ref() {
+                    Some(d) if b.bytes < 16 => (5, Bind::Buffer(d, 16)),
+                    _ => (5, Bind::Buffer(&b.buf, b.bytes)),
+                });
+            }
+            let bg = enc.bind(&kernel, &binds);
             let row_groups = rows.div_ceil(rows_per_group) as u32;
             let grid = if rows_on_x {
                 (row_groups, gx as u32, batches as u32)
@@ -722,7 +784,7 @@ impl Context {
         let b = self.tensor(&sb, &bd)?;
         Ok(crate::runtime::measure(
             gpu,
-            &MatmulConfig::candidates(),
+            &MatmulConfig::candidates_for(gpu.is_cpu_adapter()),
             3,
             |config| {
                 let opts = MatmulOptions {

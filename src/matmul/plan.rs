@@ -15,21 +15,26 @@ pub enum MatmulKernel {
     Tiled,
     /// Register-blocked vec4 kernel without workgroup memory, for CPU-type adapters.
     Vec4,
+    /// Large register-blocked tiles staged in double-buffered workgroup memory, for discrete
+    /// GPUs: 256 threads, a TM×TN micro-tile each (4 or 8 by 4 or 8), so blocks of
+    /// 16·TM × 16·TN, k in tiles of BK (8, 16 or 32).
+    Blocked,
 }
 
 /// A matmul kernel and its tile sizes.
 ///
-/// Written and parsed as `naive`, `tiled:TMxTN` (thread micro-tile, each at most 4) or
-/// `vec4:RMxRN4@WG` (rows × vec4 columns per thread, at most 8 × 4, workgroup size WG).
+/// Written and parsed as `naive`, `tiled:TMxTN` (thread micro-tile, each at most 4),
+/// `vec4:RMxRN4@WG` (rows × vec4 columns per thread, at most 8 × 4, workgroup size WG) or
+/// `blocked:TMxTNkBK` (micro-tile of 4 or 8 by 4 or 8, k-tile depth BK of 8, 16 or 32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulConfig {
     /// Kernel family.
     pub kernel: MatmulKernel,
-    /// Rows per thread (tiled: TM, vec4: RM).
+    /// Rows per thread (tiled and blocked: TM, vec4: RM).
     pub rows: u32,
-    /// Columns per thread (tiled: TN, vec4: number of vec4 columns).
+    /// Columns per thread (tiled and blocked: TN, vec4: number of vec4 columns).
     pub cols: u32,
-    /// Workgroup size along x (vec4 only).
+    /// Workgroup size along x (vec4); the k-tile depth BK (blocked).
     pub workgroup: u32,
 }
 
@@ -62,9 +67,55 @@ impl MatmulConfig {
         }
     }
 
-    /// The candidates the tuner times (every non-naive configuration worth trying).
+    /// A blocked configuration: micro-tile `tm`×`tn`, k-tile depth `bk`.
+    pub const fn blocked(tm: u32, tn: u32, bk: u32) -> MatmulConfig {
+        MatmulConfig {
+            kernel: MatmulKernel::Blocked,
+            rows: tm,
+            cols: tn,
+            workgroup: bk,
+        }
+    }
+
+    /// Bytes of workgroup memory one workgroup of this configuration declares (the blocked
+    /// kernel's double-buffered tiles; 8 KiB for tiled, 0 for the others).
+    pub fn workgroup_bytes(&self) -> u32 {
+        match self.kernel {
+            MatmulKernel::Blocked => {
+                // Two k-tiles of A and of B, each row padded by one vec4.
+                let rows = (4 * self.rows + 1) + (4 * self.cols + 1);
+                2 * self.workgroup * rows * 16
+            }
+            MatmulKernel::Tiled => 2 * 1024 * 4,
+            _ => 0,
+        }
+    }
+
+    /// Every configuration the library runs: the tuner's candidates on GPUs
+    /// ([`MatmulConfig::candidates_for`]), all of them covered by the cross-compilation test.
     pub fn candidates() -> Vec<MatmulConfig> {
+        let mut all = MatmulConfig::candidates_for(true);
+        all.extend(MatmulConfig::blocked_candidates());
+        all
+    }
+
+    /// The blocked configurations the tuner tries on GPUs, each within 32 KiB of workgroup
+    /// memory (Metal's and lavapipe's limit): 128×128 blocks (8×8 per thread) with k-tiles of
+    /// 8, 128×64 and 64×128 (8×4, 4×8) with k-tiles of 16, 64×64 (4×4) with 8 and 16.
+    pub fn blocked_candidates() -> Vec<MatmulConfig> {
         vec![
+            MatmulConfig::blocked(8, 8, 8),
+            MatmulConfig::blocked(8, 4, 16),
+            MatmulConfig::blocked(4, 8, 16),
+            MatmulConfig::blocked(4, 4, 16),
+            MatmulConfig::blocked(4, 4, 8),
+        ]
+    }
+
+    /// The candidates the tuner times on an adapter: on CPU-type adapters (lavapipe) the
+    /// tiled and vec4 families, on GPUs the blocked family besides.
+    pub fn candidates_for(cpu_adapter: bool) -> Vec<MatmulConfig> {
+        let mut v = vec![
             MatmulConfig::tiled(4, 4),
             MatmulConfig::tiled(2, 2),
             MatmulConfig::vec4(4, 2, 64),
@@ -73,7 +124,11 @@ impl MatmulConfig {
             MatmulConfig::vec4(8, 2, 64),
             MatmulConfig::vec4(8, 2, 16),
             MatmulConfig::vec4(2, 4, 64),
-        ]
+        ];
+        if !cpu_adapter {
+            v.extend(MatmulConfig::blocked_candidates());
+        }
+        v
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -85,12 +140,17 @@ impl MatmulConfig {
                     && (1..=4).contains(&self.cols)
                     && (1..=256).contains(&self.workgroup)
             }
+            MatmulKernel::Blocked => {
+                [4, 8].contains(&self.rows)
+                    && [4, 8].contains(&self.cols)
+                    && [8, 16, 32].contains(&self.workgroup)
+            }
         };
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidArgument(format!(
-                "matmul kernel configuration {self} is out of range (tiled: TM, TN in 1..=4; vec4: RM in 1..=8, RN4 in 1..=4, WG in 1..=256)"
+                "matmul kernel configuration {self} is out of range (tiled: TM, TN in 1..=4; vec4: RM in 1..=8, RN4 in 1..=4, WG in 1..=256; blocked: TM, TN 4 or 8, BK 8, 16 or 32)"
             )))
         }
     }
@@ -102,6 +162,9 @@ impl fmt::Display for MatmulConfig {
             MatmulKernel::Naive => write!(f, "naive"),
             MatmulKernel::Tiled => write!(f, "tiled:{}x{}", self.rows, self.cols),
             MatmulKernel::Vec4 => write!(f, "vec4:{}x{}@{}", self.rows, self.cols, self.workgroup),
+            MatmulKernel::Blocked => {
+                write!(f, "blocked:{}x{}k{}", self.rows, self.cols, self.workgroup)
+            }
         }
     }
 }
@@ -111,7 +174,7 @@ impl FromStr for MatmulConfig {
     fn from_str(s: &str) -> Result<MatmulConfig> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "bad matmul kernel '{s}'; expected naive, tiled:TMxTN or vec4:RMxRN4@WG"
+                "bad matmul kernel '{s}'; expected naive, tiled:TMxTN, vec4:RMxRN4@WG or blocked:TMxTNkBK"
             ))
         };
         let num = |t: &str| t.trim().parse::<u32>().map_err(|_| bad());
@@ -125,6 +188,11 @@ impl FromStr for MatmulConfig {
                 let (dims, wg) = rest.split_once('@').unwrap_or((rest, "64"));
                 let (a, b) = dims.split_once('x').ok_or_else(bad)?;
                 MatmulConfig::vec4(num(a)?, num(b)?, num(wg)?)
+            }
+            Some(("blocked", rest)) => {
+                let (dims, bk) = rest.split_once('k').ok_or_else(bad)?;
+                let (a, b) = dims.split_once('x').ok_or_else(bad)?;
+                MatmulConfig::blocked(num(a)?, num(b)?, num(bk)?)
             }
             _ => return Err(bad()),
         };
@@ -286,6 +354,22 @@ impl MatmulPlan {
     /// Offset of batch `z`'s matrix in A.
     pub fn a_base(&self, z: usize) -> usize {
         (z / self.batch[1]) * self.a_bs[0] + (z % self.batch[1]) * self.a_bs[1]
+    }
+
+    /// Whether the blocked kernel's vec4 loads of A (bound from element `offset`) along its
+    /// contiguous dimension are 16-byte aligned: that dimension's stride is 1 and the offset
+    /// and every other stride are multiples of 4.
+    pub(crate) fn a_vec4_aligned(&self, offset: usize) -> bool {
+        let other = if self.a_cs == 1 {
+            self.a_rs
+        } else if self.a_rs == 1 {
+            self.a_cs
+        } else {
+            return false;
+        };
+        [offset, other, self.a_bs[0], self.a_bs[1]]
+            .iter()
+            .all(|s| s % 4 == 0)
     }
 
     /// Offset of batch `z`'s matrix in B.

@@ -3,7 +3,9 @@
 mod common;
 
 use gpu_linalg::matmul::cpu::reference_for;
-use gpu_linalg::{Activation, Context, Error, Location, MatmulConfig, MatmulOptions, Tensor};
+use gpu_linalg::{
+    Activation, Context, Error, Location, MatmulConfig, MatmulOptions, MatmulPlan, Tensor,
+};
 
 /// One generated case: operand shapes, transposes, bias, activation.
 #[derive(Clone, Debug)]
@@ -210,15 +212,11 @@ fn gpu_vec4_matches_reference() {
 fn gpu_blocked_matches_reference() {
     let Some(ctx) = common::gpu() else { return };
     let all = cases();
-    // The 128×128 configuration on every case, the others on slices of them.
-    run_cases(ctx, Some(MatmulConfig::blocked(8, 8, 8)), &all, true);
-    for (j, cfg) in MatmulConfig::blocked_candidates()
-        .into_iter()
-        .skip(1)
-        .enumerate()
-    {
-        let start = (j * 41) % (all.len() - 60);
-        run_cases(ctx, Some(cfg), &all[start..start + 60], j % 2 == 0);
+    // Every blocked configuration on every case.
+    for (j, cfg) in MatmulConfig::blocked_candidates().into_iter().enumerate() {
+        let t = std::time::Instant::now();
+        run_cases(ctx, Some(cfg), &all, j % 2 == 0);
+        eprintln!("{cfg}: {} cases in {:.1?}", all.len(), t.elapsed());
     }
 }
 
@@ -537,4 +535,30 @@ fn structure_hints_never_change_wanted_entries() {
         .to_vec()
         .unwrap();
     reference.check(&got).unwrap();
+}
+
+/// Split-k (one batched dispatch over slices of k, summed, plus the k mod slices last terms),
+/// forced on this thread: every case, transposes, bias and activation included, with the
+/// adapter's kernel and each family; k = 1 and k below the slice count stay unsplit.
+#[test]
+fn split_k_matches_reference() {
+    let Some(ctx) = common::gpu() else { return };
+    let all = cases();
+    for (slices, kernel) in [
+        (2, None),
+        (3, Some(MatmulConfig::blocked(8, 8, 8))),
+        (7, Some(MatmulConfig::vec4(4, 2, 64))),
+        (5, Some(MatmulConfig::tiled(4, 4))),
+        (4, Some(MatmulConfig::NAIVE)),
+    ] {
+        gpu_linalg::force_split_k(Some(slices));
+        run_cases(ctx, kernel, &all, slices % 2 == 1);
+    }
+    gpu_linalg::force_split_k(None);
+    // The default rule: CPU-type adapters never split; GPUs split few blocks with long k.
+    let plan = MatmulPlan::new(&[64, 8192], &[8192, 64], false, false).unwrap();
+    assert_eq!(gpu_linalg::split_k_slices(true, &plan), 1);
+    assert!(gpu_linalg::split_k_slices(false, &plan) > 1);
+    let big = MatmulPlan::new(&[2048, 2048], &[2048, 2048], false, false).unwrap();
+    assert_eq!(gpu_linalg::split_k_slices(false, &big), 1);
 }

@@ -56,10 +56,9 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                     MatmulKernel::Vec4 => {
                         vec4.extend(with(&epilogues(), &[("RM", r), ("RN4", c), ("WG", w)]))
                     }
-                    MatmulKernel::Blocked => blocked.extend(with(
-                        &epilogues(),
-                        &[("BTM", r), ("BTN", c), ("BK", w)],
-                    )),
+                    MatmulKernel::Blocked => {
+                        blocked.extend(with(&epilogues(), &[("BTM", r), ("BTN", c), ("BK", w)]))
+                    }
                     MatmulKernel::Naive => {}
                 }
             }

@@ -45,6 +45,59 @@ fn pipeline(
 /// [`crate::runtime::LOOP_SLICE_CPU_ADAPTER`]): longer products are summed from slices of k.
 pub const MAX_K_PER_PASS_CPU_ADAPTER: usize = crate::runtime::LOOP_SLICE_CPU_ADAPTER;
 
+/// Environment variable that sets how many slices of k a GPU matmul is split into, summed
+/// after one batched dispatch: `off` (or 1), or a count from 2 to [`MAX_SPLIT_K`]. By default
+/// GPUs (not CPU-type adapters) split products with few output blocks and a long k
+/// ([`split_k_slices`]).
+pub const MATMUL_SPLIT_K_ENV: &str = "GPU_LINALG_MATMUL_SPLIT_K";
+
+/// Most slices of k one product is split into.
+pub const MAX_SPLIT_K: usize = 32;
+
+thread_local! {
+    /// The split-k factor forced by [`force_split_k`] on this thread (0: none).
+    static FORCED_SPLIT_K: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Forces the split-k factor of every later GPU matmul called from this thread (1: no split),
+/// or lifts that with `None`: for the tests, which run split products on every adapter.
+#[doc(hidden)]
+pub fn force_split_k(slices: Option<usize>) {
+    FORCED_SPLIT_K.with(|f| f.set(slices.unwrap_or(0)));
+}
+
+/// How many slices of k the GPU computes `plan` in (1: not split): forced by
+/// [`force_split_k`] or [`MATMUL_SPLIT_K_ENV`], else on GPUs other than CPU-type adapters
+/// enough slices that a product of fewer than 64 output blocks of 128×128 with k ≥ 2048 makes
+/// about 128 workgroups, each slice at least 512 long. Batched products are not split.
+pub fn split_k_slices(gpu_is_cpu_adapter: bool, plan: &MatmulPlan) -> usize {
+    if plan.batches() != 1 || plan.k < 2 {
+        return 1;
+    }
+    let forced = match FORCED_SPLIT_K.with(|f| f.get()) {
+        0 => std::env::var(MATMUL_SPLIT_K_ENV)
+            .ok()
+            .map(|v| match v.trim() {
+                "off" => 1,
+                t => t.parse::<usize>().unwrap_or(1),
+            }),
+        n => Some(n),
+    };
+    let slices = match forced {
+        Some(n) => n,
+        None if gpu_is_cpu_adapter => 1,
+        None => {
+            let blocks = plan.m.div_ceil(128) * plan.n.div_ceil(128);
+            if blocks >= 64 || plan.k < 2048 {
+                1
+            } else {
+                (128 / blocks).min(plan.k / 512)
+            }
+        }
+    };
+    slices.clamp(1, MAX_SPLIT_K).min(plan.k)
+}
+
 /// The B operand as the kernel reads it.
 struct OperandB {
     buf: Arc<GpuBuffer>,
@@ -66,6 +119,21 @@ impl OperandB {
             return false;
         };
         [other, b0, b1].iter().all(|s| s % 4 == 0)
+    }
+}
+
+/// The stored 2-D shape of a matmul operand of an unbatched `plan` (a promoted 1-D operand
+/// as its matrix): A as m×k (k×m when transposed), B as k×n (n×k when transposed).
+fn stored_2d(plan: &MatmulPlan, transposed: bool, is_a: bool) -> Vec<usize> {
+    let (rows, cols) = if is_a {
+        (plan.m, plan.k)
+    } else {
+        (plan.k, plan.n)
+    };
+    if transposed {
+        vec![cols, rows]
+    } else {
+        vec![rows, cols]
     }
 }
 
@@ -191,7 +259,8 @@ impl GpuMatmul<'_> {
                 } else {
                     let packed = self.pack_b(&mut enc, n4 * 4)?;
                     let per = plan.k * n4;
-                    let scale = |s: usize| s.checked_div(plan.k * plan.n).map_or(0, |q| q * per);
+                    let stored = plan.b_stored_stride();
+                    let scale = |s: usize| s.checked_div(stored).map_or(0, |q| q * per);
                     (packed, [scale(plan.b_bs[0]), scale(plan.b_bs[1])])
                 };
                 let bytes = (plan.b_count * plan.k * n4 * 16).max(16) as u64;
@@ -204,7 +273,7 @@ impl GpuMatmul<'_> {
             }
             _ => OperandB {
                 buf: self.b.clone(),
-                bytes: (plan.b_count * plan.k * plan.n * 4).max(4) as u64,
+                bytes: (plan.b_extent() * 4).max(4) as u64,
                 strides: (plan.b_rs, plan.b_cs, plan.b_bs),
                 n4: 0,
             },
@@ -216,7 +285,7 @@ impl GpuMatmul<'_> {
                 b.bytes
             )));
         }
-        let a_bytes = ((plan.a_base(batches - 1) + plan.m * plan.k).max(1) * 4) as u64;
+        let a_bytes = (plan.a_extent().max(1) * 4) as u64;
         let c_bytes = (out_len * 4) as u64;
         if a_bytes <= bind_limit && c_bytes <= bind_limit {
             self.encode(
@@ -347,13 +416,12 @@ impl GpuMatmul<'_> {
             )));
         }
         let kernel = pipeline(gpu, entry, &constants)?;
-        let vec4_placeholder = if self.config.kernel == MatmulKernel::Blocked
-            && (a_view.size < 16 || b.bytes < 16)
-        {
-            Some(gpu.alloc(16, "matmul vec4 placeholder")?)
-        } else {
-            None
-        };
+        let vec4_placeholder =
+            if self.config.kernel == MatmulKernel::Blocked && (a_view.size < 16 || b.bytes < 16) {
+                Some(gpu.alloc(16, "matmul vec4 placeholder")?)
+            } else {
+                None
+            };
         let b_binding = if rows_on_x { 5 } else { 2 };
         for (row_off, rows) in row_chunks(plan.m, rows_per_group, limit) {
             let params = MatmulParams {
@@ -418,13 +486,14 @@ impl GpuMatmul<'_> {
         let gx = groups.min(limit);
         let gy = groups.div_ceil(gx);
         let kernel = pipeline(gpu, "pack_b", &[])?;
-        // Stored matrices of B are contiguous, K*N apart: pass that as the batch stride.
+        // Stored matrices of B (or slices of a split k) are b_stored_stride apart.
+        let stride = plan.b_stored_stride();
         let params = MatmulParams {
             fold: as_u32(gx * 64, "pack fold")?,
-            ..MatmulParams::new(plan, (plan.b_rs, plan.b_cs, [0, plan.k * plan.n]), width, 0)?
+            ..MatmulParams::new(plan, (plan.b_rs, plan.b_cs, [0, stride]), width, 0)?
         };
         let u = enc.params(&params)?;
-        let b_bytes = (plan.b_count * plan.k * plan.n * 4).max(4) as u64;
+        let b_bytes = (plan.b_extent() * 4).max(4) as u64;
         let bg = enc.bind(
             &kernel,
             &[
@@ -588,6 +657,10 @@ impl Context {
         if gpu.info.device_type == wgpu::DeviceType::Cpu && plan.k > MAX_K_PER_PASS_CPU_ADAPTER {
             return self.matmul_split_k(gpu, plan, a, b, opts, structure);
         }
+        let slices = split_k_slices(gpu.is_cpu_adapter(), plan);
+        if slices > 1 {
+            return self.matmul_split_k_batched(gpu, plan, (a, b), opts, structure, slices);
+        }
         let config = match opts.kernel {
             Some(c) => c,
             None => self.matmul_config_for(plan)?,
@@ -604,6 +677,89 @@ impl Context {
         };
         let out = gpu.scoped("matmul", || job.run())??;
         Ok(Tensor::from_gpu(plan.out_shape.clone(), DType::F32, out))
+    }
+
+    /// `matmul_gpu` with k split into `slices` equal slices computed by one batched dispatch
+    /// (slice s of op(A) and op(B) as batch s, through batch strides), summed over the batch,
+    /// plus the k mod slices last terms as one more product; then the bias and activation.
+    fn matmul_split_k_batched(
+        &self,
+        gpu: &Arc<Gpu>,
+        plan: &MatmulPlan,
+        (a, b): (&Tensor, &Tensor),
+        opts: &MatmulOptions,
+        structure: MatmulStructure,
+        slices: usize,
+    ) -> Result<Tensor> {
+        let ks = plan.k / slices;
+        let sliced = MatmulPlan {
+            k: ks,
+            batch: [1, slices],
+            out_shape: vec![slices, plan.m, plan.n],
+            a_bs: [0, ks * plan.a_cs],
+            b_bs: [0, ks * plan.b_rs],
+            b_count: slices,
+            ..plan.clone()
+        };
+        let config = match opts.kernel {
+            Some(c) => c,
+            None => self.matmul_config_for(plan)?,
+        };
+        let job = GpuMatmul {
+            gpu,
+            plan: &sliced,
+            a: self.resident(a)?,
+            b: self.resident(b)?,
+            bias: None,
+            activation: Activation::None,
+            config,
+            // Each slice starts below B's first row: its triangle is not the slice's own.
+            structure: MatmulStructure {
+                b_upper: false,
+                ..structure
+            },
+        };
+        let parts = gpu.scoped("matmul", || job.run())??;
+        let parts = Tensor::from_gpu(sliced.out_shape.clone(), DType::F32, parts);
+        let mut out = self.sum(&parts, Some(0))?;
+        let tail = slices * ks;
+        if tail < plan.k {
+            // The k mod slices last terms: op(A)[:, tail..] · op(B)[tail.., :].
+            let (ka, kb) = (
+                usize::from(!opts.transpose_a),
+                usize::from(opts.transpose_b),
+            );
+            let (ap, bp) = (
+                self.slice_axis(
+                    &a.reshape(&stored_2d(plan, opts.transpose_a, true))?,
+                    ka,
+                    tail,
+                    plan.k,
+                )?,
+                self.slice_axis(
+                    &b.reshape(&stored_2d(plan, opts.transpose_b, false))?,
+                    kb,
+                    tail,
+                    plan.k,
+                )?,
+            );
+            let part_plan =
+                MatmulPlan::new(ap.shape(), bp.shape(), opts.transpose_a, opts.transpose_b)?;
+            let part_opts = MatmulOptions {
+                bias: None,
+                activation: Activation::None,
+                ..*opts
+            };
+            let part = self.matmul_gpu(gpu, &part_plan, &ap, &bp, &part_opts, job.structure)?;
+            out = self.add(&out, &part)?;
+        }
+        if let Some(bias) = opts.bias {
+            out = self.add(&out, bias)?;
+        }
+        if opts.activation != Activation::None {
+            out = self.activate(&out, opts.activation)?;
+        }
+        out.reshape(&plan.out_shape)
     }
 
     /// `matmul_gpu` over slices of the shared dimension, each at most

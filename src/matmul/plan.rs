@@ -372,6 +372,31 @@ impl MatmulPlan {
             .all(|s| s % 4 == 0)
     }
 
+    /// Distance between consecutive stored matrices of B (k·n for a batched B; the slice
+    /// stride of a split k).
+    pub(crate) fn b_stored_stride(&self) -> usize {
+        match self.b_bs {
+            [_, s] if s != 0 => s,
+            [s, _] if s != 0 => s,
+            _ => self.k * self.n,
+        }
+    }
+
+    /// One past the last element of B any batch reads (the stored size for contiguous
+    /// operands; more for the strided slices of a split k).
+    pub(crate) fn b_extent(&self) -> usize {
+        let last = self.b_base(self.batches().max(1) - 1);
+        let reach = last + (self.k.max(1) - 1) * self.b_rs + (self.n.max(1) - 1) * self.b_cs + 1;
+        reach.max(self.b_count * self.k * self.n)
+    }
+
+    /// One past the last element of A any batch reads (see [`MatmulPlan::b_extent`]).
+    pub(crate) fn a_extent(&self) -> usize {
+        let last = self.a_base(self.batches().max(1) - 1);
+        let reach = last + (self.m.max(1) - 1) * self.a_rs + (self.k.max(1) - 1) * self.a_cs + 1;
+        reach.max(last + self.m * self.k)
+    }
+
     /// Offset of batch `z`'s matrix in B.
     pub fn b_base(&self, z: usize) -> usize {
         (z / self.batch[1]) * self.b_bs[0] + (z % self.batch[1]) * self.b_bs[1]

@@ -17,6 +17,8 @@ mkdir -p "$out"
 cargo build --release
 bin=target/release/gpu-linalg
 "$bin" --backend gpu info | tee "$out/info.txt"
+# Every matmul candidate (the blocked family for discrete GPUs among them), checked, then timed.
+"$bin" --backend gpu info --tune | tee "$out/tune.txt"
 "$bin" --backend gpu bench --sizes "$sizes" --repeat 10 \
   --json "$out/bench.json" --csv "$out/bench.csv" --plot "$out/bench.svg" | tee "$out/bench.txt"
 # The decompositions beside the same adapter's matmul (restated in matmul-times, with their
@@ -26,6 +28,10 @@ bin=target/release/gpu-linalg
   --json "$out/decomp.json" --plot "$out/decomp.svg" | tee "$out/decomp.txt"
 "$bin" --backend gpu bench --ops svd-batched --sizes 10000x16x16,1000x32x32 --repeat 5 \
   --json "$out/batched.json" | tee "$out/batched.txt"
+# Split-k: a product with few output blocks and a long k, split by default and not.
+"$bin" --backend gpu bench --ops matmul --sizes 256x16384x256 --repeat 10 | tee "$out/splitk.txt"
+GPU_LINALG_MATMUL_SPLIT_K=off "$bin" --backend gpu bench --ops matmul --sizes 256x16384x256 \
+  --repeat 10 | tee -a "$out/splitk.txt"
 # The command stream against per-op submission: 1,000 dependent 64×64 matmuls and 4,096-float
 # adds (ops/s, dispatches and submits per run).
 "$bin" --backend gpu bench --ops chained --repeat 10 --json "$out/chained.json" | tee "$out/chained.txt"

@@ -490,13 +490,23 @@ impl Context {
                 let bytes = match t.dtype() {
                     DType::F32 => bytemuck::cast_slice(&t.to_vec()?).to_vec(),
                     DType::U32 => bytemuck::cast_slice(&t.to_vec_u32()?).to_vec(),
+                    DType::F16 | DType::BF16 => half_words(&t.to_half_bits()?),
                 };
                 gpu.upload(&bytes, "tensor upload")
             }
             Storage::Host(HostData::F32(v)) => gpu.upload(bytemuck::cast_slice(v), "tensor upload"),
             Storage::Host(HostData::U32(v)) => gpu.upload(bytemuck::cast_slice(v), "tensor upload"),
+            Storage::Host(HostData::Half(v)) => gpu.upload(&half_words(v), "tensor upload"),
         }
     }
+}
+
+/// Half-precision bits as the GPU stores them: two per 32-bit word, element 2i in the low half
+/// (little-endian u16s in order), the last word zero-padded.
+fn half_words(bits: &[u16]) -> Vec<u8> {
+    let mut bytes: Vec<u8> = bytemuck::cast_slice(bits).to_vec();
+    bytes.resize(bits.len().div_ceil(2) * 4, 0);
+    bytes
 }
 
 #[cfg(test)]

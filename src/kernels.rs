@@ -3,7 +3,8 @@
 
 use crate::runtime::{shader, ParamsLayout};
 use crate::{
-    cholesky, conv, elementwise, householder, layout, matmul, nn, random, reduce, solve, svd,
+    cholesky, conv, convert, elementwise, householder, layout, matmul, nn, random, reduce, solve,
+    svd,
 };
 
 /// Every WGSL module the library compiles, by family, exactly as it is handed to wgpu (for the
@@ -21,6 +22,7 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("svd", svd::module_source()),
         ("svd_batched", svd::batched::module_source()),
         ("householder", householder::SOURCE.to_string()),
+        ("convert", convert::SOURCE.to_string()),
     ]
     .into_iter()
     .chain(
@@ -67,6 +69,7 @@ pub fn kernel_params() -> Vec<(&'static str, ParamsLayout)> {
         ("svd_batched", svd::batched::params_layouts()),
         ("svd_batched_unrolled", svd::unrolled::params_layouts()),
         ("householder", householder::params_layouts()),
+        ("convert", convert::params_layouts()),
         ("elementwise", elementwise::params_layouts()),
         ("reduce", reduce::params_layouts()),
     ]

@@ -3,6 +3,7 @@
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
+use crate::tensor::DType;
 
 /// ε of LAPACK's driver-test ratios: 2⁻²³ (LAPACK's "precision" for f32).
 pub const RATIO_EPS: f64 = 1.0 / 8_388_608.0;
@@ -55,6 +56,32 @@ impl Reference {
     pub fn check(&self, got: &[f32]) -> Result<()> {
         check_against(&self.shape, got, &self.values, |i| self.bound(i))
     }
+
+    /// [`Reference::check`] for a result stored in `dtype`: the bound plus half an ulp of that
+    /// type at the bound's edge (the rounding of the f32 result; nothing more for float32).
+    /// The reference must be computed on the operands as rounded to their types.
+    pub fn check_in(&self, got: &[f32], dtype: DType) -> Result<()> {
+        check_against(&self.shape, got, &self.values, |i| {
+            let b = self.bound(i);
+            b + half_ulp(dtype, self.values[i].abs() + b)
+        })
+    }
+}
+
+/// Half an ulp of a value of magnitude `x` in `dtype` (0 for float32 and uint32): the most
+/// that rounding an f32 result of that size to float16 (11 significant bits, subnormals from
+/// 2⁻¹⁴) or bfloat16 (8 bits, f32's exponent range) changes it.
+pub fn half_ulp(dtype: DType, x: f64) -> f64 {
+    let (bits, min_exp) = match dtype {
+        DType::F16 => (11, -14),
+        DType::BF16 => (8, -126),
+        _ => return 0.0,
+    };
+    if !x.is_finite() || x == 0.0 {
+        return if x == 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    let e = (x.log2().floor() as i32).max(min_exp);
+    0.5 * 2f64.powi(e - (bits - 1))
 }
 
 /// Checks `got` against exact f64 `values` with a per-element error bound: NaN exactly where

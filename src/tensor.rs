@@ -18,6 +18,12 @@ pub enum DType {
     F32,
     /// 32-bit unsigned integer: indices (argmax, class targets).
     U32,
+    /// IEEE binary16 (numpy's float16): stored two per 32-bit word on the GPU, widened exactly
+    /// to f32 for arithmetic (every backend: no shader feature needed).
+    F16,
+    /// bfloat16 (f32's top 16 bits): stored like [`DType::F16`]; numpy has no bfloat16, so it
+    /// enters and leaves `.npy` files as float32.
+    BF16,
 }
 
 impl DType {
@@ -26,7 +32,14 @@ impl DType {
         match self {
             DType::F32 => "float32",
             DType::U32 => "uint32",
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
         }
+    }
+
+    /// Whether this is a half-precision float type ([`DType::F16`] or [`DType::BF16`]).
+    pub fn is_half(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
     }
 }
 
@@ -35,6 +48,8 @@ impl DType {
 pub(crate) enum HostData {
     F32(Arc<Vec<f32>>),
     U32(Arc<Vec<u32>>),
+    /// Bits of F16 or BF16 elements (the tensor's dtype says which).
+    Half(Arc<Vec<u16>>),
 }
 
 /// Where a tensor's elements live.
@@ -121,6 +136,55 @@ impl Tensor {
         })
     }
 
+    /// Builds a host tensor of the half-precision `dtype` (F16 or BF16) from its elements' bits.
+    ///
+    /// ```
+    /// use gpu_linalg::{DType, Tensor};
+    /// let t = Tensor::from_half_bits(&[2], DType::F16, vec![0x3c00, 0xc000])?; // 1, -2
+    /// assert_eq!(t.to_vec()?, [1.0, -2.0]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn from_half_bits(shape: &[usize], dtype: DType, bits: Vec<u16>) -> Result<Tensor> {
+        check_shape(shape, bits.len())?;
+        if !dtype.is_half() {
+            return Err(Error::InvalidArgument(format!(
+                "from_half_bits builds float16 or bfloat16 tensors, not {}",
+                dtype.name()
+            )));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            dtype,
+            storage: Storage::Host(HostData::Half(Arc::new(bits))),
+        })
+    }
+
+    /// Builds a host tensor of float `dtype` (F32, F16 or BF16) from f32 values, rounded to
+    /// nearest (ties to even) for the half types, as [`crate::Context::cast`] rounds.
+    ///
+    /// ```
+    /// use gpu_linalg::{DType, Tensor};
+    /// let t = Tensor::from_f32_as(&[2], &[1.0, 1.0 + 1.0 / 512.0], DType::BF16)?;
+    /// assert_eq!(t.to_vec()?, [1.0, 1.0]); // bfloat16 keeps 8 significant bits
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn from_f32_as(shape: &[usize], values: &[f32], dtype: DType) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => Tensor::from_vec(shape, values.to_vec()),
+            DType::F16 | DType::BF16 => Tensor::from_half_bits(
+                shape,
+                dtype,
+                values
+                    .iter()
+                    .map(|&x| crate::precision::to_half_bits(dtype, x))
+                    .collect(),
+            ),
+            DType::U32 => Err(Error::InvalidArgument(
+                "from_f32_as builds float tensors (float32, float16, bfloat16), not uint32".into(),
+            )),
+        }
+    }
+
     pub(crate) fn from_gpu(shape: Vec<usize>, dtype: DType, buffer: Arc<GpuBuffer>) -> Tensor {
         Tensor {
             shape,
@@ -190,15 +254,54 @@ impl Tensor {
         Ok(())
     }
 
-    /// Copies the `f32` values to the host (one GPU readback for a GPU tensor), row-major.
+    /// Copies the values to the host as `f32` (one GPU readback for a GPU tensor), row-major;
+    /// float16 and bfloat16 values widen exactly.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
+        if self.dtype.is_half() {
+            let dtype = self.dtype;
+            return Ok(self
+                .to_half_bits()?
+                .into_iter()
+                .map(|h| crate::precision::from_half_bits(dtype, h))
+                .collect());
+        }
         self.expect_dtype(DType::F32)?;
         match &self.storage {
             Storage::Host(HostData::F32(v)) => Ok(v.as_ref().clone()),
-            Storage::Host(HostData::U32(_)) => Err(Error::InvalidArgument(
+            Storage::Host(_) => Err(Error::InvalidArgument(
                 "tensor holds uint32 indices, not float32".into(),
             )),
             Storage::Gpu(buf) => Ok(bytemuck::pod_collect_to_vec(&buf.read(self.len() * 4)?)),
+        }
+    }
+
+    /// Copies the bits of a float16 or bfloat16 tensor's elements to the host.
+    ///
+    /// ```
+    /// use gpu_linalg::{DType, Tensor};
+    /// let t = Tensor::from_f32_as(&[2], &[1.0, 0.5], DType::F16)?;
+    /// assert_eq!(t.to_half_bits()?, [0x3c00, 0x3800]);
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn to_half_bits(&self) -> Result<Vec<u16>> {
+        if !self.dtype.is_half() {
+            return Err(Error::InvalidArgument(format!(
+                "tensor of shape {:?} holds {}, not float16 or bfloat16",
+                self.shape,
+                self.dtype.name()
+            )));
+        }
+        match &self.storage {
+            Storage::Host(HostData::Half(v)) => Ok(v.as_ref().clone()),
+            Storage::Host(_) => Err(Error::InvalidArgument(
+                "a half-precision tensor without half storage".into(),
+            )),
+            Storage::Gpu(buf) => {
+                let words = buf.read(self.len().div_ceil(2) * 4)?;
+                let mut bits: Vec<u16> = bytemuck::pod_collect_to_vec(&words);
+                bits.truncate(self.len());
+                Ok(bits)
+            }
         }
     }
 
@@ -207,8 +310,8 @@ impl Tensor {
         self.expect_dtype(DType::U32)?;
         match &self.storage {
             Storage::Host(HostData::U32(v)) => Ok(v.as_ref().clone()),
-            Storage::Host(HostData::F32(_)) => Err(Error::InvalidArgument(
-                "tensor holds float32 values, not uint32".into(),
+            Storage::Host(_) => Err(Error::InvalidArgument(
+                "tensor holds float values, not uint32".into(),
             )),
             Storage::Gpu(buf) => Ok(bytemuck::pod_collect_to_vec(&buf.read(self.len() * 4)?)),
         }
@@ -217,6 +320,9 @@ impl Tensor {
     /// Async readback of the `f32` values: the future maps a staging buffer and resolves once the
     /// GPU has finished the work that produces this tensor. Host tensors resolve at once.
     pub async fn to_vec_async(&self) -> Result<Vec<f32>> {
+        if self.dtype.is_half() {
+            return self.to_vec();
+        }
         self.expect_dtype(DType::F32)?;
         match &self.storage {
             Storage::Gpu(buf) => {

@@ -80,6 +80,7 @@ fn checked_matmul_kernels_match_the_reference() {
                 bias,
                 activation: Activation::Gelu,
                 kernel: Some(config),
+                out_dtype: None,
             };
             let got = ctx.matmul_with(&ga, &gb, &opts(Some(&gbias))).unwrap();
             gpu_linalg::matmul::cpu::reference_for(&a, &b, &opts(Some(&bias)))

@@ -4,7 +4,7 @@ mod common;
 
 use gpu_linalg::matmul::cpu::reference_for;
 use gpu_linalg::{
-    Activation, Context, Error, Location, MatmulConfig, MatmulOptions, MatmulPlan, Tensor,
+    Activation, Context, DType, Error, Location, MatmulConfig, MatmulOptions, MatmulPlan, Tensor,
 };
 
 /// One generated case: operand shapes, transposes, bias, activation.
@@ -151,6 +151,7 @@ fn run_cases(ctx: &Context, kernel: Option<MatmulConfig>, cases: &[Case], full_m
             bias: bias_t.as_ref(),
             activation: c.act,
             kernel,
+            out_dtype: None,
         };
         let got = ctx
             .matmul_with(&a, &b, &opts)
@@ -561,4 +562,105 @@ fn split_k_matches_reference() {
     assert!(gpu_linalg::split_k_slices(false, &plan) > 1);
     let big = MatmulPlan::new(&[2048, 2048], &[2048, 2048], false, false).unwrap();
     assert_eq!(gpu_linalg::split_k_slices(false, &big), 1);
+}
+
+/// Every case in float16 and bfloat16: operands (and bias) rounded to the type, the result in
+/// that type (numpy's promotion) judged against the f64 reference on the rounded operands,
+/// within the γ_k bound plus half an ulp of the type; and in float32 by `out_dtype`.
+fn run_cases_half(ctx: &Context, kernel: Option<MatmulConfig>, cases: &[Case], dtype: DType) {
+    for (i, c) in cases.iter().enumerate() {
+        let half = |shape: &[usize], seed: u64| {
+            let len = shape.iter().product();
+            let t = Tensor::from_f32_as(shape, &common::data_full(len, seed), dtype).unwrap();
+            // Through the context: GPU tensors on a GPU context, cast there.
+            let wide = ctx.tensor(shape, &t.to_vec().unwrap()).unwrap();
+            let h = ctx.cast(&wide, dtype).unwrap();
+            assert_eq!(h.to_half_bits().unwrap(), t.to_half_bits().unwrap());
+            (h, Tensor::from_vec(shape, t.to_vec().unwrap()).unwrap())
+        };
+        let (a, a32) = half(&c.a, i as u64);
+        let (b, b32) = half(&c.b, i as u64 + 1000);
+        let bias = c.bias.then(|| half(&[bias_len(c)], 7));
+        let opts = MatmulOptions {
+            transpose_a: c.ta,
+            transpose_b: c.tb,
+            bias: bias.as_ref().map(|t| &t.0),
+            activation: c.act,
+            kernel,
+            out_dtype: None,
+        };
+        let label = format!("case {i} {c:?} {} kernel {kernel:?}", dtype.name());
+        let got = ctx
+            .matmul_with(&a, &b, &opts)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(got.dtype(), dtype, "{label}");
+        if ctx.is_gpu() {
+            assert_eq!(got.location(), Location::Gpu, "{label}");
+        }
+        let ref_opts = MatmulOptions {
+            bias: bias.as_ref().map(|t| &t.1),
+            ..opts
+        };
+        let reference = reference_for(&a32, &b32, &ref_opts).unwrap();
+        if let Err(e) = reference.check_in(&got.to_vec().unwrap(), dtype) {
+            panic!("{label}: {e}");
+        }
+        if i % 7 == 0 {
+            let wide = MatmulOptions {
+                out_dtype: Some(DType::F32),
+                ..opts
+            };
+            let got = ctx.matmul_with(&a, &b, &wide).unwrap();
+            assert_eq!(got.dtype(), DType::F32);
+            reference
+                .check(&got.to_vec().unwrap())
+                .unwrap_or_else(|e| panic!("{label} out f32: {e}"));
+        }
+    }
+}
+
+#[test]
+fn half_precision_matches_reference() {
+    let all = cases();
+    let cpu = common::cpu();
+    for dtype in [DType::F16, DType::BF16] {
+        run_cases_half(&cpu, None, &all, dtype);
+    }
+    let Some(ctx) = common::gpu() else { return };
+    for dtype in [DType::F16, DType::BF16] {
+        run_cases_half(ctx, None, &all, dtype);
+        for (j, kernel) in [
+            MatmulConfig::NAIVE,
+            MatmulConfig::tiled(4, 4),
+            MatmulConfig::vec4(8, 2, 64),
+            MatmulConfig::blocked(8, 8, 8),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let start = (j * 53) % (all.len() - 80);
+            run_cases_half(ctx, Some(kernel), &all[start..start + 80], dtype);
+        }
+    }
+}
+
+#[test]
+fn half_precision_errors_name_the_types() {
+    let ctx = common::cpu();
+    let a = Tensor::from_f32_as(&[2, 2], &[1.0; 4], DType::F16).unwrap();
+    let idx = ctx.tensor_u32(&[2, 2], &[1; 4]).unwrap();
+    let e = ctx.matmul(&a, &idx).unwrap_err().to_string();
+    assert!(e.contains("uint32") && e.contains("float16"), "{e}");
+    let opts = MatmulOptions {
+        out_dtype: Some(DType::U32),
+        ..Default::default()
+    };
+    let e = ctx.matmul_with(&a, &a, &opts).unwrap_err().to_string();
+    assert!(e.contains("out_dtype") && e.contains("uint32"), "{e}");
+    // float16 @ bfloat16 and float16 @ float32 promote to float32, as numpy's float16 @ float32.
+    let b = Tensor::from_f32_as(&[2, 2], &[1.0; 4], DType::BF16).unwrap();
+    assert_eq!(ctx.matmul(&a, &b).unwrap().dtype(), DType::F32);
+    let f = ctx.tensor(&[2, 2], &[1.0; 4]).unwrap();
+    assert_eq!(ctx.matmul(&a, &f).unwrap().dtype(), DType::F32);
+    assert_eq!(ctx.matmul(&a, &a).unwrap().to_vec().unwrap(), [2.0; 4]);
 }

@@ -233,6 +233,14 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
             ));
             v
         }
+        "convert" => {
+            // Both half types.
+            let halves: Vec<Constants> = [0.0, 1.0]
+                .into_iter()
+                .map(|h| Constants::from([("HALF", h)]))
+                .collect();
+            vec![("narrow", halves.clone()), ("widen", halves)]
+        }
         "householder" => {
             // Every kernel at both panel widths the host picks (`householder::panel_width`).
             let widths: Vec<Constants> = [16.0, 32.0]

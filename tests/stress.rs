@@ -577,6 +577,7 @@ impl Worker {
             bias: bias.as_ref().map(|b| &b.tensor),
             activation: act,
             kernel: None,
+            out_dtype: None,
         };
         let what = format!(
             "matmul a{sa:?}{} ({}) · b{sb:?}{} ({}){} act {}",

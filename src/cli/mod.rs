@@ -329,6 +329,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 bias: hbias.as_ref(),
                 activation,
                 kernel,
+                out_dtype: None,
             };
             let c = ctx.matmul_with(&ha, &hb, &opts)?;
             let values = c.to_vec()?;

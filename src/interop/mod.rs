@@ -117,6 +117,7 @@ impl Tensor {
             DType::U32 => {
                 bytemuck::allocation::try_cast_vec(self.to_vec_u32()?).map_err(|(e, _)| cast(e))
             }
+            DType::F16 | DType::BF16 => Err(unsupported::<T>("Tensor::to_vec_of")),
         }
     }
 

@@ -605,6 +605,10 @@ impl Context {
         opts: &MatmulOptions,
         structure: MatmulStructure,
     ) -> Result<Tensor> {
+        let half = |t: &Tensor| t.dtype().is_half();
+        if half(a) || half(b) || opts.bias.is_some_and(half) || opts.out_dtype.is_some() {
+            return self.matmul_via_f32(a, b, opts, structure);
+        }
         for (name, t) in [("A", a), ("B", b)] {
             if t.dtype() != DType::F32 {
                 return Err(Error::InvalidArgument(format!(
@@ -629,6 +633,53 @@ impl Context {
             return self.tensor(host.shape(), &host.to_vec()?);
         }
         self.matmul_cpu(&plan, a, b, opts)
+    }
+
+    /// A matmul with half-precision operands or an explicit result type: the float operands
+    /// (and bias) widened to f32 (exact), the f32 product, then rounded to the result type
+    /// ([`MatmulOptions::out_dtype`], else numpy's promotion).
+    fn matmul_via_f32(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        opts: &MatmulOptions,
+        structure: MatmulStructure,
+    ) -> Result<Tensor> {
+        let float = |t: &Tensor| t.dtype() == DType::F32 || t.dtype().is_half();
+        for (name, t) in [("A", a), ("B", b)] {
+            if !float(t) {
+                return Err(Error::InvalidArgument(format!(
+                    "matmul operand {name} (shape {:?}) is {}; expected float32, float16 or \
+                     bfloat16",
+                    t.shape(),
+                    t.dtype().name()
+                )));
+            }
+        }
+        let out = match opts.out_dtype {
+            Some(d) if d == DType::F32 || d.is_half() => d,
+            Some(d) => {
+                return Err(Error::InvalidArgument(format!(
+                    "matmul out_dtype {} is not a float type (float32, float16, bfloat16)",
+                    d.name()
+                )))
+            }
+            None if a.dtype() == b.dtype() => a.dtype(),
+            None => DType::F32,
+        };
+        let wide = |t: &Tensor| self.cast(t, DType::F32);
+        let bias = match opts.bias {
+            Some(t) if float(t) => Some(wide(t)?),
+            Some(t) => Some(t.clone()),
+            None => None,
+        };
+        let wide_opts = MatmulOptions {
+            bias: bias.as_ref(),
+            out_dtype: None,
+            ..*opts
+        };
+        let c = self.matmul_structured(&wide(a)?, &wide(b)?, &wide_opts, structure)?;
+        self.cast(&c, out)
     }
 
     fn matmul_cpu(

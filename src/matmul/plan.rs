@@ -214,6 +214,11 @@ pub struct MatmulOptions<'a> {
     pub activation: Activation,
     /// Force a kernel configuration (GPU only); `None` uses the one tuned for the adapter.
     pub kernel: Option<MatmulConfig>,
+    /// The result's element type. `None` follows numpy: float16 @ float16 → float16 (likewise
+    /// bfloat16), float32 for any other mix. Half-precision operands are widened exactly and
+    /// accumulated in f32 either way; a half-precision result is the f32 one rounded to
+    /// nearest (ties to even).
+    pub out_dtype: Option<DType>,
 }
 
 /// Shapes and strides of one matmul, derived once from the operand shapes.

@@ -704,7 +704,7 @@ impl Context {
             let host = self.reduce_cpu(&plan, x)?;
             return match dtype {
                 DType::U32 => self.tensor_u32(host.shape(), &host.to_vec_u32()?),
-                DType::F32 => self.tensor(host.shape(), &host.to_vec()?),
+                _ => self.tensor(host.shape(), &host.to_vec()?),
             };
         }
         self.reduce_cpu(&plan, x)

@@ -1,14 +1,15 @@
 //! Self-contained reader and writer for NumPy `.npy` files (format versions 1.0, 2.0 and 3.0).
 //!
-//! Reading accepts `float32` and `float64` arrays (either byte order, C or Fortran order, any
-//! number of dimensions including 0-d and empty arrays) and returns them as `f32` in C order.
+//! Reading accepts `float16`, `float32` and `float64` arrays (either byte order, C or Fortran
+//! order, any number of dimensions including 0-d and empty arrays) and returns them as `f32` in
+//! C order (float16 widened exactly, its type kept in [`NpyArray::dtype`]).
 //! Every other dtype is refused with a message that names it and says how to convert it.
 //! The reader never panics and never allocates more than the file itself justifies: the byte
 //! size declared by the header is checked against the file length (with checked arithmetic)
 //! before anything is allocated.
 //!
 //! Writing produces version 1.0 files (2.0 when the header does not fit in 65535 bytes) with
-//! `'<f4'` or `'<i8'` data in C order, written to a temporary file in the target directory and
+//! `'<f4'`, `'<f2'` or `'<i8'` data in C order, written to a temporary file in the target directory and
 //! renamed into place, so that a failed write leaves nothing behind.
 
 use std::fmt::Write as _;
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
+use crate::tensor::DType;
 
 /// The six magic bytes every `.npy` file starts with.
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -34,6 +36,9 @@ pub struct NpyArray {
     pub shape: Vec<usize>,
     /// The elements in C (row-major) order; `data.len()` is the product of `shape`.
     pub data: Vec<f32>,
+    /// The file's element type: [`DType::F16`] for `float16` files (their values widen to f32
+    /// exactly), [`DType::F32`] for `float32` and `float64` ones (float64 rounded).
+    pub dtype: DType,
 }
 
 /// Reads a `.npy` file from disk and converts it to `f32` in C order (see [`parse_npy`]).
@@ -69,7 +74,7 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
 
 /// Parses the bytes of a whole `.npy` file; `name` is used in error messages.
 ///
-/// Accepts dtypes `float32` and `float64` (`<f4`, `>f4`, `<f8`, `>f8`; `=` and `|` are
+/// Accepts dtypes `float16`, `float32` and `float64` (`<f2`, `<f4`, `>f4`, `<f8`, …; `=` and `|` are
 /// read as little-endian), C or Fortran order, and any shape. `float64` values are rounded
 /// to `f32`. Anything else, including a data section longer or shorter than the shape
 /// says, gives [`Error::Npy`].
@@ -193,6 +198,10 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
     Ok(NpyArray {
         shape: info.shape,
         data: values,
+        dtype: match info.dtype {
+            Dtype::F16 { .. } => DType::F16,
+            _ => DType::F32,
+        },
     })
 }
 
@@ -218,6 +227,14 @@ pub fn encode_npy_i64(shape: &[usize], data: &[i64]) -> Result<Vec<u8>> {
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let name = path.display().to_string();
     let bytes = encode(&name, "<f4", shape, data, |v| v.to_le_bytes())?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes a `float16` array (C order, `'<f2'`) of binary16 bits to `path` atomically, as
+/// [`write_npy_f32`] does.
+pub fn write_npy_f16(path: &Path, shape: &[usize], bits: &[u16]) -> Result<()> {
+    let name = path.display().to_string();
+    let bytes = encode(&name, "<f2", shape, bits, |v| v.to_le_bytes())?;
     write_atomic(path, &bytes)
 }
 
@@ -355,6 +372,7 @@ fn describe_io(e: &std::io::Error) -> String {
 /// The element types the reader accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {
+    F16 { big: bool },
     F32 { big: bool },
     F64 { big: bool },
 }
@@ -362,6 +380,7 @@ enum Dtype {
 impl Dtype {
     fn item_size(self) -> usize {
         match self {
+            Dtype::F16 { .. } => 2,
             Dtype::F32 { .. } => 4,
             Dtype::F64 { .. } => 8,
         }
@@ -369,6 +388,7 @@ impl Dtype {
 
     fn name(self) -> &'static str {
         match self {
+            Dtype::F16 { .. } => "float16",
             Dtype::F32 { .. } => "float32",
             Dtype::F64 { .. } => "float64",
         }
@@ -377,6 +397,15 @@ impl Dtype {
     /// Decodes one element; `None` only when `chunk` has the wrong length.
     fn decode(self, chunk: &[u8]) -> Option<f32> {
         match self {
+            Dtype::F16 { big } => {
+                let b = <[u8; 2]>::try_from(chunk).ok()?;
+                let h = if big {
+                    u16::from_be_bytes(b)
+                } else {
+                    u16::from_le_bytes(b)
+                };
+                Some(crate::precision::f16_bits_to_f32(h))
+            }
             Dtype::F32 { big } => {
                 let b = <[u8; 4]>::try_from(chunk).ok()?;
                 Some(if big {
@@ -408,6 +437,7 @@ fn parse_descr(descr: &str) -> std::result::Result<Dtype, String> {
     };
     let big = order == '>';
     match rest {
+        "f2" => return Ok(Dtype::F16 { big }),
         "f4" => return Ok(Dtype::F32 { big }),
         "f8" => return Ok(Dtype::F64 { big }),
         _ => {}
@@ -443,7 +473,7 @@ fn parse_descr(descr: &str) -> std::result::Result<Dtype, String> {
         _ => "convert with a.astype(numpy.float32)",
     };
     Err(format!(
-        "unsupported dtype '{}' ({what}); only float32 and float64 are supported, {how}",
+        "unsupported dtype '{}' ({what}); only float16, float32 and float64 are supported, {how}",
         quote(descr)
     ))
 }

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gpu_linalg::npy::{encode_npy_f32, read_npy, write_npy_f32};
+use gpu_linalg::npy::{encode_npy_f32, read_npy, write_npy_f16, write_npy_f32};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gpu-linalg"));
@@ -523,7 +523,7 @@ fn hostile_npy_files_are_refused_cleanly() {
         ),
         with_data(
             "{'descr': '<f2', 'fortran_order': False, 'shape': (6,), }",
-            12,
+            10,
         ),
         with_data(
             "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 1000000000), }",
@@ -1324,5 +1324,85 @@ fn bench_json_reads_back_into_typed_structs() {
         assert_eq!(f[0], row.op);
         assert_eq!(f[4].parse::<f64>().unwrap(), row.median_s);
         assert_eq!(f[4], format!("{:e}", row.median_s));
+    }
+}
+
+/// float16 files stay float16 through `matmul` (the result written as `<f2`, judged with
+/// `--verify`), `--dtype` converts on upload (bf16 results leave as float32), other ops read
+/// float16 files widened to float32.
+#[test]
+fn half_precision_npy_files() {
+    use gpu_linalg::precision::f32_to_f16_bits;
+    use gpu_linalg::DType;
+    let d = tmpdir("half");
+    let (m, k, n) = (5, 7, 3);
+    let a: Vec<u16> = common::data_full(m * k, 1)
+        .iter()
+        .map(|&x| f32_to_f16_bits(x))
+        .collect();
+    let b: Vec<u16> = common::data_full(k * n, 2)
+        .iter()
+        .map(|&x| f32_to_f16_bits(x))
+        .collect();
+    let (pa, pb, pc) = (d.join("a.npy"), d.join("b.npy"), d.join("c.npy"));
+    write_npy_f16(&pa, &[m, k], &a).unwrap();
+    write_npy_f16(&pb, &[k, n], &b).unwrap();
+    let ra = read_npy(&pa).unwrap();
+    assert_eq!((ra.dtype, ra.shape.clone()), (DType::F16, vec![m, k]));
+    for backend in backends() {
+        for (dtype, want) in [
+            (None, DType::F16),
+            (Some("bf16"), DType::F32),
+            (Some("f32"), DType::F32),
+        ] {
+            let mut args = vec![
+                "--backend",
+                backend,
+                "--verify",
+                "matmul",
+                s(&pa),
+                s(&pb),
+                "-o",
+                s(&pc),
+            ];
+            if let Some(t) = dtype {
+                args.extend(["--dtype", t]);
+            }
+            let out = run(&args);
+            assert_ok(&out);
+            let c = read_npy(&pc).unwrap();
+            assert_eq!(
+                (c.dtype, c.shape.clone()),
+                (want, vec![m, n]),
+                "{backend} {dtype:?}"
+            );
+        }
+        let out = run(&[
+            "--backend",
+            backend,
+            "matmul",
+            s(&pa),
+            s(&pb),
+            "-o",
+            s(&pc),
+            "--dtype",
+            "f8",
+        ]);
+        assert_error(&out, "--dtype");
+        // An elementwise op reads the float16 file as float32.
+        let pe = d.join("e.npy");
+        let out = run(&[
+            "--backend",
+            backend,
+            "elementwise",
+            "abs",
+            s(&pa),
+            "-o",
+            s(&pe),
+        ]);
+        assert_ok(&out);
+        let e = read_npy(&pe).unwrap();
+        assert_eq!(e.dtype, DType::F32);
+        assert_eq!(e.data, ra.data.iter().map(|x| x.abs()).collect::<Vec<_>>());
     }
 }

@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::conv::parse_pair;
 use crate::error::{Error, Result};
 use crate::matmul::cpu::reference_for;
-use crate::npy::{read_npy, write_npy_f32, write_npy_i64};
+use crate::npy::{read_npy, write_npy_f16, write_npy_f32, write_npy_i64};
+use crate::tensor::DType;
 use crate::{
     Activation, Backend, BinaryOp, Context, ContextOptions, ConvConfig, ConvKind, ConvOptions,
     ConvPlan, MatmulConfig, MatmulOptions, Padding, ReduceKernel, ReduceOp, ReduceOptions,
@@ -73,9 +74,14 @@ enum Command {
         /// Use Bᵀ.
         #[arg(long)]
         transpose_b: bool,
-        /// Force a GPU kernel: naive, tiled:TMxTN or vec4:RMxRN4@WG.
+        /// Force a GPU kernel: naive, tiled:TMxTN, vec4:RMxRN4@WG or blocked:TMxTNkBK.
         #[arg(long)]
         kernel: Option<String>,
+        /// Convert the inputs to f32, f16 or bf16 on upload (default: each file's own type;
+        /// float16 files stay float16). The result follows numpy (f16 @ f16 → f16, written as
+        /// `<f2`); bfloat16 results are written as float32, numpy having no bfloat16.
+        #[arg(long)]
+        dtype: Option<String>,
     },
     /// 2-D convolution (torch.nn.functional.conv2d): X is NCHW or CHW, W is [C_out, C_in/groups, KH, KW].
     Conv2d(ConvArgs),
@@ -317,12 +323,15 @@ pub fn run(cli: Cli) -> Result<()> {
             transpose_a,
             transpose_b,
             kernel,
+            dtype,
         } => {
             let activation: Activation = activation.parse()?;
             let kernel: Option<MatmulConfig> = kernel.as_deref().map(str::parse).transpose()?;
+            let dtype = dtype.as_deref().map(parse_dtype).transpose()?;
             let ctx = context(&cli.global)?;
-            let (ha, hb) = (load(a)?, load(b)?);
-            let hbias = bias.as_deref().map(load).transpose()?;
+            let typed = |p: &Path| load_typed(p, dtype);
+            let (ha, hb) = (typed(a)?, typed(b)?);
+            let hbias = bias.as_deref().map(typed).transpose()?;
             let opts = MatmulOptions {
                 transpose_a: *transpose_a,
                 transpose_b: *transpose_b,
@@ -334,13 +343,18 @@ pub fn run(cli: Cli) -> Result<()> {
             let c = ctx.matmul_with(&ha, &hb, &opts)?;
             let values = c.to_vec()?;
             if cli.global.verify {
-                reference_for(&ha, &hb, &opts)?.check(&values)?;
+                // On the operands as rounded to their types, plus the result type's rounding.
+                reference_for(&ha, &hb, &opts)?.check_in(&values, c.dtype())?;
                 eprintln!(
                     "verified against the f64 CPU reference ({})",
                     ctx.description()
                 );
             }
-            write_npy_f32(output, c.shape(), &values)
+            if c.dtype() == DType::F16 {
+                write_npy_f16(output, c.shape(), &c.to_half_bits()?)
+            } else {
+                write_npy_f32(output, c.shape(), &values)
+            }
         }
         Command::Conv2d(a) => conv(&cli.global, ConvKind::Conv2d, a, "0"),
         Command::Conv1d(a) => conv(&cli.global, ConvKind::Conv1d, a, "0"),
@@ -771,9 +785,30 @@ fn qr(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 2]) -> Result<()> {
     Ok(())
 }
 
+/// A `.npy` file as a float32 tensor (float16 files widened exactly), for the ops that
+/// compute in float32 only.
 fn load(p: &Path) -> Result<Tensor> {
     let arr = read_npy(p)?;
     Tensor::from_vec(&arr.shape, arr.data)
+}
+
+/// A `.npy` file as a tensor of `dtype` (rounded to nearest even when narrower), or of the
+/// file's own type (float16 stays float16).
+fn load_typed(p: &Path, dtype: Option<DType>) -> Result<Tensor> {
+    let arr = read_npy(p)?;
+    Tensor::from_f32_as(&arr.shape, &arr.data, dtype.unwrap_or(arr.dtype))
+}
+
+/// `f32`, `f16` or `bf16` (also numpy's names float32, float16, bfloat16).
+fn parse_dtype(s: &str) -> Result<DType> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(Error::InvalidArgument(format!(
+            "bad --dtype '{other}'; expected f32, f16 or bf16"
+        ))),
+    }
 }
 
 fn conv(g: &GlobalOpts, kind: ConvKind, a: &ConvArgs, output_padding: &str) -> Result<()> {

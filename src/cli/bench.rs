@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalOpts;
 use crate::error::{Error, Result};
-use crate::reference::gamma;
+use crate::reference::{gamma, half_ulp};
 use crate::runtime::GpuBuffer;
 use crate::tensor::DType;
 use crate::{
@@ -24,6 +24,8 @@ use crate::{
 /// The ops `bench` knows, with their default sizes (conv2d runs fixed ResNet-like layers).
 const OPS: &[(&str, &[&str])] = &[
     ("matmul", &["256", "512", "1024"]),
+    ("matmul-f16", &["256", "1024"]),
+    ("matmul-bf16", &["256", "1024"]),
     ("conv2d", &[]),
     ("reduce", &["1048576", "4194304", "16777216"]),
     ("svd", &["64", "128", "256", "512", "1024", "4096x256"]),
@@ -598,7 +600,7 @@ fn sizes_per_op<'o>(ops: &[(&'o str, &[&str])], sizes: &Option<String>) -> Resul
 /// the forms the op takes.
 fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec<usize>>> {
     let forms: &[usize] = match op {
-        "matmul" => &[1, 3],
+        "matmul" | "matmul-f16" | "matmul-bf16" => &[1, 3],
         "svd" | "svdvals" | "qr" => &[1, 2],
         "svd-batched" => &[3],
         "solve" => &[1, 2, 3],
@@ -621,7 +623,9 @@ fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec
                 _ => Err(Error::InvalidArgument(format!(
                     "bad size '{item}' in --sizes for {op}; expected {}",
                     match op {
-                        "matmul" => "n or MxKxN, like 256 or 512x1024x256",
+                        "matmul" | "matmul-f16" | "matmul-bf16" => {
+                            "n or MxKxN, like 256 or 512x1024x256"
+                        }
                         "svd" | "svdvals" | "qr" => "n or MxN, like 256 or 4096x256",
                         "svd-batched" => "BxMxN, like 10000x16x16",
                         "solve" => "n, or BxNxN for a batch, like 1024 or 10000x16x16",
@@ -687,7 +691,7 @@ fn print_row(r: &Row, cpu_s: f64) {
 /// the op on absolute values), so they may differ by twice that.
 fn check_against_cpu(
     what: &str,
-    terms: usize,
+    (terms, dtype): (usize, DType),
     got: &[f32],
     cpu: &[f32],
     mag: &[f32],
@@ -695,6 +699,8 @@ fn check_against_cpu(
     let g = 2.0 * gamma(terms) * (1.0 + gamma(terms));
     for (i, ((&x, &y), &m)) in got.iter().zip(cpu).zip(mag).enumerate() {
         let bound = g * f64::from(m) + 1e-30;
+        // Both results rounded to a half type: up to an ulp of it apart besides.
+        let bound = bound + 2.0 * half_ulp(dtype, f64::from(y).abs() + bound);
         if (f64::from(x) - f64::from(y)).abs() > bound || x.is_nan() != y.is_nan() {
             return Err(Error::Verification(format!(
                 "{what}: element {i} is {x} on the GPU but {y} on the CPU (allowed difference {bound:.3e})"
@@ -838,6 +844,8 @@ struct BenchCase {
     inputs: Vec<(Vec<usize>, Vec<f32>)>,
     /// Also time the CPU backend on one thread (a rayon pool of one).
     cpu_one_thread: bool,
+    /// The inputs' element type: uploaded as f32, then cast (before any timing).
+    dtype: DType,
     /// Appended to every row label (e.g. marks the equivalent-GEMM rows of conv layers).
     note: &'static str,
     /// Extra GPU kernels to time beside the chosen one: (forced kernel, label suffix).
@@ -856,9 +864,24 @@ fn values(n: usize, seed: usize) -> Vec<f32> {
 /// A matmul case; `note` is empty for the square sizes and marks the others. Every shape is
 /// placed on the plot at the side of the square matmul of the same work, (m·k·n)^(1/3).
 fn matmul_case(m: usize, k: usize, n: usize, note: &'static str) -> Result<BenchCase> {
+    matmul_case_in(DType::F32, m, k, n, note)
+}
+
+/// [`matmul_case`] with inputs of `dtype` (the result in it too, numpy's promotion).
+fn matmul_case_in(
+    dtype: DType,
+    m: usize,
+    k: usize,
+    n: usize,
+    note: &'static str,
+) -> Result<BenchCase> {
     let plan = MatmulPlan::new(&[m, k], &[k, n], false, false)?;
     Ok(BenchCase {
-        op: "matmul",
+        op: match dtype {
+            DType::F16 => "matmul-f16",
+            DType::BF16 => "matmul-bf16",
+            _ => "matmul",
+        },
         shape: format!("{m}x{k}x{n}"),
         size: ((m * k * n) as f64).cbrt(),
         note,
@@ -866,6 +889,7 @@ fn matmul_case(m: usize, k: usize, n: usize, note: &'static str) -> Result<Bench
         bytes: 0.0,
         verify: Verify::AgainstCpu { terms: k },
         cpu_one_thread: false,
+        dtype,
         inputs: vec![
             (vec![m, k], values(m * k, 1)),
             (vec![k, n], values(k * n, 2)),
@@ -915,6 +939,7 @@ fn conv_case(x: [usize; 4], w: [usize; 4], pad: usize, groups: usize) -> Result<
         bytes: 0.0,
         verify: Verify::AgainstCpu { terms: plan.k() },
         cpu_one_thread: false,
+        dtype: DType::F32,
         inputs: vec![
             (x.to_vec(), values(x.iter().product(), 3)),
             (w.to_vec(), values(w.iter().product(), 4)),
@@ -950,6 +975,7 @@ fn reduce_case(n: usize) -> BenchCase {
             terms: crate::reduce::sum_terms(n),
         },
         cpu_one_thread: false,
+        dtype: DType::F32,
         inputs: vec![(vec![n], values(n, 5))],
         note: "",
         baselines: vec![],
@@ -1026,6 +1052,7 @@ fn decomposition_case(
         bytes: 0.0,
         verify: Verify::Ratios(judge),
         cpu_one_thread: op == "svd-batched",
+        dtype: DType::F32,
         inputs: vec![input],
         note: "",
         baselines: vec![],
@@ -1216,6 +1243,7 @@ fn solve_case(batch: usize, n: usize, k: usize) -> BenchCase {
         flops: batch as f64 * (2.0 * nf.powi(3) / 3.0 + 2.0 * nf * nf * k as f64),
         inputs: vec![(a_shape, a), (b_shape, b)],
         cpu_one_thread: false,
+        dtype: DType::F32,
         ..decomposition_case(
             "solve",
             shape,
@@ -1432,16 +1460,23 @@ fn cases_for(op: &str, sizes: &[Vec<usize>]) -> Result<Vec<BenchCase>> {
         }
     };
     match op {
-        "matmul" => sizes
-            .iter()
-            .map(|d| match **d {
-                [m, k, n] => matmul_case(m, k, n, " [shape]"),
-                _ => {
-                    let n = d.first().copied().unwrap_or(0);
-                    matmul_case(n, n, n, "")
-                }
-            })
-            .collect(),
+        "matmul" | "matmul-f16" | "matmul-bf16" => {
+            let dtype = match op {
+                "matmul-f16" => DType::F16,
+                "matmul-bf16" => DType::BF16,
+                _ => DType::F32,
+            };
+            sizes
+                .iter()
+                .map(|d| match **d {
+                    [m, k, n] => matmul_case_in(dtype, m, k, n, " [shape]"),
+                    _ => {
+                        let n = d.first().copied().unwrap_or(0);
+                        matmul_case_in(dtype, n, n, n, "")
+                    }
+                })
+                .collect()
+        }
         "reduce" => Ok(sizes
             .iter()
             .map(|d| reduce_case(d.first().copied().unwrap_or(0)))
@@ -1559,7 +1594,7 @@ fn bench_case(
                 } else {
                     v.clone()
                 };
-                ctx.tensor(shape, &v)
+                ctx.cast(&ctx.tensor(shape, &v)?, case.dtype)
             })
             .collect()
     };
@@ -1627,9 +1662,13 @@ fn bench_case(
             let got = out.read()?;
             let long = t0.elapsed().as_secs_f64() > LONG_RUN_S;
             match &case.verify {
-                Verify::AgainstCpu { terms } => {
-                    check_against_cpu(&what, *terms, &got[0], &cpu_out[0], &mag[0])?
-                }
+                Verify::AgainstCpu { terms } => check_against_cpu(
+                    &what,
+                    (*terms, case.dtype),
+                    &got[0],
+                    &cpu_out[0],
+                    &mag[0],
+                )?,
                 Verify::Ratios(judge) => judge(&got)?,
             }
             // Baseline kernels are slow: fewer repeats.

@@ -148,3 +148,110 @@ fn casts_between_the_half_types_and_errors() {
         .to_string();
     assert!(e.contains("float32"), "{e}");
 }
+
+/// Elementwise ops, reductions and convolutions take half-precision tensors: computed in f32
+/// on the widened values, the result rounded to the inputs' type (float32 for a mix, indices
+/// for argmax), within an f32 op's error plus an ulp of the type of the CPU's f32 result on
+/// the same rounded inputs.
+#[test]
+fn elementwise_reductions_and_convolutions_take_half_tensors() {
+    use gpu_linalg::reference::half_ulp;
+    use gpu_linalg::{Context, ConvKind, ConvOptions};
+    let cpu = common::cpu();
+    let mut contexts: Vec<&Context> = vec![&cpu];
+    if let Some(g) = common::gpu() {
+        contexts.push(g);
+    }
+    let close = |what: &str, dtype: DType, got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let tol = 2.0 * half_ulp(dtype, f64::from(w.abs())) + 1e-5 * f64::from(w.abs()) + 1e-6;
+            assert!(
+                (f64::from(g) - f64::from(w)).abs() <= tol,
+                "{what} {}: element {i}: {g} vs {w}",
+                dtype.name()
+            );
+        }
+    };
+    for ctx in contexts {
+        for dtype in [DType::F16, DType::BF16] {
+            let make = |shape: &[usize], seed: u64| {
+                let len = shape.iter().product();
+                let host =
+                    Tensor::from_f32_as(shape, &common::data_full(len, seed), dtype).unwrap();
+                let wide = host.to_vec().unwrap();
+                let t = ctx.cast(&ctx.tensor(shape, &wide).unwrap(), dtype).unwrap();
+                (t, cpu.tensor(shape, &wide).unwrap())
+            };
+            let (a, a32) = make(&[37, 129], 1);
+            let (b, b32) = make(&[129], 2);
+            let check = |what: &str, got: Tensor, want: Tensor| {
+                assert_eq!(got.dtype(), dtype, "{what}");
+                assert_eq!(got.shape(), want.shape(), "{what}");
+                close(what, dtype, &got.to_vec().unwrap(), &want.to_vec().unwrap());
+            };
+            check(
+                "add",
+                ctx.add(&a, &b).unwrap(),
+                cpu.add(&a32, &b32).unwrap(),
+            );
+            check(
+                "mul",
+                ctx.mul(&a, &b).unwrap(),
+                cpu.mul(&a32, &b32).unwrap(),
+            );
+            check("exp", ctx.exp(&a).unwrap(), cpu.exp(&a32).unwrap());
+            check("gelu", ctx.gelu(&a).unwrap(), cpu.gelu(&a32).unwrap());
+            let (c, c32) = make(&[37, 129], 3);
+            check(
+                "lerp",
+                ctx.lerp(&a, &c, 0.25).unwrap(),
+                cpu.lerp(&a32, &c32, 0.25).unwrap(),
+            );
+            check(
+                "slerp",
+                ctx.slerp(&a, &c, 0.5).unwrap(),
+                cpu.slerp(&a32, &c32, 0.5).unwrap(),
+            );
+            check(
+                "sum",
+                ctx.sum(&a, Some(1)).unwrap(),
+                cpu.sum(&a32, Some(1)).unwrap(),
+            );
+            check(
+                "max",
+                ctx.max(&a, None).unwrap(),
+                cpu.max(&a32, None).unwrap(),
+            );
+            check(
+                "softmax",
+                ctx.softmax(&a, Some(1)).unwrap(),
+                cpu.softmax(&a32, Some(1)).unwrap(),
+            );
+            let idx = ctx.argmax(&a, Some(1)).unwrap();
+            assert_eq!(idx.dtype(), DType::U32);
+            assert_eq!(
+                idx.to_vec_u32().unwrap(),
+                cpu.argmax(&a32, Some(1)).unwrap().to_vec_u32().unwrap()
+            );
+            // A mix with float32 computes and returns float32.
+            let f = ctx.tensor(&[129], &common::data_full(129, 4)).unwrap();
+            assert_eq!(ctx.add(&a, &f).unwrap().dtype(), DType::F32);
+            // conv2d with a half bias.
+            let (x, x32) = make(&[1, 3, 9, 11], 5);
+            let (w, w32) = make(&[4, 3, 3, 3], 6);
+            let (bias, bias32) = make(&[4], 7);
+            let opts = |bias| ConvOptions {
+                bias,
+                ..Default::default()
+            };
+            check(
+                "conv2d",
+                ctx.conv(ConvKind::Conv2d, &x, &w, &opts(Some(&bias)))
+                    .unwrap(),
+                cpu.conv(ConvKind::Conv2d, &x32, &w32, &opts(Some(&bias32)))
+                    .unwrap(),
+            );
+        }
+    }
+}

@@ -1662,13 +1662,9 @@ fn bench_case(
             let got = out.read()?;
             let long = t0.elapsed().as_secs_f64() > LONG_RUN_S;
             match &case.verify {
-                Verify::AgainstCpu { terms } => check_against_cpu(
-                    &what,
-                    (*terms, case.dtype),
-                    &got[0],
-                    &cpu_out[0],
-                    &mag[0],
-                )?,
+                Verify::AgainstCpu { terms } => {
+                    check_against_cpu(&what, (*terms, case.dtype), &got[0], &cpu_out[0], &mag[0])?
+                }
                 Verify::Ratios(judge) => judge(&got)?,
             }
             // Baseline kernels are slow: fewer repeats.

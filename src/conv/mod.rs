@@ -328,6 +328,17 @@ impl Context {
         w: &Tensor,
         opts: &ConvOptions,
     ) -> Result<Tensor> {
+        let mut inputs = vec![x, w];
+        inputs.extend(opts.bias);
+        if let Some(y) = self.in_f32(&inputs, |t| {
+            let wide = ConvOptions {
+                bias: t.get(2),
+                ..*opts
+            };
+            self.conv(kind, &t[0], &t[1], &wide)
+        })? {
+            return Ok(y);
+        }
         for (name, t) in [("input", x), ("weight", w)]
             .into_iter()
             .chain(opts.bias.map(|b| ("bias", b)))

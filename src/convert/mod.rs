@@ -168,3 +168,45 @@ impl Context {
         Ok(t)
     }
 }
+
+impl Context {
+    /// Runs an op that computes in float32 on half-precision inputs: when any of `inputs` is
+    /// float16 or bfloat16, `op` gets them widened to float32 (exactly; other inputs as they
+    /// are) and its float32 result is rounded to the inputs' type — their common half type, or
+    /// float32 for a mix (numpy's promotion); a non-float result (an index) is returned as it
+    /// is. `None` when no input is half: the caller computes as usual.
+    pub(crate) fn in_f32(
+        &self,
+        inputs: &[&Tensor],
+        op: impl FnOnce(&[Tensor]) -> Result<Tensor>,
+    ) -> Result<Option<Tensor>> {
+        if !inputs.iter().any(|t| t.dtype().is_half()) {
+            return Ok(None);
+        }
+        let floats: Vec<DType> = inputs
+            .iter()
+            .map(|t| t.dtype())
+            .filter(|&d| is_float(d))
+            .collect();
+        let out = match floats.first() {
+            Some(&d) if floats.iter().all(|&e| e == d) => d,
+            _ => DType::F32,
+        };
+        let wide: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| {
+                if t.dtype().is_half() {
+                    self.cast(t, DType::F32)
+                } else {
+                    Ok((*t).clone())
+                }
+            })
+            .collect::<Result<_>>()?;
+        let y = op(&wide)?;
+        if y.dtype() == DType::F32 {
+            Ok(Some(self.cast(&y, out)?))
+        } else {
+            Ok(Some(y))
+        }
+    }
+}

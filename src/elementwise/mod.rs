@@ -400,6 +400,9 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn unary(&self, op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.in_f32(&[x], |w| self.unary(op, &w[0]))? {
+            return Ok(y);
+        }
         check_f32(x, op.name(), "input")?;
         if let Some(gpu) = self.gpu() {
             let r = (|| {
@@ -445,6 +448,9 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.in_f32(&[a, b], |w| self.binary(op, &w[0], &w[1]))? {
+            return Ok(y);
+        }
         check_f32(a, op.name(), "first operand")?;
         check_f32(b, op.name(), "second operand")?;
         let shape = broadcast_shapes(a.shape(), b.shape())
@@ -738,6 +744,9 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn slerp(&self, a: &Tensor, b: &Tensor, t: f32) -> Result<Tensor> {
+        if let Some(y) = self.in_f32(&[a, b], |w| self.slerp(&w[0], &w[1], t))? {
+            return Ok(y);
+        }
         check_f32(a, "slerp", "first operand")?;
         check_f32(b, "slerp", "second operand")?;
         if a.shape() != b.shape() {

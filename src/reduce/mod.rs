@@ -671,6 +671,9 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn reduce(&self, op: ReduceOp, x: &Tensor, opts: &ReduceOptions) -> Result<Tensor> {
+        if let Some(y) = self.in_f32(&[x], |w| self.reduce(op, &w[0], opts))? {
+            return Ok(y);
+        }
         if x.dtype() != DType::F32 {
             return Err(Error::InvalidArgument(format!(
                 "{op}: input of shape {:?} is {}; expected float32",

@@ -163,7 +163,13 @@ impl Context {
         Ok(Context {
             inner: Arc::new(Inner {
                 requested: Backend::Gpu,
-                gpu: Some(Gpu::new(device, queue, info, DeviceSetup::default())),
+                gpu: Some(Gpu::new(
+                    device,
+                    queue,
+                    info,
+                    DeviceSetup::default(),
+                    Vec::new(),
+                )),
                 note: format!("application-owned device on {} ({})", s.name, s.api),
                 fallback_warned: AtomicBool::new(false),
             }),

@@ -23,6 +23,7 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("svd_batched", svd::batched::module_source()),
         ("householder", householder::SOURCE.to_string()),
         ("convert", convert::SOURCE.to_string()),
+        ("matmul_coop", matmul::coop::module_source()),
     ]
     .into_iter()
     .chain(
@@ -70,6 +71,7 @@ pub fn kernel_params() -> Vec<(&'static str, ParamsLayout)> {
         ("svd_batched_unrolled", svd::unrolled::params_layouts()),
         ("householder", householder::params_layouts()),
         ("convert", convert::params_layouts()),
+        ("matmul_coop", matmul::coop::params_layouts()),
         ("elementwise", elementwise::params_layouts()),
         ("reduce", reduce::params_layouts()),
     ]

@@ -2,7 +2,8 @@
 //! override constants resolved, validated by naga and translated to SPIR-V (Vulkan), MSL
 //! (Metal), HLSL (DX12) and GLSL ES 3.1 (GL): a kernel that naga cannot carry to a back-end
 //! this machine cannot run breaks here first. (Variants with 64-bit integer loads skip GLSL:
-//! wgpu's GL backend never offers SHADER_INT64.)
+//! wgpu's GL backend never offers SHADER_INT64; the cooperative-matrix GEMM goes to SPIR-V and
+//! MSL only, the back-ends with matrix units in wgpu.)
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,17 @@ fn epilogues() -> Vec<Constants> {
         }
     }
     v
+}
+
+/// `sets`, each with the subgroup size `sg`.
+fn with_sg(sets: &[Constants], sg: f64) -> Vec<Constants> {
+    sets.iter()
+        .map(|c| {
+            let mut c = c.clone();
+            c.insert("SG", sg);
+            c
+        })
+        .collect()
 }
 
 /// (entry point, constant sets) per family, mirroring what src/ops/*.rs request.
@@ -233,6 +245,14 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
             ));
             v
         }
+        "matmul_coop" => {
+            // Every epilogue, at the subgroup sizes of NVIDIA / Apple (32) and AMD (64).
+            let sets = [32.0, 64.0]
+                .into_iter()
+                .flat_map(|sg| with_sg(&epilogues(), sg))
+                .collect();
+            vec![("coop", sets)]
+        }
         "convert" => {
             // Both half types.
             let halves: Vec<Constants> = [0.0, 1.0]
@@ -264,8 +284,7 @@ fn translate(
     info: &naga::valid::ModuleInfo,
     entry: &str,
     constants: &Constants,
-    uses_subgroups: bool,
-    uses_int64: bool,
+    (uses_subgroups, uses_int64, cooperative): (bool, bool, bool),
 ) -> Result<(), String> {
     let pc: naga::back::PipelineConstants =
         constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
@@ -299,6 +318,10 @@ fn translate(
         },
     )
     .map_err(|e| format!("MSL: {e}"))?;
+    if cooperative {
+        // Cooperative matrices exist for Vulkan (SPIR-V) and Metal only.
+        return Ok(());
+    }
     let hlsl_opts = hlsl::Options {
         shader_model: if uses_subgroups {
             hlsl::ShaderModel::V6_0
@@ -364,7 +387,9 @@ fn every_kernel_translates_to_every_backend() {
             for constants in sets {
                 count += 1;
                 let (subgroups, int64) = (src.contains("subgroup"), src.contains("u64"));
-                if let Err(e) = translate(&module, &info, entry, &constants, subgroups, int64) {
+                let coop = src.contains("wgpu_cooperative_matrix");
+                let flags = (subgroups, int64, coop);
+                if let Err(e) = translate(&module, &info, entry, &constants, flags) {
                     failures.push(format!("{family}/{entry} {constants:?}: {e}"));
                 }
             }
@@ -376,5 +401,58 @@ fn every_kernel_translates_to_every_backend() {
         failures.len(),
         failures.join("\n")
     );
-    eprintln!("{count} kernel variants translated to SPIR-V, MSL, HLSL and GLSL");
+    eprintln!(
+        "{count} kernel variants translated to SPIR-V, MSL, HLSL and GLSL (cooperative-matrix \
+         ones to SPIR-V and MSL)"
+    );
+}
+
+/// The cooperative-matrix GEMM reaches the matrix units: its SPIR-V multiplies by
+/// OpCooperativeMatrixMulAddKHR and its MSL by simdgroup matrices.
+#[test]
+fn cooperative_gemm_reaches_the_matrix_units() {
+    let src = gpu_linalg::matmul::coop::module_source();
+    let module = naga::front::wgsl::parse_str(&src).unwrap();
+    let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+        .validate(&module)
+        .unwrap();
+    let pc: naga::back::PipelineConstants = [("SG".to_string(), 32.0)].into_iter().collect();
+    let (m, i) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((ShaderStage::Compute, "coop")),
+        &pc,
+    )
+    .unwrap();
+    let words = spv::write_vec(
+        &m,
+        &i,
+        &spv::Options::default(),
+        Some(&spv::PipelineOptions {
+            shader_stage: ShaderStage::Compute,
+            entry_point: "coop".into(),
+        }),
+    )
+    .unwrap();
+    // OpCooperativeMatrixMulAddKHR is opcode 4459; an instruction's first word holds its
+    // word count above the opcode.
+    let mul_adds = words.iter().filter(|&&w| w & 0xffff == 4459).count();
+    assert!(
+        mul_adds >= 4,
+        "{mul_adds} cooperative multiply-adds in the SPIR-V"
+    );
+    let (msl, _) = msl::write_string(
+        &m,
+        &i,
+        &msl::Options {
+            lang_version: (2, 4),
+            ..Default::default()
+        },
+        &msl::PipelineOptions {
+            entry_point: Some((ShaderStage::Compute, "coop".to_string())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(msl.contains("simdgroup_multiply_accumulate"), "{msl}");
 }

@@ -1,5 +1,6 @@
 //! Matmul: `C = act(op(A)·op(B) + bias)` with `numpy.matmul` semantics, on the GPU or the CPU.
 
+pub mod coop;
 pub mod cpu;
 
 /// `shaders/matmul.wgsl`.
@@ -668,6 +669,9 @@ impl Context {
             None => DType::F32,
         };
         let wide = |t: &Tensor| self.cast(t, DType::F32);
+        if let Some(c) = self.matmul_coop(a, b, opts)? {
+            return self.cast(&c, out);
+        }
         let bias = match opts.bias {
             Some(t) if float(t) => Some(wide(t)?),
             Some(t) => Some(t.clone()),
@@ -680,6 +684,47 @@ impl Context {
         };
         let c = self.matmul_structured(&wide(a)?, &wide(b)?, &wide_opts, structure)?;
         self.cast(&c, out)
+    }
+
+    /// The float16 product on the adapter's matrix units ([`coop`]), when both operands are
+    /// float16, untransposed, unbatched, no kernel is forced, and the adapter runs the kernel:
+    /// the f32 result (bias and activation applied), else `None`.
+    fn matmul_coop(&self, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Option<Tensor>> {
+        let Some(gpu) = self.gpu() else {
+            return Ok(None);
+        };
+        let Some(sg) = coop::coop_subgroup(gpu) else {
+            return Ok(None);
+        };
+        if a.dtype() != DType::F16
+            || b.dtype() != DType::F16
+            || opts.transpose_a
+            || opts.transpose_b
+            || opts.kernel.is_some()
+        {
+            return Ok(None);
+        }
+        let (&[m, k], &[k2, n]) = (a.shape(), b.shape()) else {
+            return Ok(None);
+        };
+        let plan = MatmulPlan::new(a.shape(), b.shape(), false, false)?;
+        plan.check_bias(opts.bias)?;
+        if k != k2 {
+            return Ok(None);
+        }
+        let bias = opts.bias.map(|t| self.cast(t, DType::F32)).transpose()?;
+        let bias = bias.as_ref().map(|t| self.resident(t)).transpose()?;
+        let (ab, bb) = (self.resident(a)?, self.resident(b)?);
+        let out = gpu.scoped("matmul_coop", || {
+            coop::run(
+                gpu,
+                (&ab, &bb),
+                (m, k, n),
+                (bias.as_ref(), opts.activation),
+                sg,
+            )
+        })??;
+        Ok(Some(Tensor::from_gpu(vec![m, n], DType::F32, out)))
     }
 
     fn matmul_cpu(

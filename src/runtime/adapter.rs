@@ -188,17 +188,39 @@ pub(crate) fn pick_adapter(
 /// Opens a device on `adapter` with its own limits and the optional features gpu-linalg uses.
 pub(crate) fn open_device(adapter: &wgpu::Adapter, setup: DeviceSetup) -> Result<Arc<Gpu>> {
     let info = adapter.get_info();
-    let wanted = wgpu::Features::TIMESTAMP_QUERY
+    let mut wanted = wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::SUBGROUP
         | wgpu::Features::SHADER_F16
         | wgpu::Features::SHADER_INT64;
+    // The matrix units, for the float16 GEMM: wgpu marks the feature experimental, so it is
+    // asked for only where the adapter has it and GPU_LINALG_COOPERATIVE_MATRIX is not `off`.
+    let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    let coop_on = adapter.features().contains(coop)
+        && !std::env::var(super::COOPERATIVE_MATRIX_ENV).is_ok_and(|v| v.trim() == "off");
+    if coop_on {
+        wanted |= coop;
+    }
     let features = adapter.features() & wanted;
+    let experimental_features = if coop_on {
+        // SAFETY: wgpu's condition for experimental features is that its implementation of
+        // them may still hold bugs; gpu-linalg uses only cooperative-matrix loads, stores and
+        // multiply-adds on workgroup memory, in shaders/matmul_coop.wgsl.
+        unsafe { wgpu::ExperimentalFeatures::enabled() }
+    } else {
+        wgpu::ExperimentalFeatures::disabled()
+    };
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("gpu-linalg"),
         required_features: features,
         required_limits: adapter.limits(),
+        experimental_features,
         ..Default::default()
     }))
     .map_err(|e| Error::Device(format!("{} ({}): {e}", info.name, api_name(info.backend))))?;
-    Ok(Gpu::new(device, queue, info, setup))
+    let cooperative = if coop_on {
+        adapter.cooperative_matrix_properties()
+    } else {
+        Vec::new()
+    };
+    Ok(Gpu::new(device, queue, info, setup, cooperative))
 }

@@ -105,6 +105,10 @@ pub(crate) struct DeviceSetup {
     pub submit: Option<SubmitMode>,
 }
 
+/// Environment variable that keeps the cooperative-matrix feature (the matrix units of the
+/// float16 GEMM) off, set to `off`, where the adapter offers it.
+pub const COOPERATIVE_MATRIX_ENV: &str = "GPU_LINALG_COOPERATIVE_MATRIX";
+
 /// A wgpu device and queue with everything gpu-linalg keeps per device.
 pub(crate) struct Gpu {
     pub device: wgpu::Device,
@@ -112,6 +116,8 @@ pub(crate) struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The cooperative-matrix configurations the adapter offers (empty without the feature).
+    pub cooperative: Vec<wgpu::CooperativeMatrixProperties>,
     /// Whether kernels are built with runtime bounds checks on this device.
     pub checked: bool,
     pub(crate) pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
@@ -131,6 +137,7 @@ impl Gpu {
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
         setup: DeviceSetup,
+        cooperative: Vec<wgpu::CooperativeMatrixProperties>,
     ) -> Arc<Gpu> {
         let lost = Arc::new(Mutex::new(None));
         let lost_cb = lost.clone();
@@ -162,6 +169,7 @@ impl Gpu {
             info,
             limits,
             features,
+            cooperative,
             checked,
             pipelines: Mutex::new(HashMap::new()),
             pool: Pool::default(),

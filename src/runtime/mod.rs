@@ -24,7 +24,7 @@ pub(crate) mod tune;
 mod window;
 
 pub use adapter::{list_adapters, AdapterSummary, Backend, DeviceSummary};
-pub use device::{BoundsChecks, LOOP_SLICE_CPU_ADAPTER};
+pub use device::{BoundsChecks, COOPERATIVE_MATRIX_ENV, LOOP_SLICE_CPU_ADAPTER};
 pub use params::{ParamField, ParamsLayout};
 pub use stream::{
     thread_counters, GpuCounters, SubmitMode, MAX_PENDING_BYTES, MAX_PENDING_DISPATCHES,

@@ -234,3 +234,37 @@ fn converted_tensors_run_through_both_backends() {
         assert_eq!(idx.to_vec_of::<u32>().unwrap().len(), m);
     }
 }
+
+/// With the `half` feature, the half crate's f16 and bf16 build float16 and bfloat16 tensors
+/// and read them back, bit for bit, through a GPU upload and download too.
+#[cfg(feature = "half")]
+#[test]
+fn half_crate_types_round_trip() {
+    let f = [
+        half::f16::from_f32(1.5),
+        half::f16::from_f32(-0.0),
+        half::f16::MAX,
+        half::f16::NAN,
+    ];
+    let t = Tensor::from_slice(&[2, 2], &f).unwrap();
+    assert_eq!(t.dtype(), DType::F16);
+    let bits = |v: &[half::f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&t.to_vec_of::<half::f16>().unwrap()), bits(&f));
+    assert_eq!(t.to_vec().unwrap()[0], 1.5);
+    let b = [half::bf16::from_f32(3.0), half::bf16::from_f32(-1e30)];
+    let tb = Tensor::from_slice(&[2], &b).unwrap();
+    assert_eq!(tb.dtype(), DType::BF16);
+    assert_eq!(tb.to_vec_of::<half::bf16>().unwrap(), b);
+    assert!(tb
+        .to_vec_of::<half::f16>()
+        .unwrap_err()
+        .to_string()
+        .contains("bfloat16"));
+    if let Some(ctx) = common::gpu() {
+        // Up and back through the GPU (a cast to the same type is the tensor itself).
+        let g = ctx
+            .cast(&ctx.cast(&t, DType::F32).unwrap(), DType::F16)
+            .unwrap();
+        assert_eq!(bits(&g.to_vec_of::<half::f16>().unwrap()), bits(&f));
+    }
+}

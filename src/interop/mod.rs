@@ -51,14 +51,32 @@ mod ndarray;
 
 fn unsupported<T>(what: &str) -> Error {
     Error::InvalidArgument(format!(
-        "{what}: element type {} is not supported; tensors hold f32 values or u32 indices",
+        "{what}: element type {} is not supported; tensors hold f32 values, u32 indices or \
+         (with the `half` feature) half::f16 and half::bf16 values",
         type_name::<T>()
     ))
 }
 
+/// The half-precision dtype of the element type `t` (the half crate's `f16` and `bf16`, with
+/// the `half` feature), else `None`.
+fn half_dtype(t: TypeId) -> Option<DType> {
+    #[cfg(feature = "half")]
+    {
+        if t == TypeId::of::<half::f16>() {
+            return Some(DType::F16);
+        }
+        if t == TypeId::of::<half::bf16>() {
+            return Some(DType::BF16);
+        }
+    }
+    let _ = t;
+    None
+}
+
 impl Tensor {
     /// Builds a host tensor from a slice of `f32` values or `u32` indices (the dtype follows
-    /// `T`), row-major. Any other element type is an error naming it.
+    /// `T`), or with the `half` feature of `half::f16` / `half::bf16` values (a float16 or
+    /// bfloat16 tensor), row-major. Any other element type is an error naming it.
     ///
     /// ```
     /// use gpu_linalg::{DType, Tensor};
@@ -73,6 +91,8 @@ impl Tensor {
             Tensor::from_vec(shape, bytemuck::cast_slice::<T, f32>(data).to_vec())
         } else if t == TypeId::of::<u32>() {
             Tensor::from_vec_u32(shape, bytemuck::cast_slice::<T, u32>(data).to_vec())
+        } else if let Some(dtype) = half_dtype(t) {
+            Tensor::from_half_bits(shape, dtype, bytemuck::cast_slice::<T, u16>(data).to_vec())
         } else {
             Err(unsupported::<T>("Tensor::from_slice"))
         }
@@ -94,6 +114,8 @@ impl Tensor {
             DType::F32
         } else if t == TypeId::of::<u32>() {
             DType::U32
+        } else if let Some(dtype) = half_dtype(t) {
+            dtype
         } else {
             return Err(unsupported::<T>("Tensor::to_vec_of"));
         };
@@ -117,7 +139,9 @@ impl Tensor {
             DType::U32 => {
                 bytemuck::allocation::try_cast_vec(self.to_vec_u32()?).map_err(|(e, _)| cast(e))
             }
-            DType::F16 | DType::BF16 => Err(unsupported::<T>("Tensor::to_vec_of")),
+            DType::F16 | DType::BF16 => {
+                bytemuck::allocation::try_cast_vec(self.to_half_bits()?).map_err(|(e, _)| cast(e))
+            }
         }
     }
 

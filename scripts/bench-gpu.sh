@@ -28,6 +28,12 @@ bin=target/release/gpu-linalg
   --json "$out/decomp.json" --plot "$out/decomp.svg" | tee "$out/decomp.txt"
 "$bin" --backend gpu bench --ops svd-batched --sizes 10000x16x16,1000x32x32 --repeat 5 \
   --json "$out/batched.json" | tee "$out/batched.txt"
+# Half precision beside float32 (float16 takes the cooperative-matrix GEMM where the adapter
+# offers it; `info` lists the features).
+"$bin" --backend gpu bench --ops matmul,matmul-f16,matmul-bf16 --sizes 1024,4096 --repeat 10 \
+  --json "$out/half.json" | tee "$out/half.txt"
+GPU_LINALG_COOPERATIVE_MATRIX=off "$bin" --backend gpu bench --ops matmul-f16 --sizes 4096 \
+  --repeat 10 | tee -a "$out/half.txt"
 # Split-k: a product with few output blocks and a long k, split by default and not.
 "$bin" --backend gpu bench --ops matmul --sizes 256x16384x256 --repeat 10 | tee "$out/splitk.txt"
 GPU_LINALG_MATMUL_SPLIT_K=off "$bin" --backend gpu bench --ops matmul --sizes 256x16384x256 \
@@ -53,6 +59,14 @@ for n in map(int, os.environ["SIZES"].split(",")):
         t = time.perf_counter(); a @ b; sync(); ts.append(time.perf_counter() - t)
     ts.sort(); m = ts[len(ts) // 2]
     print(f"matmul {n}x{n}x{n}: median {m*1e3:.3f} ms = {2*n**3/m/1e9:.1f} GFLOP/s")
+for n in (1024, 4096):
+    a = torch.rand(n, n, device=dev, dtype=torch.float16); b = torch.rand(n, n, device=dev, dtype=torch.float16)
+    for _ in range(3): a @ b
+    sync(); ts = []
+    for _ in range(10):
+        t = time.perf_counter(); a @ b; sync(); ts.append(time.perf_counter() - t)
+    ts.sort(); m = ts[len(ts) // 2]
+    print(f"matmul fp16 {n}x{n}x{n}: median {m*1e3:.3f} ms = {2*n**3/m/1e9:.1f} GFLOP/s")
 # The conv2d layers of `gpu-linalg bench` (cuDNN, fp32, TF32 off).
 layers = [((1, 64, 56, 56), (64, 64, 3, 3), 1, 1), ((1, 256, 14, 14), (256, 256, 3, 3), 1, 1),
           ((1, 256, 56, 56), (256, 1, 3, 3), 1, 256), ((1, 256, 28, 28), (128, 256, 1, 1), 0, 1)]

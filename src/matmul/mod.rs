@@ -123,6 +123,20 @@ impl OperandB {
     }
 }
 
+/// Both operands hold floats (float32, float16 or bfloat16), or an error naming the other.
+fn check_float_operands(a: &Tensor, b: &Tensor) -> Result<()> {
+    for (name, t) in [("A", a), ("B", b)] {
+        if t.dtype() != DType::F32 && !t.dtype().is_half() {
+            return Err(Error::InvalidArgument(format!(
+                "matmul operand {name} (shape {:?}) is {}; expected float32, float16 or bfloat16",
+                t.shape(),
+                t.dtype().name()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The stored 2-D shape of a matmul operand of an unbatched `plan` (a promoted 1-D operand
 /// as its matrix): A as m×k (k×m when transposed), B as k×n (n×k when transposed).
 fn stored_2d(plan: &MatmulPlan, transposed: bool, is_a: bool) -> Vec<usize> {
@@ -606,18 +620,10 @@ impl Context {
         opts: &MatmulOptions,
         structure: MatmulStructure,
     ) -> Result<Tensor> {
+        check_float_operands(a, b)?;
         let half = |t: &Tensor| t.dtype().is_half();
         if half(a) || half(b) || opts.bias.is_some_and(half) || opts.out_dtype.is_some() {
             return self.matmul_via_f32(a, b, opts, structure);
-        }
-        for (name, t) in [("A", a), ("B", b)] {
-            if t.dtype() != DType::F32 {
-                return Err(Error::InvalidArgument(format!(
-                    "matmul operand {name} (shape {:?}) is {}; expected float32",
-                    t.shape(),
-                    t.dtype().name()
-                )));
-            }
         }
         let plan = MatmulPlan::new(a.shape(), b.shape(), opts.transpose_a, opts.transpose_b)?;
         plan.check_bias(opts.bias)?;
@@ -647,16 +653,6 @@ impl Context {
         structure: MatmulStructure,
     ) -> Result<Tensor> {
         let float = |t: &Tensor| t.dtype() == DType::F32 || t.dtype().is_half();
-        for (name, t) in [("A", a), ("B", b)] {
-            if !float(t) {
-                return Err(Error::InvalidArgument(format!(
-                    "matmul operand {name} (shape {:?}) is {}; expected float32, float16 or \
-                     bfloat16",
-                    t.shape(),
-                    t.dtype().name()
-                )));
-            }
-        }
         let out = match opts.out_dtype {
             Some(d) if d == DType::F32 || d.is_half() => d,
             Some(d) => {

@@ -45,7 +45,8 @@
 //!
 //! ## Resident tensors and readback
 //!
-//! A [`Tensor`] is a dtype ([`DType::F32`] values or [`DType::U32`] indices), a shape of 0 to
+//! A [`Tensor`] is a dtype ([`DType::F32`] values, [`DType::U32`] indices, or the half-precision
+//! [`DType::F16`] and [`DType::BF16`], converted by [`Context::cast`]), a shape of 0 to
 //! [`tensor::MAX_DIMS`] dims, row-major and contiguous, and storage ([`Location`]): a GPU buffer
 //! or host memory. Tensors made by a GPU context ([`Context::tensor`], or any op's output) stay
 //! on the GPU between ops; nothing is read back until you ask: [`Tensor::to_vec`],
@@ -123,6 +124,7 @@ pub mod context;
 pub mod conv;
 pub mod convert;
 pub mod decomp;
+mod dtype;
 pub mod elementwise;
 pub mod error;
 mod householder;

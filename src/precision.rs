@@ -5,7 +5,7 @@
 //! [`DType::F16`]: crate::DType::F16
 //! [`DType::BF16`]: crate::DType::BF16
 
-use crate::tensor::DType;
+use crate::dtype::DType;
 
 /// IEEE binary16 bits of `x`, rounded to nearest (ties to even): overflow gives ±∞, NaN a quiet
 /// NaN of the same sign, f32 subnormals round to ±0.

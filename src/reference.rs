@@ -2,8 +2,8 @@
 //! reference result type and its checker, and LAPACK's residual ratios.
 
 use crate::activation::Activation;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::DType;
 
 /// ε of LAPACK's driver-test ratios: 2⁻²³ (LAPACK's "precision" for f32).
 pub const RATIO_EPS: f64 = 1.0 / 8_388_608.0;

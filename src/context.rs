@@ -511,7 +511,7 @@ impl Context {
 /// (little-endian u16s in order), the last word zero-padded.
 fn half_words(bits: &[u16]) -> Vec<u8> {
     let mut bytes: Vec<u8> = bytemuck::cast_slice(bits).to_vec();
-    bytes.resize(bits.len().div_ceil(2) * 4, 0);
+    bytes.resize(DType::F16.storage_bytes(bits.len()), 0);
     bytes
 }
 

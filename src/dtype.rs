@@ -31,4 +31,19 @@ impl DType {
     pub fn is_half(self) -> bool {
         matches!(self, DType::F16 | DType::BF16)
     }
+
+    /// Whether this is a float type (float32, float16 or bfloat16).
+    pub fn is_float(self) -> bool {
+        self == DType::F32 || self.is_half()
+    }
+
+    /// Bytes `len` elements of this type take in a GPU buffer: four each, or two each for the
+    /// half types, packed two per 32-bit word (the last word zero-padded).
+    pub(crate) fn storage_bytes(self, len: usize) -> usize {
+        if self.is_half() {
+            len.div_ceil(2) * 4
+        } else {
+            len * 4
+        }
+    }
 }

@@ -267,7 +267,7 @@ impl Tensor {
                 "a half-precision tensor without half storage".into(),
             )),
             Storage::Gpu(buf) => {
-                let words = buf.read(self.len().div_ceil(2) * 4)?;
+                let words = buf.read(self.dtype.storage_bytes(self.len()))?;
                 let mut bits: Vec<u16> = bytemuck::pod_collect_to_vec(&words);
                 bits.truncate(self.len());
                 Ok(bits)

@@ -28,14 +28,6 @@ pub(crate) fn params_layouts() -> Vec<crate::runtime::ParamsLayout> {
     vec![ConvertParams::layout(SOURCE.to_string())]
 }
 
-/// Bytes a GPU buffer of `len` elements of `dtype` holds (half types: two per 32-bit word).
-pub(crate) fn gpu_bytes(dtype: DType, len: usize) -> usize {
-    match dtype {
-        DType::F16 | DType::BF16 => len.div_ceil(2) * 4,
-        _ => len * 4,
-    }
-}
-
 /// One conversion pass on the GPU: `entry` (`narrow` or `widen`) of `len` elements from `src`
 /// into a new buffer of `to`'s layout, for the half type `half`.
 fn pass(
@@ -44,8 +36,8 @@ fn pass(
     len: usize,
     (entry, half, to): (&str, DType, DType),
 ) -> Result<Arc<GpuBuffer>> {
-    let from_bytes = gpu_bytes(if to == DType::F32 { half } else { DType::F32 }, len);
-    let to_bytes = gpu_bytes(to, len);
+    let from_bytes = if to == DType::F32 { half } else { DType::F32 }.storage_bytes(len);
+    let to_bytes = to.storage_bytes(len);
     gpu.check_binding(from_bytes as u64, "the cast's input")?;
     gpu.check_binding(to_bytes as u64, "the cast's output")?;
     let out = gpu.alloc(to_bytes.max(4) as u64, "cast result")?;
@@ -119,11 +111,6 @@ fn cast_error(from: DType, to: DType) -> Error {
     ))
 }
 
-/// Whether `dtype` is one of the float types [`Context::cast`] converts.
-fn is_float(dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
-}
-
 impl Context {
     /// `x` as another float type, like numpy's `x.astype(dtype)`: float32 ↔ float16 ↔
     /// bfloat16, rounding to nearest (ties to even) when narrowing — overflow to ±∞, NaN stays
@@ -140,7 +127,7 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn cast(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
-        if !is_float(x.dtype()) || !is_float(dtype) {
+        if !x.dtype().is_float() || !dtype.is_float() {
             return Err(cast_error(x.dtype(), dtype));
         }
         if x.dtype() == dtype {
@@ -186,7 +173,7 @@ impl Context {
         let floats: Vec<DType> = inputs
             .iter()
             .map(|t| t.dtype())
-            .filter(|&d| is_float(d))
+            .filter(|d| d.is_float())
             .collect();
         let out = match floats.first() {
             Some(&d) if floats.iter().all(|&e| e == d) => d,

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::activation::Activation;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::runtime::{shader, trusted_pipeline, u32_of, Bind, Gpu, GpuBuffer};
 
@@ -65,7 +66,7 @@ pub(crate) fn run(
     (bias, activation): (Option<&Arc<GpuBuffer>>, Activation),
     sg: u32,
 ) -> Result<Arc<GpuBuffer>> {
-    let half_bytes = |len: usize| (len.div_ceil(2) * 4).max(4) as u64;
+    let half_bytes = |len: usize| DType::F16.storage_bytes(len).max(4) as u64;
     let out_bytes = (m * n * 4).max(4) as u64;
     for (bytes, what) in [
         (half_bytes(m * k), "cooperative matmul A"),

@@ -126,7 +126,7 @@ impl OperandB {
 /// Both operands hold floats (float32, float16 or bfloat16), or an error naming the other.
 fn check_float_operands(a: &Tensor, b: &Tensor) -> Result<()> {
     for (name, t) in [("A", a), ("B", b)] {
-        if t.dtype() != DType::F32 && !t.dtype().is_half() {
+        if !t.dtype().is_float() {
             return Err(Error::InvalidArgument(format!(
                 "matmul operand {name} (shape {:?}) is {}; expected float32, float16 or bfloat16",
                 t.shape(),
@@ -652,9 +652,8 @@ impl Context {
         opts: &MatmulOptions,
         structure: MatmulStructure,
     ) -> Result<Tensor> {
-        let float = |t: &Tensor| t.dtype() == DType::F32 || t.dtype().is_half();
         let out = match opts.out_dtype {
-            Some(d) if d == DType::F32 || d.is_half() => d,
+            Some(d) if d.is_float() => d,
             Some(d) => {
                 return Err(Error::InvalidArgument(format!(
                     "matmul out_dtype {} is not a float type (float32, float16, bfloat16)",
@@ -669,7 +668,7 @@ impl Context {
             return self.cast(&c, out);
         }
         let bias = match opts.bias {
-            Some(t) if float(t) => Some(wide(t)?),
+            Some(t) if t.dtype().is_float() => Some(wide(t)?),
             Some(t) => Some(t.clone()),
             None => None,
         };

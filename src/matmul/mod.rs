@@ -108,18 +108,10 @@ struct OperandB {
 }
 
 impl OperandB {
-    /// Whether the blocked kernel's vec4 loads of B along its contiguous dimension are
-    /// 16-byte aligned: that dimension's stride is 1 and every other stride a multiple of 4.
+    /// Whether the blocked kernel's vec4 loads of B are 16-byte aligned ([`vec4_aligned`]).
     fn vec4_aligned(&self) -> bool {
         let (rs, cs, [b0, b1]) = self.strides;
-        let other = if cs == 1 {
-            rs
-        } else if rs == 1 {
-            cs
-        } else {
-            return false;
-        };
-        [other, b0, b1].iter().all(|s| s % 4 == 0)
+        vec4_aligned((rs, cs), &[b0, b1])
     }
 }
 
@@ -135,21 +127,6 @@ fn check_float_operands(a: &Tensor, b: &Tensor) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The stored 2-D shape of a matmul operand of an unbatched `plan` (a promoted 1-D operand
-/// as its matrix): A as m×k (k×m when transposed), B as k×n (n×k when transposed).
-fn stored_2d(plan: &MatmulPlan, transposed: bool, is_a: bool) -> Vec<usize> {
-    let (rows, cols) = if is_a {
-        (plan.m, plan.k)
-    } else {
-        (plan.k, plan.n)
-    };
-    if transposed {
-        vec![cols, rows]
-    } else {
-        vec![rows, cols]
-    }
 }
 
 /// Everything a GPU matmul dispatch needs, resolved.
@@ -699,14 +676,11 @@ impl Context {
         {
             return Ok(None);
         }
-        let (&[m, k], &[k2, n]) = (a.shape(), b.shape()) else {
+        let (&[m, k], &[_, n]) = (a.shape(), b.shape()) else {
             return Ok(None);
         };
-        let plan = MatmulPlan::new(a.shape(), b.shape(), false, false)?;
-        plan.check_bias(opts.bias)?;
-        if k != k2 {
-            return Ok(None);
-        }
+        // The shapes' and bias's errors, as the other kernels give them.
+        MatmulPlan::new(a.shape(), b.shape(), false, false)?.check_bias(opts.bias)?;
         let bias = opts.bias.map(|t| self.cast(t, DType::F32)).transpose()?;
         let bias = bias.as_ref().map(|t| self.resident(t)).transpose()?;
         let (ab, bb) = (self.resident(a)?, self.resident(b)?);
@@ -815,42 +789,55 @@ impl Context {
         let mut out = self.sum(&parts, Some(0))?;
         let tail = slices * ks;
         if tail < plan.k {
-            // The k mod slices last terms: op(A)[:, tail..] · op(B)[tail.., :].
-            let (ka, kb) = (
-                usize::from(!opts.transpose_a),
-                usize::from(opts.transpose_b),
-            );
-            let (ap, bp) = (
-                self.slice_axis(
-                    &a.reshape(&stored_2d(plan, opts.transpose_a, true))?,
-                    ka,
-                    tail,
-                    plan.k,
-                )?,
-                self.slice_axis(
-                    &b.reshape(&stored_2d(plan, opts.transpose_b, false))?,
-                    kb,
-                    tail,
-                    plan.k,
-                )?,
-            );
-            let part_plan =
-                MatmulPlan::new(ap.shape(), bp.shape(), opts.transpose_a, opts.transpose_b)?;
-            let part_opts = MatmulOptions {
-                bias: None,
-                activation: Activation::None,
-                ..*opts
-            };
-            let part = self.matmul_gpu(gpu, &part_plan, &ap, &bp, &part_opts, job.structure)?;
-            out = self.add(&out, &part)?;
+            // The k mod slices last terms, as m×n like the sum (numpy's shape comes last).
+            let part = self.k_slice_product(gpu, (a, b), opts, structure, (tail, plan.k))?;
+            out = self.add(&out, &part.reshape(&[plan.m, plan.n])?)?;
         }
+        self.epilogue_after_sum(out, opts)?.reshape(&plan.out_shape)
+    }
+
+    /// op(A)[.., k0..k1] · op(B)[k0..k1, ..] on the GPU, without bias or activation (a part of
+    /// a product summed from slices of k; B's triangle, if any, is not the slice's own).
+    fn k_slice_product(
+        &self,
+        gpu: &Arc<Gpu>,
+        (a, b): (&Tensor, &Tensor),
+        opts: &MatmulOptions,
+        structure: MatmulStructure,
+        (k0, k1): (usize, usize),
+    ) -> Result<Tensor> {
+        // The axis that holds k in each operand as stored.
+        let k_axis = |t: &Tensor, transposed: bool, is_a: bool| match t.ndim() {
+            0 | 1 => 0,
+            d if transposed == is_a => d - 2,
+            d => d - 1,
+        };
+        let (ap, bp) = (
+            self.slice_axis(a, k_axis(a, opts.transpose_a, true), k0, k1)?,
+            self.slice_axis(b, k_axis(b, opts.transpose_b, false), k0, k1)?,
+        );
+        let plan = MatmulPlan::new(ap.shape(), bp.shape(), opts.transpose_a, opts.transpose_b)?;
+        let part_opts = MatmulOptions {
+            bias: None,
+            activation: Activation::None,
+            ..*opts
+        };
+        let part_structure = MatmulStructure {
+            b_upper: false,
+            ..structure
+        };
+        self.matmul_gpu(gpu, &plan, &ap, &bp, &part_opts, part_structure)
+    }
+
+    /// The bias and activation of `opts` applied to a product summed from parts.
+    fn epilogue_after_sum(&self, mut out: Tensor, opts: &MatmulOptions) -> Result<Tensor> {
         if let Some(bias) = opts.bias {
             out = self.add(&out, bias)?;
         }
         if opts.activation != Activation::None {
             out = self.activate(&out, opts.activation)?;
         }
-        out.reshape(&plan.out_shape)
+        Ok(out)
     }
 
     /// `matmul_gpu` over slices of the shared dimension, each at most
@@ -866,51 +853,19 @@ impl Context {
         opts: &MatmulOptions,
         structure: MatmulStructure,
     ) -> Result<Tensor> {
-        // A slice of k starts below B's first row: its triangle is not the slice's own.
-        let part_structure = MatmulStructure {
-            b_upper: false,
-            ..structure
-        };
-        // The axis that holds k in each operand as stored.
-        let k_axis = |t: &Tensor, transposed: bool, is_a: bool| match t.ndim() {
-            0 | 1 => 0,
-            d if transposed == is_a => d - 2,
-            d => d - 1,
-        };
-        let (ka, kb) = (
-            k_axis(a, opts.transpose_a, true),
-            k_axis(b, opts.transpose_b, false),
-        );
-        let part_opts = MatmulOptions {
-            bias: None,
-            activation: Activation::None,
-            ..*opts
-        };
         let mut sum: Option<Tensor> = None;
         let mut k0 = 0;
         while k0 < plan.k {
             let k1 = (k0 + MAX_K_PER_PASS_CPU_ADAPTER).min(plan.k);
-            let (ap, bp) = (
-                self.slice_axis(a, ka, k0, k1)?,
-                self.slice_axis(b, kb, k0, k1)?,
-            );
-            let part_plan =
-                MatmulPlan::new(ap.shape(), bp.shape(), opts.transpose_a, opts.transpose_b)?;
-            let part = self.matmul_gpu(gpu, &part_plan, &ap, &bp, &part_opts, part_structure)?;
+            let part = self.k_slice_product(gpu, (a, b), opts, structure, (k0, k1))?;
             sum = Some(match sum {
                 None => part,
                 Some(s) => self.add(&s, &part)?,
             });
             k0 = k1;
         }
-        let mut out = sum.ok_or_else(|| Error::Shape("matmul: no slices of k".into()))?;
-        if let Some(bias) = opts.bias {
-            out = self.add(&out, bias)?;
-        }
-        if opts.activation != Activation::None {
-            out = self.activate(&out, opts.activation)?;
-        }
-        Ok(out)
+        let out = sum.ok_or_else(|| Error::Shape("matmul: no slices of k".into()))?;
+        self.epilogue_after_sum(out, opts)
     }
 
     /// The matmul kernel this context uses for large products (the bucket of an n³ product,

@@ -365,16 +365,10 @@ impl MatmulPlan {
     /// contiguous dimension are 16-byte aligned: that dimension's stride is 1 and the offset
     /// and every other stride are multiples of 4.
     pub(crate) fn a_vec4_aligned(&self, offset: usize) -> bool {
-        let other = if self.a_cs == 1 {
-            self.a_rs
-        } else if self.a_rs == 1 {
-            self.a_cs
-        } else {
-            return false;
-        };
-        [offset, other, self.a_bs[0], self.a_bs[1]]
-            .iter()
-            .all(|s| s % 4 == 0)
+        vec4_aligned(
+            (self.a_rs, self.a_cs),
+            &[offset, self.a_bs[0], self.a_bs[1]],
+        )
     }
 
     /// Distance between consecutive stored matrices of B (k·n for a batched B; the slice
@@ -391,15 +385,13 @@ impl MatmulPlan {
     /// operands; more for the strided slices of a split k).
     pub(crate) fn b_extent(&self) -> usize {
         let last = self.b_base(self.batches().max(1) - 1);
-        let reach = last + (self.k.max(1) - 1) * self.b_rs + (self.n.max(1) - 1) * self.b_cs + 1;
-        reach.max(self.b_count * self.k * self.n)
+        reach(last, (self.k, self.b_rs), (self.n, self.b_cs)).max(self.b_count * self.k * self.n)
     }
 
     /// One past the last element of A any batch reads (see [`MatmulPlan::b_extent`]).
     pub(crate) fn a_extent(&self) -> usize {
         let last = self.a_base(self.batches().max(1) - 1);
-        let reach = last + (self.m.max(1) - 1) * self.a_rs + (self.k.max(1) - 1) * self.a_cs + 1;
-        reach.max(last + self.m * self.k)
+        reach(last, (self.m, self.a_rs), (self.k, self.a_cs)).max(last + self.m * self.k)
     }
 
     /// Offset of batch `z`'s matrix in B.
@@ -430,4 +422,26 @@ impl MatmulPlan {
         }
         Ok(())
     }
+}
+
+/// One past the last element a `rows`×`cols` matrix at `base` with strides (`rs`, `cs`)
+/// reaches (an empty dimension counts as one).
+fn reach(base: usize, (rows, rs): (usize, usize), (cols, cs): (usize, usize)) -> usize {
+    base + (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs + 1
+}
+
+/// Whether vec4 loads along an operand's contiguous dimension (strides (`rs`, `cs`), one of
+/// them 1) are 16-byte aligned: the other stride and every offset or batch stride in `rest`
+/// are multiples of 4 elements. `false` when neither stride is 1.
+pub(crate) fn vec4_aligned((rs, cs): (usize, usize), rest: &[usize]) -> bool {
+    let other = if cs == 1 {
+        rs
+    } else if rs == 1 {
+        cs
+    } else {
+        return false;
+    };
+    std::iter::once(other)
+        .chain(rest.iter().copied())
+        .all(|s| s % 4 == 0)
 }

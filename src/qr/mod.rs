@@ -132,18 +132,22 @@ fn cholesky_qr(
                 (g[i * n + j], g[j * n + i]) = (x, x);
             }
         }
-        let plain_r = cholesky_upper(&g, n, 0.0).filter(|(r, rel)| {
-            if passes == 1 {
-                let kappa = norm2_estimate(r, n, 12) * norm2_estimate(&upper_inverse(r, n), n, 12);
-                kappa <= PLAIN_FIRST_MAX_KAPPA
-            } else {
-                *rel >= PLAIN_MIN_PIVOT
+        // A plain pass's factor and its inverse (computed once: the first pass's condition
+        // estimate needs it too), if the plain pass may run.
+        let plain_r = cholesky_upper(&g, n, 0.0).and_then(|(r, rel)| {
+            if passes > 1 && rel < PLAIN_MIN_PIVOT {
+                return None;
             }
+            let inverse = upper_inverse(&r, n);
+            let accept = passes > 1
+                || norm2_estimate(&r, n, 12) * norm2_estimate(&inverse, n, 12)
+                    <= PLAIN_FIRST_MAX_KAPPA;
+            accept.then_some((r, inverse))
         });
-        let r = match plain_r {
-            Some((r, _)) => {
+        let (r, inverse) = match plain_r {
+            Some(pair) => {
                 plain += 1;
-                r
+                pair
             }
             None => {
                 plain = 0;
@@ -151,12 +155,15 @@ fn cholesky_qr(
                 let fro2: f64 = (0..n).map(|j| g[j * n + j]).sum();
                 let shift = 11.0 * ((m * n + n * (n + 1)) as f64) * U * fro2;
                 match cholesky_upper(&g, n, shift) {
-                    Some((r, _)) if shift > 0.0 => r,
+                    Some((r, _)) if shift > 0.0 => {
+                        let inverse = upper_inverse(&r, n);
+                        (r, inverse)
+                    }
                     _ => return Ok(None),
                 }
             }
         };
-        let rinv = upload(ctx, n, n, &upper_inverse(&r, n))?;
+        let rinv = upload(ctx, n, n, &inverse)?;
         let triangular = MatmulStructure {
             b_upper: true,
             ..MatmulStructure::default()

@@ -205,9 +205,9 @@ fn per_matrix_kernel(gpu: &Gpu, entry: &str) -> Result<Arc<Kernel>> {
 fn unrolled_kernel(gpu: &Gpu, rows: usize, cols: usize) -> Result<Arc<Kernel>> {
     // SAFETY: the generated sweep returns unless b < batch and the uniform rows and cols are
     // the ones it was generated for; it then reads and writes W at b·rows·cols + i
-    // (i < rows·cols), V at b·cols² + i (i < cols²), state at 3b … 3b + 2 and stats[1], [3],
-    // and run_batched binds W, V and state with batch·rows·cols, batch·cols² and 3·batch
-    // floats and stats with 4 words. It has no loops.
+    // (i < rows·cols), V at b·cols² + i (i < cols²), state at 3b … 3b + 2 and stats[0], [1],
+    // [3], and run_batched binds W, V and state with batch·rows·cols, batch·cols² and 3·batch
+    // floats and stats with 4 words. Its one loop ends after at most max(1, sweeps) passes.
     unsafe {
         trusted_pipeline(
             gpu,

@@ -7,15 +7,15 @@
 //! per-lane scalar load or store, while private variables with constant indices become SIMD
 //! registers (or contiguous spills): the loop kernel (`svd_batched_sweep`) spends most of its
 //! time in those per-lane accesses, this one reads W and V once and writes them once per
-//! dispatch. Its one loop runs a few times, far inside lavapipe's per-invocation loop budget. On real GPUs the
-//! per-invocation state (2·cols·rows floats) would spill: there the workgroup kernel serves, and
-//! the tuner decides.
+//! dispatch. Its one loop runs a few times, far inside lavapipe's per-invocation loop budget.
+//! On real GPUs the per-invocation state (2·cols·rows floats) would spill: there the workgroup
+//! kernel serves, and the tuner decides.
 
 use std::fmt::Write;
 
 /// The largest rows × cols² (the straight-line code's size, in row operations per sweep) the
-/// unrolled sweep is generated for; larger shapes run the loop kernel. 16×16 is 4,096; 32×32
-/// (32,768) takes LLVM tens of seconds to compile on lavapipe.
+/// unrolled sweep is generated for; larger shapes run the loop kernel. 16×16 is 4,096 (under a
+/// second to compile on lavapipe); LLVM took ~30 s for 20×20 (8,000) and minutes for 32×32.
 pub const UNROLLED_MAX_WORK: usize = 16 * 16 * 16;
 
 /// Whether the unrolled sweep is generated for `rows`×`cols` work matrices (cols ≤ rows).

@@ -600,7 +600,7 @@ fn sizes_per_op<'o>(ops: &[(&'o str, &[&str])], sizes: &Option<String>) -> Resul
 /// the forms the op takes.
 fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec<usize>>> {
     let forms: &[usize] = match op {
-        "matmul" | "matmul-f16" | "matmul-bf16" => &[1, 3],
+        op if matmul_dtype(op).is_some() => &[1, 3],
         "svd" | "svdvals" | "qr" => &[1, 2],
         "svd-batched" => &[3],
         "solve" => &[1, 2, 3],
@@ -623,9 +623,7 @@ fn parse_sizes(op: &str, s: &Option<String>, default: &[&str]) -> Result<Vec<Vec
                 _ => Err(Error::InvalidArgument(format!(
                     "bad size '{item}' in --sizes for {op}; expected {}",
                     match op {
-                        "matmul" | "matmul-f16" | "matmul-bf16" => {
-                            "n or MxKxN, like 256 or 512x1024x256"
-                        }
+                        op if matmul_dtype(op).is_some() => "n or MxKxN, like 256 or 512x1024x256",
                         "svd" | "svdvals" | "qr" => "n or MxN, like 256 or 4096x256",
                         "svd-batched" => "BxMxN, like 10000x16x16",
                         "solve" => "n, or BxNxN for a batch, like 1024 or 10000x16x16",
@@ -867,6 +865,18 @@ fn matmul_case(m: usize, k: usize, n: usize, note: &'static str) -> Result<Bench
     matmul_case_in(DType::F32, m, k, n, note)
 }
 
+/// The matmul ops of the bench and the element type of each one's inputs.
+const MATMUL_OPS: [(&str, DType); 3] = [
+    ("matmul", DType::F32),
+    ("matmul-f16", DType::F16),
+    ("matmul-bf16", DType::BF16),
+];
+
+/// The input type of matmul op `op` ([`MATMUL_OPS`]), `None` for the other ops.
+fn matmul_dtype(op: &str) -> Option<DType> {
+    MATMUL_OPS.iter().find(|(o, _)| *o == op).map(|&(_, d)| d)
+}
+
 /// [`matmul_case`] with inputs of `dtype` (the result in it too, numpy's promotion).
 fn matmul_case_in(
     dtype: DType,
@@ -877,11 +887,10 @@ fn matmul_case_in(
 ) -> Result<BenchCase> {
     let plan = MatmulPlan::new(&[m, k], &[k, n], false, false)?;
     Ok(BenchCase {
-        op: match dtype {
-            DType::F16 => "matmul-f16",
-            DType::BF16 => "matmul-bf16",
-            _ => "matmul",
-        },
+        op: MATMUL_OPS
+            .iter()
+            .find(|&&(_, d)| d == dtype)
+            .map_or("matmul", |&(o, _)| o),
         shape: format!("{m}x{k}x{n}"),
         size: ((m * k * n) as f64).cbrt(),
         note,
@@ -1460,23 +1469,16 @@ fn cases_for(op: &str, sizes: &[Vec<usize>]) -> Result<Vec<BenchCase>> {
         }
     };
     match op {
-        "matmul" | "matmul-f16" | "matmul-bf16" => {
-            let dtype = match op {
-                "matmul-f16" => DType::F16,
-                "matmul-bf16" => DType::BF16,
-                _ => DType::F32,
-            };
-            sizes
-                .iter()
-                .map(|d| match **d {
-                    [m, k, n] => matmul_case_in(dtype, m, k, n, " [shape]"),
-                    _ => {
-                        let n = d.first().copied().unwrap_or(0);
-                        matmul_case_in(dtype, n, n, n, "")
-                    }
-                })
-                .collect()
-        }
+        op if let Some(dtype) = matmul_dtype(op) => sizes
+            .iter()
+            .map(|d| match **d {
+                [m, k, n] => matmul_case_in(dtype, m, k, n, " [shape]"),
+                _ => {
+                    let n = d.first().copied().unwrap_or(0);
+                    matmul_case_in(dtype, n, n, n, "")
+                }
+            })
+            .collect(),
         "reduce" => Ok(sizes
             .iter()
             .map(|d| reduce_case(d.first().copied().unwrap_or(0)))

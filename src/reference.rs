@@ -61,11 +61,23 @@ impl Reference {
     /// type at the bound's edge (the rounding of the f32 result; nothing more for float32).
     /// The reference must be computed on the operands as rounded to their types.
     pub fn check_in(&self, got: &[f32], dtype: DType) -> Result<()> {
-        check_against(&self.shape, got, &self.values, |i| {
-            let b = self.bound(i);
-            b + half_ulp(dtype, self.values[i].abs() + b)
-        })
+        check_against_in(&self.shape, got, &self.values, |i| self.bound(i), dtype)
     }
+}
+
+/// [`check_against`] for a result stored in `dtype`: each bound plus half an ulp of that type
+/// at the bound's edge (the rounding of the f32 result; nothing more for float32).
+pub fn check_against_in(
+    shape: &[usize],
+    got: &[f32],
+    values: &[f64],
+    bound: impl Fn(usize) -> f64,
+    dtype: DType,
+) -> Result<()> {
+    check_against(shape, got, values, |i| {
+        let b = bound(i);
+        b + half_ulp(dtype, values[i].abs() + b)
+    })
 }
 
 /// Half an ulp of a value of magnitude `x` in `dtype` (0 for float32 and uint32): the most

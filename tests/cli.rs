@@ -1327,9 +1327,9 @@ fn bench_json_reads_back_into_typed_structs() {
     }
 }
 
-/// float16 files stay float16 through `matmul` (the result written as `<f2`, judged with
-/// `--verify`), `--dtype` converts on upload (bf16 results leave as float32), other ops read
-/// float16 files widened to float32.
+/// float16 files stay float16 through `matmul`, elementwise ops, reductions and convolutions
+/// (the result written as `<f2`, judged with `--verify`); `--dtype` converts their inputs on
+/// upload (bf16 results leave as float32).
 #[test]
 fn half_precision_npy_files() {
     use gpu_linalg::precision::f32_to_f16_bits;
@@ -1389,20 +1389,55 @@ fn half_precision_npy_files() {
             "f8",
         ]);
         assert_error(&out, "--dtype");
-        // An elementwise op reads the float16 file as float32.
+        // Elementwise ops, reductions and convolutions: float16 in, float16 out (verified),
+        // and --dtype converts their inputs too.
         let pe = d.join("e.npy");
+        for (dtype, want) in [(None, DType::F16), (Some("f32"), DType::F32)] {
+            let mut args = vec!["--backend", backend, "--verify", "elementwise", "abs"];
+            args.extend([s(&pa), "-o", s(&pe)]);
+            args.extend(dtype.map(|t| ["--dtype", t]).into_iter().flatten());
+            assert_ok(&run(&args));
+            let e = read_npy(&pe).unwrap();
+            assert_eq!(e.dtype, want, "{backend} {dtype:?}");
+            assert_eq!(e.data, ra.data.iter().map(|x| x.abs()).collect::<Vec<_>>());
+        }
+        let args = [
+            "--backend",
+            backend,
+            "--verify",
+            "reduce",
+            "sum",
+            s(&pa),
+            "--axis",
+            "1",
+        ];
+        assert_ok(&run(&[&args[..], &["-o", s(&pe)]].concat()));
+        assert_eq!(read_npy(&pe).unwrap().dtype, DType::F16);
+        assert_ok(&run(
+            &[&args[..], &["-o", s(&pe), "--dtype", "bf16"]].concat()
+        ));
+        assert_eq!(read_npy(&pe).unwrap().dtype, DType::F32);
+        let (px, pw) = (d.join("x.npy"), d.join("w.npy"));
+        let half = |len: usize, seed: u64| -> Vec<u16> {
+            common::data_full(len, seed)
+                .iter()
+                .map(|&v| f32_to_f16_bits(v))
+                .collect()
+        };
+        write_npy_f16(&px, &[2, 6, 7], &half(2 * 6 * 7, 3)).unwrap();
+        write_npy_f16(&pw, &[3, 2, 3, 3], &half(3 * 2 * 3 * 3, 4)).unwrap();
         let out = run(&[
             "--backend",
             backend,
-            "elementwise",
-            "abs",
-            s(&pa),
+            "--verify",
+            "conv2d",
+            s(&px),
+            s(&pw),
             "-o",
             s(&pe),
         ]);
         assert_ok(&out);
-        let e = read_npy(&pe).unwrap();
-        assert_eq!(e.dtype, DType::F32);
-        assert_eq!(e.data, ra.data.iter().map(|x| x.abs()).collect::<Vec<_>>());
+        let y = read_npy(&pe).unwrap();
+        assert_eq!((y.dtype, y.shape), (DType::F16, vec![3, 4, 5]));
     }
 }

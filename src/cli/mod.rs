@@ -59,7 +59,7 @@ enum Command {
         a: PathBuf,
         /// Right operand (.npy).
         b: PathBuf,
-        /// Output file (.npy, float32).
+        /// Output file (.npy: float32, float16 for a float16 result).
         #[arg(short, long)]
         output: PathBuf,
         /// Bias of shape [n] (.npy).
@@ -77,11 +77,8 @@ enum Command {
         /// Force a GPU kernel: naive, tiled:TMxTN, vec4:RMxRN4@WG or blocked:TMxTNkBK.
         #[arg(long)]
         kernel: Option<String>,
-        /// Convert the inputs to f32, f16 or bf16 on upload (default: each file's own type;
-        /// float16 files stay float16). The result follows numpy (f16 @ f16 → f16, written as
-        /// `<f2`); bfloat16 results are written as float32, numpy having no bfloat16.
-        #[arg(long)]
-        dtype: Option<String>,
+        #[command(flatten)]
+        dtype: DtypeArg,
     },
     /// 2-D convolution (torch.nn.functional.conv2d): X is NCHW or CHW, W is [C_out, C_in/groups, KH, KW].
     Conv2d(ConvArgs),
@@ -105,7 +102,7 @@ enum Command {
         op: String,
         /// Input (.npy).
         x: PathBuf,
-        /// Output file (.npy; float32, int64 for argmax/argmin).
+        /// Output file (.npy; float32, float16 for a float16 result, int64 for argmax/argmin).
         #[arg(short, long)]
         output: PathBuf,
         /// Axis to reduce (negative counts from the end); all elements when absent (softmax:
@@ -121,6 +118,8 @@ enum Command {
         /// Force a GPU kernel: tree, subgroup or serial.
         #[arg(long)]
         kernel: Option<String>,
+        #[command(flatten)]
+        dtype: DtypeArg,
     },
     /// Reduced QR, numpy.linalg.qr(A, mode='reduced'): Q m×k orthonormal, R k×n upper
     /// triangular with a non-negative diagonal.
@@ -250,6 +249,23 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// `--dtype`, of the commands whose ops take half-precision tensors.
+#[derive(Args, Debug)]
+struct DtypeArg {
+    /// Convert the inputs to f32, f16 or bf16 on upload (default: each file's own type;
+    /// float16 files stay float16). The result follows numpy (float16 in, float16 out, written
+    /// as `<f2`); bfloat16 results are written as float32, numpy having no bfloat16.
+    #[arg(long)]
+    dtype: Option<String>,
+}
+
+impl DtypeArg {
+    /// The `.npy` file at `p` as a tensor of the asked type (see [`load_typed`]).
+    fn load(&self, p: &Path) -> Result<Tensor> {
+        load_typed(p, self.dtype.as_deref().map(parse_dtype).transpose()?)
+    }
+}
+
 /// Arguments of `elementwise`.
 #[derive(Args, Debug)]
 struct ElementwiseArgs {
@@ -260,7 +276,7 @@ struct ElementwiseArgs {
     a: PathBuf,
     /// Second operand (.npy), for add, sub, mul, div, axpy, lerp and slerp.
     b: Option<PathBuf>,
-    /// Output file (.npy, float32).
+    /// Output file (.npy: float32, float16 for a float16 result).
     #[arg(short, long)]
     output: PathBuf,
     /// The factor of scale (alpha·A) and axpy (alpha·A + B).
@@ -275,6 +291,8 @@ struct ElementwiseArgs {
     /// Interpolation parameter of lerp and slerp.
     #[arg(long, allow_hyphen_values = true)]
     t: Option<f32>,
+    #[command(flatten)]
+    dtype: DtypeArg,
 }
 
 /// Arguments shared by the convolutions.
@@ -284,7 +302,7 @@ struct ConvArgs {
     x: PathBuf,
     /// Weight (.npy).
     w: PathBuf,
-    /// Output file (.npy, float32).
+    /// Output file (.npy: float32, float16 for a float16 result).
     #[arg(short, long)]
     output: PathBuf,
     /// Bias of shape [C_out] (.npy).
@@ -308,6 +326,8 @@ struct ConvArgs {
     /// Force a GPU kernel: naive or gemm:RMxRN4@WG.
     #[arg(long)]
     kernel: Option<String>,
+    #[command(flatten)]
+    dtype: DtypeArg,
 }
 
 /// Parses the arguments and runs the command.
@@ -327,9 +347,8 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let activation: Activation = activation.parse()?;
             let kernel: Option<MatmulConfig> = kernel.as_deref().map(str::parse).transpose()?;
-            let dtype = dtype.as_deref().map(parse_dtype).transpose()?;
             let ctx = context(&cli.global)?;
-            let typed = |p: &Path| load_typed(p, dtype);
+            let typed = |p: &Path| dtype.load(p);
             let (ha, hb) = (typed(a)?, typed(b)?);
             let hbias = bias.as_deref().map(typed).transpose()?;
             let opts = MatmulOptions {
@@ -350,11 +369,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     ctx.description()
                 );
             }
-            if c.dtype() == DType::F16 {
-                write_npy_f16(output, c.shape(), &c.to_half_bits()?)
-            } else {
-                write_npy_f32(output, c.shape(), &values)
-            }
+            write_result(output, &c, &values)
         }
         Command::Conv2d(a) => conv(&cli.global, ConvKind::Conv2d, a, "0"),
         Command::Conv1d(a) => conv(&cli.global, ConvKind::Conv1d, a, "0"),
@@ -371,6 +386,7 @@ pub fn run(cli: Cli) -> Result<()> {
             keepdims,
             ddof,
             kernel,
+            dtype,
         } => {
             let op: ReduceOp = op.parse()?;
             let kernel: Option<ReduceKernel> = kernel.as_deref().map(str::parse).transpose()?;
@@ -381,7 +397,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 kernel,
             };
             let ctx = context(&cli.global)?;
-            let hx = load(x)?;
+            let hx = dtype.load(x)?;
             let plan = ReducePlan::new(op, hx.shape(), &opts)?;
             let y = ctx.reduce(op, &hx, &opts)?;
             let verify = |r: Result<()>| -> Result<()> {
@@ -404,9 +420,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 let values = y.to_vec()?;
                 if cli.global.verify {
                     let xs = hx.to_vec()?;
-                    verify(crate::reduce::cpu::reference(&plan, &xs).check(&values))?;
+                    verify(crate::reduce::cpu::reference(&plan, &xs).check_in(&values, y.dtype()))?;
                 }
-                write_npy_f32(output, y.shape(), &values)
+                write_result(output, &y, &values)
             }
         }
         Command::Svd {
@@ -799,6 +815,16 @@ fn load_typed(p: &Path, dtype: Option<DType>) -> Result<Tensor> {
     Tensor::from_f32_as(&arr.shape, &arr.data, dtype.unwrap_or(arr.dtype))
 }
 
+/// Writes an op's result `t` (its f32 `values` at hand): float16 as `<f2`, every other float
+/// type (bfloat16 widened exactly) as `<f4`.
+fn write_result(path: &Path, t: &Tensor, values: &[f32]) -> Result<()> {
+    if t.dtype() == DType::F16 {
+        write_npy_f16(path, t.shape(), &t.to_half_bits()?)
+    } else {
+        write_npy_f32(path, t.shape(), values)
+    }
+}
+
 /// `f32`, `f16` or `bf16` (also numpy's names float32, float16, bfloat16).
 fn parse_dtype(s: &str) -> Result<DType> {
     match s.trim().to_ascii_lowercase().as_str() {
@@ -819,8 +845,9 @@ fn conv(g: &GlobalOpts, kind: ConvKind, a: &ConvArgs, output_padding: &str) -> R
     let dilation = parse_pair(&a.dilation, "dilation")?;
     let output_padding = parse_pair(output_padding, "output padding")?;
     let ctx = context(g)?;
-    let (x, w) = (load(&a.x)?, load(&a.w)?);
-    let bias = a.bias.as_deref().map(load).transpose()?;
+    let typed = |p: &Path| a.dtype.load(p);
+    let (x, w) = (typed(&a.x)?, typed(&a.w)?);
+    let bias = a.bias.as_deref().map(typed).transpose()?;
     let opts = ConvOptions {
         stride,
         padding,
@@ -834,13 +861,13 @@ fn conv(g: &GlobalOpts, kind: ConvKind, a: &ConvArgs, output_padding: &str) -> R
     let y = ctx.conv(kind, &x, &w, &opts)?;
     let values = y.to_vec()?;
     if g.verify {
-        crate::conv::cpu::reference_for(kind, &x, &w, &opts)?.check(&values)?;
+        crate::conv::cpu::reference_for(kind, &x, &w, &opts)?.check_in(&values, y.dtype())?;
         eprintln!(
             "verified against the f64 CPU reference ({})",
             ctx.description()
         );
     }
-    write_npy_f32(&a.output, y.shape(), &values)
+    write_result(&a.output, &y, &values)
 }
 
 /// What the `elementwise` command runs.
@@ -906,8 +933,9 @@ fn elementwise_op(a: &ElementwiseArgs) -> Result<EwOp> {
 fn elementwise(g: &GlobalOpts, a: &ElementwiseArgs) -> Result<()> {
     let op = elementwise_op(a)?;
     let ctx = context(g)?;
-    let x = load(&a.a)?;
-    let y = a.b.as_deref().map(load).transpose()?;
+    let typed = |p: &Path| a.dtype.load(p);
+    let x = typed(&a.a)?;
+    let y = a.b.as_deref().map(typed).transpose()?;
     let (out, reference) = match (op, &y) {
         (EwOp::Unary(u), _) => {
             let out = ctx.unary(u, &x)?;
@@ -962,13 +990,13 @@ fn elementwise(g: &GlobalOpts, a: &ElementwiseArgs) -> Result<()> {
     };
     let values = out.to_vec()?;
     if let Some(r) = reference {
-        r.check(&values)?;
+        r.check_in(&values, out.dtype())?;
         eprintln!(
             "verified against the f64 CPU reference ({})",
             ctx.description()
         );
     }
-    write_npy_f32(&a.output, out.shape(), &values)
+    write_result(&a.output, &out, &values)
 }
 
 fn context(g: &GlobalOpts) -> Result<Context> {

@@ -309,6 +309,17 @@ impl BoundedReference {
     pub fn check(&self, got: &[f32]) -> crate::error::Result<()> {
         crate::reference::check_against(&self.shape, got, &self.values, |i| self.bounds[i])
     }
+
+    /// [`Self::check`] for a result stored in `dtype` (plus half an ulp of that type).
+    pub fn check_in(&self, got: &[f32], dtype: crate::DType) -> crate::error::Result<()> {
+        crate::reference::check_against_in(
+            &self.shape,
+            got,
+            &self.values,
+            |i| self.bounds[i],
+            dtype,
+        )
+    }
 }
 
 const UNIT: f64 = crate::reference::F32_UNIT_ROUNDOFF;

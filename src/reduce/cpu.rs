@@ -297,6 +297,17 @@ impl ReduceReference {
         crate::reference::check_against(&self.shape, got, &self.values, |i| self.bounds[i])
     }
 
+    /// [`Self::check`] for a result stored in `dtype` (plus half an ulp of that type).
+    pub fn check_in(&self, got: &[f32], dtype: crate::DType) -> crate::error::Result<()> {
+        crate::reference::check_against_in(
+            &self.shape,
+            got,
+            &self.values,
+            |i| self.bounds[i],
+            dtype,
+        )
+    }
+
     /// Checks argmax/argmin indices: they must be equal.
     pub fn check_indices(&self, got: &[u32]) -> Result<()> {
         if got != self.indices.as_slice() {

@@ -18,12 +18,13 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/plot.rs"]
+mod plot;
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use gpu_linalg::{Activation, Backend, Context, LossReduction, Optimizer, Targets, Tensor};
-use plotters::prelude::*;
+use gpu_linalg::{Activation, Context, LossReduction, Optimizer, Targets, Tensor};
 
 const USAGE: &str = "usage: mlp_digits [--backend gpu|cpu|auto] [--epochs N] [--small] [--out DIR]
   --backend   where to train first (default auto); the CPU backend always runs too
@@ -153,89 +154,25 @@ fn train(ctx: &Context, data: &common::Digits, epochs: usize) -> gpu_linalg::Res
     })
 }
 
-const FONT_PATHS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
-
-/// Registers a system TrueType font as "sans-serif" (plotters' `ab_glyph` backend draws no
-/// text without one); false when none is found, and the plot is then drawn without text.
-fn register_font() -> bool {
-    let candidates = std::env::var("GPU_LINALG_FONT")
-        .ok()
-        .into_iter()
-        .chain(FONT_PATHS.iter().map(|s| s.to_string()));
-    for p in candidates {
-        if let Ok(bytes) = std::fs::read(&p) {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// Draws each run's loss curve (epoch on x, cross-entropy on a log y axis) to an SVG file.
 fn plot(path: &std::path::Path, runs: &[(String, &Run)]) -> Result<(), String> {
-    let text = register_font();
-    let epochs = runs.iter().map(|r| r.1.losses.len()).max().unwrap_or(1);
-    let all = runs.iter().flat_map(|r| r.1.losses.iter().copied());
-    let lo = all.clone().fold(f32::INFINITY, f32::min).max(1e-6);
-    let hi = all.fold(0.0f32, f32::max).max(lo * 1.01);
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    let err = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.margin(20);
-    if text {
-        builder
-            .caption(
-                "mlp_digits: training cross-entropy per epoch",
-                ("sans-serif", 22),
-            )
-            .x_label_area_size(40)
-            .y_label_area_size(60);
-    }
-    let mut chart = builder
-        .build_cartesian_2d(1usize..epochs.max(2), (lo * 0.9..hi * 1.1).log_scale())
-        .map_err(|e| err(&e))?;
-    if text {
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("loss")
-            .draw()
-            .map_err(|e| err(&e))?;
-    }
-    for (i, (name, run)) in runs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let series = chart
-            .draw_series(LineSeries::new(
-                run.losses.iter().enumerate().map(|(e, &l)| (e + 1, l)),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| err(&e))?;
-        if text {
-            series.label(name.clone()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        }
-    }
-    if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
-    }
-    root.present().map_err(|e| err(&e))
+    let series: Vec<plot::Series> = runs
+        .iter()
+        .map(|(name, run)| plot::Series {
+            name: name.clone(),
+            points: (run.losses.iter().enumerate())
+                .map(|(e, &l)| ((e + 1) as f64, f64::from(l)))
+                .collect(),
+        })
+        .collect();
+    let panel = plot::Panel {
+        title: "mlp_digits: training cross-entropy per epoch",
+        x_desc: "epoch",
+        y_desc: "loss",
+        log_y: true,
+        series: &series,
+    };
+    plot::draw_svg(path, (800, 480), &[panel])
 }
 
 fn run() -> Result<bool, String> {
@@ -249,14 +186,7 @@ fn run() -> Result<bool, String> {
         return Err(format!("--epochs must be at least 1\n\n{USAGE}"));
     }
     let data = shuffled(&common::load()?, SPLIT_SEED);
-    let first = Context::with_backend(args.backend)
-        .map_err(|e| format!("no {:?} backend: {e}", args.backend))?;
-    let mut contexts = vec![first];
-    if contexts[0].is_gpu() {
-        contexts.push(Context::with_backend(Backend::Cpu).map_err(|e| e.to_string())?);
-    } else if args.backend == Backend::Auto {
-        println!("--backend auto chose the CPU backend (no hardware GPU); --backend gpu runs on a software adapter too");
-    }
+    let contexts = common::contexts(args.backend)?;
     let mut runs = Vec::new();
     for ctx in &contexts {
         let label = if ctx.is_gpu() { "GPU" } else { "CPU" };

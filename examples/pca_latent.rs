@@ -20,7 +20,7 @@ mod common;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use gpu_linalg::{Backend, Context, Tensor};
+use gpu_linalg::{Context, Tensor};
 
 const USAGE: &str = "usage: pca_latent [--backend gpu|cpu|auto] [--k K] [--a I] [--b J] [--scale S] [--small] [--out DIR]
   --backend  where to run first (default auto); the CPU backend always runs too
@@ -178,14 +178,7 @@ fn run() -> Result<bool, String> {
     }
     let x = &data.x[..n * common::FEATURES];
 
-    let first = Context::with_backend(args.backend)
-        .map_err(|e| format!("no {:?} backend: {e}", args.backend))?;
-    let mut contexts = vec![first];
-    if contexts[0].is_gpu() {
-        contexts.push(Context::with_backend(Backend::Cpu).map_err(|e| e.to_string())?);
-    } else if args.backend == Backend::Auto {
-        println!("--backend auto chose the CPU backend (no hardware GPU); --backend gpu runs on a software adapter too");
-    }
+    let contexts = common::contexts(args.backend)?;
     println!(
         "PCA of {n} digits (64 pixels) to k = {k}; interpolating sample {a} (a {}) to sample {b} (a {})",
         data.labels[a], data.labels[b]

@@ -1,11 +1,14 @@
-//! Shared by the digits examples: the data set (embedded at compile time), a small flag parser
+//! Shared by the examples: the digits data set (embedded at compile time), a small flag parser
 //! and the backend choice. Not an example itself (Cargo builds only `examples/*.rs` and
 //! `examples/*/main.rs`).
+
+// Each example uses a part of this module (the image examples do not read the digits).
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gpu_linalg::Backend;
+use gpu_linalg::{Backend, Context};
 
 /// The UCI optdigits test set (see `examples/data/README.md`): 1,797 rows of 64 pixel counts
 /// 0–16 (an 8×8 image, row-major) and the class 0–9.
@@ -130,6 +133,20 @@ impl Args {
             .find(|(n, _)| n == name)
             .map(|(_, v)| *v)
     }
+}
+
+/// The contexts an example runs on: the chosen backend's, then the CPU backend's when the first
+/// is a GPU (so that both times print). Says so when `auto` chose the CPU.
+pub fn contexts(backend: Backend) -> Result<Vec<Context>, String> {
+    let first =
+        Context::with_backend(backend).map_err(|e| format!("no {backend:?} backend: {e}"))?;
+    let mut contexts = vec![first];
+    if contexts[0].is_gpu() {
+        contexts.push(Context::with_backend(Backend::Cpu).map_err(|e| e.to_string())?);
+    } else if backend == Backend::Auto {
+        println!("--backend auto chose the CPU backend (no hardware GPU); --backend gpu runs on a software adapter too");
+    }
+    Ok(contexts)
 }
 
 /// The exit status of an example's run: 0 when its checks passed, 1 when one failed (the run

@@ -142,6 +142,7 @@ pub mod reduce;
 pub mod reference;
 pub mod runtime;
 pub mod solve;
+pub mod streamed;
 pub mod svd;
 pub mod tensor;
 
@@ -174,6 +175,11 @@ pub use reduce::{ReduceKernel, ReduceOp, ReduceOptions, ReducePlan};
 pub use solve::{
     AssumeA, Lu, LuFactor, Slogdet, SmallSolveKernel, SolveOptions, SquarePlan, SystemPlan,
     TriangularOptions, LU_BLOCK, LU_BLOCK_ENV, LU_TUNED_FROM, SMALL_MAX_N, SOLVE_SMALL_KERNEL_ENV,
+};
+pub use streamed::{
+    IterRowBlocks, MemoryBudget, NpyRowBlocks, PassStats, PcaStreamMethod, RowBlock, RowBlocks,
+    StreamedPca, StreamedSvd, TensorRowBlocks, Tsqr, BLOCK_COPIES, DEFAULT_MEMORY_BUDGET,
+    PCA_COVARIANCE_MAX_FEATURES,
 };
 pub use svd::batched::{SvdBatchedKernel, SvdBatchedOptions};
 pub use svd::{

@@ -72,13 +72,10 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
     parse_npy(&bytes, &name)
 }
 
-/// Parses the bytes of a whole `.npy` file; `name` is used in error messages.
-///
-/// Accepts dtypes `float16`, `float32` and `float64` (`<f2`, `<f4`, `>f4`, `<f8`, …; `=` and `|` are
-/// read as little-endian), C or Fortran order, and any shape. `float64` values are rounded
-/// to `f32`. Anything else, including a data section longer or shorter than the shape
-/// says, gives [`Error::Npy`].
-pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
+/// Checks the magic string, version and header of a `.npy` file whose first bytes are
+/// `bytes` (the whole file, or at least its header); returns the header and the offset of the
+/// data.
+fn parse_prefix(bytes: &[u8], name: &str) -> Result<(HeaderInfo, usize)> {
     let fail = |msg: String| Error::Npy(format!("{name}: {msg}"));
 
     if bytes.is_empty() {
@@ -143,7 +140,13 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
         ));
     }
     let info = parse_header(header, utf8).map_err(|m| fail(m.to_string()))?;
+    Ok((info, header_end))
+}
 
+/// The element count of `info`'s shape, checked against the `available` bytes that follow the
+/// header: a truncated file or extra bytes give [`Error::Npy`] naming both sizes.
+fn data_count(info: &HeaderInfo, available: u64, name: &str) -> Result<usize> {
+    let fail = |msg: String| Error::Npy(format!("{name}: {msg}"));
     let count = info
         .shape
         .iter()
@@ -155,32 +158,45 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
             ))
         })?;
     let item = info.dtype.item_size();
-    let data = bytes.get(header_end..).unwrap_or_default();
-    let needed = count.checked_mul(item).ok_or_else(|| {
+    let needed = count.checked_mul(item).map(|b| b as u64).ok_or_else(|| {
         fail(format!(
             "shape {} is too large: its byte size overflows",
             fmt_shape(&info.shape)
         ))
     })?;
-    if data.len() < needed {
+    if available < needed {
         return Err(fail(format!(
             "truncated data: shape {} of {} needs {needed} bytes but only {} follow the header",
             fmt_shape(&info.shape),
             info.dtype.name(),
-            data.len()
+            available
         )));
     }
-    if data.len() > needed {
+    if available > needed {
         return Err(fail(format!(
             "{} extra bytes after the data: shape {} of {} needs {needed} bytes but {} follow \
              the header",
-            data.len() - needed,
+            available - needed,
             fmt_shape(&info.shape),
             info.dtype.name(),
-            data.len()
+            available
         )));
     }
+    Ok(count)
+}
 
+/// Parses the bytes of a whole `.npy` file; `name` is used in error messages.
+///
+/// Accepts dtypes `float16`, `float32` and `float64` (`<f2`, `<f4`, `>f4`, `<f8`, …; `=` and `|` are
+/// read as little-endian), C or Fortran order, and any shape. `float64` values are rounded
+/// to `f32`. Anything else, including a data section longer or shorter than the shape
+/// says, gives [`Error::Npy`].
+pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
+    let fail = |msg: String| Error::Npy(format!("{name}: {msg}"));
+    let (info, header_end) = parse_prefix(bytes, name)?;
+    let data = bytes.get(header_end..).unwrap_or_default();
+    let count = data_count(&info, data.len() as u64, name)?;
+    let item = info.dtype.item_size();
     let mut values = Vec::with_capacity(count);
     for chunk in data.chunks_exact(item) {
         values.push(
@@ -269,6 +285,21 @@ fn encode<T: Copy, const N: usize>(
             data.len()
         )));
     }
+    let mut out = encode_header(name, descr, shape, data.len().checked_mul(N))?;
+    for &v in data {
+        out.extend_from_slice(&to_bytes(v));
+    }
+    Ok(out)
+}
+
+/// The magic string, version and padded header of a C-order `.npy` file of `descr` and
+/// `shape`, in a vector with room reserved for `data_bytes` more (`None`: too many to count).
+fn encode_header(
+    name: &str,
+    descr: &str,
+    shape: &[usize],
+    data_bytes: Option<usize>,
+) -> Result<Vec<u8>> {
     let mut dict = format!(
         "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
         fmt_shape(shape)
@@ -287,7 +318,7 @@ fn encode<T: Copy, const N: usize>(
     dict.push('\n');
     let header_len = dict.len();
     let too_big = || Error::Shape(format!("{name}: array too large to encode"));
-    let data_bytes = data.len().checked_mul(N).ok_or_else(too_big)?;
+    let data_bytes = data_bytes.ok_or_else(too_big)?;
     let total = (prefix + header_len)
         .checked_add(data_bytes)
         .ok_or_else(too_big)?;
@@ -304,22 +335,16 @@ fn encode<T: Copy, const N: usize>(
         out.extend_from_slice(&len.to_le_bytes());
     }
     out.extend_from_slice(dict.as_bytes());
-    for &v in data {
-        out.extend_from_slice(&to_bytes(v));
-    }
     Ok(out)
 }
 
 /// Distinguishes temporary files of concurrent writes from the same process.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A fresh temporary path next to `path` (in its directory, which must exist), for a write that
+/// is renamed into place.
+fn temp_path(path: &Path) -> Result<std::path::PathBuf> {
     let name = path.display().to_string();
-    let io_err = |e: &std::io::Error| Error::Io {
-        path: name.clone(),
-        message: describe_io(e),
-    };
     let file_name = path.file_name().ok_or_else(|| Error::Io {
         path: name.clone(),
         message: "not a file path (no file name)".to_string(),
@@ -330,16 +355,26 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     if !dir.is_dir() {
         return Err(Error::Io {
-            path: name.clone(),
+            path: name,
             message: format!("cannot write: directory '{}' does not exist", dir.display()),
         });
     }
-    let tmp = dir.join(format!(
+    Ok(dir.join(format!(
         ".{}.tmp-{}-{}",
         file_name.to_string_lossy(),
         std::process::id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    )))
+}
+
+/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.display().to_string();
+    let io_err = |e: &std::io::Error| Error::Io {
+        path: name.clone(),
+        message: describe_io(e),
+    };
+    let tmp = temp_path(path)?;
     let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()
@@ -1056,5 +1091,297 @@ mod tests {
         assert_eq!(fmt_shape(&[]), "()");
         assert_eq!(fmt_shape(&[3]), "(3,)");
         assert_eq!(fmt_shape(&[2, 3]), "(2, 3)");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and writing by rows, for matrices too large to hold
+
+/// A 2-D C-order `.npy` file opened for reading by row ranges: only the header is read on
+/// opening (and the file's length checked against it), and [`NpyRowReader::read_rows`] reads
+/// just the rows asked for. A 1-D file is read as one column.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("npy-rows-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// use gpu_linalg::npy::{write_npy_f32, NpyRowReader};
+/// let path = dir.join("a.npy");
+/// write_npy_f32(&path, &[3, 2], &[1., 2., 3., 4., 5., 6.])?;
+/// let mut reader = NpyRowReader::open(&path)?;
+/// assert_eq!((reader.rows(), reader.cols()), (3, 2));
+/// let mut rows = Vec::new();
+/// reader.read_rows(1, 2, &mut rows)?;
+/// assert_eq!(rows, vec![3., 4., 5., 6.]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), gpu_linalg::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct NpyRowReader {
+    file: std::fs::File,
+    name: String,
+    dtype: Dtype,
+    rows: usize,
+    cols: usize,
+    data_offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl NpyRowReader {
+    /// Opens `path` and checks its header as [`read_npy`] does, and that it is a 1-D or 2-D
+    /// C-order array whose data section is exactly as long as its shape needs.
+    pub fn open(path: &Path) -> Result<NpyRowReader> {
+        let name = path.display().to_string();
+        let io_err = |e: std::io::Error| Error::Io {
+            path: name.clone(),
+            message: describe_io(&e),
+        };
+        let mut file = std::fs::File::open(path).map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        if meta.is_dir() {
+            return Err(Error::Io {
+                path: name,
+                message: "is a directory, not a .npy file".to_string(),
+            });
+        }
+        // The header length field sits in bytes 8..12; read that much, then the whole header.
+        let mut prefix = vec![0u8; usize::try_from(meta.len().min(12)).unwrap_or(12)];
+        file.read_exact(&mut prefix).map_err(io_err)?;
+        let header_len = match prefix.get(6) {
+            Some(1) if prefix.len() >= 10 => {
+                10 + usize::from(u16::from_le_bytes([prefix[8], prefix[9]]))
+            }
+            Some(2 | 3) if prefix.len() >= 12 => {
+                12 + u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize
+            }
+            _ => prefix.len(),
+        };
+        let wanted = (header_len as u64).min(meta.len());
+        if wanted > prefix.len() as u64 {
+            let mut rest = vec![0u8; (wanted as usize) - prefix.len()];
+            file.read_exact(&mut rest).map_err(io_err)?;
+            prefix.extend_from_slice(&rest);
+        }
+        let (info, data_offset) = parse_prefix(&prefix, &name)?;
+        let fail = |msg: String| Error::Npy(format!("{name}: {msg}"));
+        data_count(&info, meta.len() - data_offset as u64, &name)?;
+        if info.fortran_order && info.shape.iter().filter(|&&d| d > 1).count() > 1 {
+            return Err(fail(
+                "Fortran-order data cannot be read by rows; save it in C order \
+                 (numpy.ascontiguousarray) to stream it"
+                    .to_string(),
+            ));
+        }
+        let (rows, cols) = match info.shape[..] {
+            [m] => (m, 1),
+            [m, n] => (m, n),
+            _ => {
+                return Err(fail(format!(
+                    "expected a 2-D matrix (or a 1-D column) to read by rows, found shape {}",
+                    fmt_shape(&info.shape)
+                )))
+            }
+        };
+        Ok(NpyRowReader {
+            file,
+            name,
+            dtype: info.dtype,
+            rows,
+            cols,
+            data_offset: data_offset as u64,
+            bytes: Vec::new(),
+        })
+    }
+
+    /// Rows of the matrix.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of the matrix (1 for a 1-D file).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes per element in the file (2, 4 or 8).
+    pub fn item_size(&self) -> usize {
+        self.dtype.item_size()
+    }
+
+    /// The element type the file holds, as numpy names it (`float32`, …).
+    pub fn dtype_name(&self) -> &'static str {
+        self.dtype.name()
+    }
+
+    /// Reads rows `start..start + count` into `out` (cleared first), converted to f32 as
+    /// [`read_npy`] converts them. Rows past the end give [`Error::Npy`]; a file that shrank
+    /// since it was opened gives [`Error::Io`].
+    pub fn read_rows(&mut self, start: usize, count: usize, out: &mut Vec<f32>) -> Result<()> {
+        use std::io::Seek as _;
+        out.clear();
+        if start.checked_add(count).is_none_or(|end| end > self.rows) {
+            return Err(Error::Npy(format!(
+                "{}: rows {start}..{} asked of a {}-row matrix",
+                self.name,
+                start.saturating_add(count),
+                self.rows
+            )));
+        }
+        let item = self.dtype.item_size();
+        let row_bytes = (self.cols * item) as u64;
+        let io_err = |e: std::io::Error| Error::Io {
+            path: self.name.clone(),
+            message: describe_io(&e),
+        };
+        self.file
+            .seek(std::io::SeekFrom::Start(
+                self.data_offset + start as u64 * row_bytes,
+            ))
+            .map_err(io_err)?;
+        self.bytes.resize(count * self.cols * item, 0);
+        self.file.read_exact(&mut self.bytes).map_err(io_err)?;
+        out.reserve(count * self.cols);
+        for chunk in self.bytes.chunks_exact(item) {
+            out.push(self.dtype.decode(chunk).unwrap_or(f32::NAN));
+        }
+        Ok(())
+    }
+}
+
+/// A `float32` C-order `.npy` file written by rows: the header goes first (the shape is known
+/// up front), the rows are appended in order, and [`NpyRowWriter::finish`] checks their
+/// count and renames the temporary file into place. Dropped unfinished (an error on the way),
+/// it removes the temporary file, so a failed run leaves no output.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("npy-writer-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// use gpu_linalg::npy::{read_npy, NpyRowWriter};
+/// let path = dir.join("t.npy");
+/// let mut w = NpyRowWriter::create(&path, 3, 2)?;
+/// w.append_rows(&[1., 2.])?;
+/// w.append_rows(&[3., 4., 5., 6.])?;
+/// w.finish()?;
+/// assert_eq!(read_npy(&path)?.data, vec![1., 2., 3., 4., 5., 6.]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), gpu_linalg::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct NpyRowWriter {
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    rows: usize,
+    cols: usize,
+    written: usize,
+    finished: bool,
+}
+
+impl NpyRowWriter {
+    /// Starts a `rows × cols` float32 file at `path` (a temporary file beside it until
+    /// [`finish`](Self::finish)).
+    pub fn create(path: &Path, rows: usize, cols: usize) -> Result<NpyRowWriter> {
+        let name = path.display().to_string();
+        let header = encode_header(&name, "<f4", &[rows, cols], Some(0))?;
+        let tmp = temp_path(path)?;
+        let io_err = |e: std::io::Error| Error::Io {
+            path: name.clone(),
+            message: describe_io(&e),
+        };
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io_err)?);
+        let mut writer = NpyRowWriter {
+            file: None,
+            tmp,
+            path: path.to_path_buf(),
+            rows,
+            cols,
+            written: 0,
+            finished: false,
+        };
+        file.write_all(&header).map_err(io_err)?;
+        writer.file = Some(file);
+        Ok(writer)
+    }
+
+    fn io_err(&self, e: &std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.display().to_string(),
+            message: describe_io(e),
+        }
+    }
+
+    /// Appends whole rows (`values.len()` a multiple of the column count).
+    pub fn append_rows(&mut self, values: &[f32]) -> Result<()> {
+        let cols = self.cols.max(1);
+        if !values.len().is_multiple_of(cols) || (self.cols == 0 && !values.is_empty()) {
+            return Err(Error::Shape(format!(
+                "{}: {} values are not whole rows of {} columns",
+                self.path.display(),
+                values.len(),
+                self.cols
+            )));
+        }
+        let rows = values.len() / cols;
+        if self.written + rows > self.rows {
+            return Err(Error::Shape(format!(
+                "{}: {} rows written to a {}-row file",
+                self.path.display(),
+                self.written + rows,
+                self.rows
+            )));
+        }
+        let file = self.file.as_mut().ok_or_else(|| Error::Io {
+            path: self.path.display().to_string(),
+            message: "already finished".to_string(),
+        })?;
+        let mut result = Ok(());
+        for v in values {
+            if let Err(e) = file.write_all(&v.to_le_bytes()) {
+                result = Err(e);
+                break;
+            }
+        }
+        result.map_err(|e| self.io_err(&e))?;
+        self.written += rows;
+        Ok(())
+    }
+
+    /// Rows appended so far.
+    pub fn rows_written(&self) -> usize {
+        self.written
+    }
+
+    /// Checks that every row was written, syncs the file and renames it into place.
+    pub fn finish(mut self) -> Result<()> {
+        if self.written != self.rows {
+            return Err(Error::Shape(format!(
+                "{}: {} of {} rows written",
+                self.path.display(),
+                self.written,
+                self.rows
+            )));
+        }
+        let Some(file) = self.file.take() else {
+            return Err(Error::Io {
+                path: self.path.display().to_string(),
+                message: "already finished".to_string(),
+            });
+        };
+        let synced = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all());
+        synced.map_err(|e| self.io_err(&e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| self.io_err(&e))?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for NpyRowWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Unfinished: leave nothing behind (best effort; the file may be gone already).
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }

@@ -124,3 +124,36 @@ pub fn svd_ratios(a: &[f32], m: usize, n: usize, svd: &gpu_linalg::Svd) -> [f64;
         &svd.vt.to_vec().unwrap(),
     )
 }
+
+/// The TSQR (and Cholesky) test ratio ‖AᵀA − RᵀR‖₁ / (‖A‖₁² · m · ε) in f64, for the row-major
+/// m×n `a` and the k×n `r` (ε = f32's unit roundoff); 0 for the zero matrix with R = 0.
+pub fn gram_ratio(a: &[f32], m: usize, n: usize, r: &[f32], k: usize) -> f64 {
+    let norm1 = |x: &dyn Fn(usize, usize) -> f64, rows: usize| {
+        (0..n)
+            .map(|j| (0..rows).map(|i| x(i, j).abs()).sum::<f64>())
+            .fold(0.0, f64::max)
+    };
+    let an = norm1(&|i, j| f64::from(a[i * n + j]), m);
+    let mut diff = vec![0.0f64; n * n];
+    for i in 0..m {
+        for p in 0..n {
+            let aip = f64::from(a[i * n + p]);
+            for q in 0..n {
+                diff[p * n + q] += aip * f64::from(a[i * n + q]);
+            }
+        }
+    }
+    for t in 0..k {
+        for p in 0..n {
+            let rtp = f64::from(r[t * n + p]);
+            for q in 0..n {
+                diff[p * n + q] -= rtp * f64::from(r[t * n + q]);
+            }
+        }
+    }
+    let dn = norm1(&|i, j| diff[i * n + j], n);
+    if an == 0.0 {
+        return if dn == 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    dn / (an * an * m as f64 * f64::from(f32::EPSILON) / 2.0)
+}

@@ -1120,6 +1120,7 @@ pub struct NpyRowReader {
     file: std::fs::File,
     name: String,
     dtype: Dtype,
+    shape: Vec<usize>,
     rows: usize,
     cols: usize,
     data_offset: u64,
@@ -1185,11 +1186,17 @@ impl NpyRowReader {
             file,
             name,
             dtype: info.dtype,
+            shape: info.shape,
             rows,
             cols,
             data_offset: data_offset as u64,
             bytes: Vec::new(),
         })
+    }
+
+    /// The file's shape, as its header gives it (1-D or 2-D).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
     }
 
     /// Rows of the matrix.

@@ -1441,3 +1441,227 @@ fn half_precision_npy_files() {
         assert_eq!((y.dtype, y.shape), (DType::F16, vec![3, 4, 5]));
     }
 }
+
+/// Largest |a − b| over max |b| of two `.npy` files, or ∞ when their shapes differ.
+fn npy_relative_difference(a: &Path, b: &Path) -> f32 {
+    let (x, y) = (read_npy(a).unwrap(), read_npy(b).unwrap());
+    if x.shape != y.shape {
+        return f32::INFINITY;
+    }
+    let scale = y.data.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+    x.data
+        .iter()
+        .zip(&y.data)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+#[test]
+fn streamed_commands_match_the_in_memory_ones() {
+    let d = tmpdir("stream");
+    let (m, n) = (2000, 12);
+    // Columns of decreasing scale (a separated spectrum) around a mean of 3.
+    let x: Vec<f32> = common::data_full(m * n, 40)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| 3.0 + v * (n - i % n) as f32)
+        .collect();
+    let b = common::data_full(m, 41);
+    let (px, pb) = (d.join("x.npy"), d.join("b.npy"));
+    write_npy_f32(&px, &[m, n], &x).unwrap();
+    write_npy_f32(&pb, &[m], &b).unwrap();
+    for be in backends() {
+        let out = |name: &str| d.join(format!("{be}-{name}.npy"));
+        // pca: in memory, then --stream, then chosen automatically by a small budget.
+        for (tag, extra) in [
+            ("mem", vec![]),
+            ("stream", vec!["--stream"]),
+            ("auto", vec!["--memory-budget", "64K"]),
+        ] {
+            let mut args = vec!["--backend", be, "pca", s(&px), "-k", "4"];
+            let (c, v, t) = (
+                out(&format!("{tag}-c")),
+                out(&format!("{tag}-v")),
+                out(&format!("{tag}-t")),
+            );
+            args.extend([
+                "--components",
+                s(&c),
+                "--explained-variance",
+                s(&v),
+                "--transformed",
+                s(&t),
+            ]);
+            args.extend(extra);
+            let o = run(&args);
+            assert_ok(&o);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(
+                tag == "auto",
+                stderr.contains("note: pca:") && stderr.contains("--memory-budget"),
+                "{be} {tag}: {stderr}"
+            );
+        }
+        for tag in ["stream", "auto"] {
+            for what in ["c", "v", "t"] {
+                let diff = npy_relative_difference(
+                    &out(&format!("{tag}-{what}")),
+                    &out(&format!("mem-{what}")),
+                );
+                assert!(
+                    diff < 1e-3,
+                    "{be} pca {tag} {what}: relative difference {diff}"
+                );
+            }
+        }
+        // lstsq of a 1-D b.
+        let (x_mem, x_st, res_st) = (out("lx-mem"), out("lx-st"), out("lres-st"));
+        assert_ok(&run(&[
+            "--backend",
+            be,
+            "lstsq",
+            s(&px),
+            s(&pb),
+            "-o",
+            s(&x_mem),
+        ]));
+        assert_ok(&run(&[
+            "--backend",
+            be,
+            "lstsq",
+            s(&px),
+            s(&pb),
+            "-o",
+            s(&x_st),
+            "--residuals",
+            s(&res_st),
+            "--stream",
+            "--memory-budget",
+            "100K",
+        ]));
+        assert_eq!(read_npy(&x_st).unwrap().shape, vec![n]);
+        assert!(npy_relative_difference(&x_st, &x_mem) < 1e-3, "{be} lstsq");
+        assert_eq!(read_npy(&res_st).unwrap().shape, vec![1]);
+        // qr --r-only, streamed, against the in-memory R (signs agree: non-negative diagonals).
+        let (r_mem, r_st, q_st) = (out("r-mem"), out("r-st"), out("q-st"));
+        assert_ok(&run(&[
+            "--backend",
+            be,
+            "qr",
+            s(&px),
+            "--r",
+            s(&r_mem),
+            "--r-only",
+        ]));
+        assert_ok(&run(&[
+            "--backend",
+            be,
+            "qr",
+            s(&px),
+            "--r",
+            s(&r_st),
+            "--q",
+            s(&q_st),
+            "--r-only",
+            "--stream",
+            "--memory-budget",
+            "100K",
+        ]));
+        assert!(npy_relative_difference(&r_st, &r_mem) < 1e-3, "{be} qr");
+        assert_eq!(read_npy(&q_st).unwrap().shape, vec![m, n]);
+        // lowrank --stream: the factors.
+        let (u, sv, vt) = (out("u"), out("s"), out("vt"));
+        assert_ok(&run(&[
+            "--backend",
+            be,
+            "lowrank",
+            s(&px),
+            "-r",
+            "3",
+            "--u",
+            s(&u),
+            "--s",
+            s(&sv),
+            "--vt",
+            s(&vt),
+            "--stream",
+            "--power-iters",
+            "4",
+        ]));
+        assert_eq!(read_npy(&u).unwrap().shape, vec![m, 3]);
+        assert_eq!(read_npy(&vt).unwrap().shape, vec![3, n]);
+        let sigma = read_npy(&sv).unwrap().data;
+        assert!(sigma.windows(2).all(|w| w[0] >= w[1]), "{be}: {sigma:?}");
+    }
+    // Errors: one line, naming the problem, no output left.
+    let r = d.join("never.npy");
+    assert_error(
+        &run(&["qr", s(&px), "--r", s(&r), "--stream"]),
+        "add --r-only",
+    );
+    assert_error(&run(&["qr", s(&px), "--r-only"]), "name --r");
+    assert_error(
+        &run(&["lowrank", s(&px), "-r", "2", "-o", s(&r), "--stream"]),
+        "not the m×n approximation",
+    );
+    assert_error(
+        &run(&["lowrank", s(&px), "-r", "2", "--u", s(&r)]),
+        "--stream",
+    );
+    assert_error(
+        &run(&[
+            "pca",
+            s(&px),
+            "-k",
+            "2",
+            "--mean",
+            s(&r),
+            "--memory-budget",
+            "lots",
+        ]),
+        "memory budget",
+    );
+    assert_error(
+        &run(&[
+            "--verify",
+            "pca",
+            s(&px),
+            "-k",
+            "2",
+            "--mean",
+            s(&r),
+            "--stream",
+        ]),
+        "--verify",
+    );
+    let short = d.join("short.npy");
+    write_npy_f32(&short, &[10], &[0.0; 10]).unwrap();
+    assert_error(
+        &run(&["lstsq", s(&px), s(&short), "-o", s(&r), "--stream"]),
+        "same rows",
+    );
+    let bytes = std::fs::read(&px).unwrap();
+    let cut = d.join("cut.npy");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_error(
+        &run(&[
+            "pca",
+            s(&cut),
+            "-k",
+            "2",
+            "--transformed",
+            s(&r),
+            "--stream",
+        ]),
+        "truncated data",
+    );
+    assert!(!r.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

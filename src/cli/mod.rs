@@ -3,6 +3,7 @@
 
 mod bench;
 mod solvers;
+mod streamed;
 
 use std::path::{Path, PathBuf};
 
@@ -132,6 +133,12 @@ enum Command {
         /// Output for R (.npy, k×n).
         #[arg(long)]
         r: Option<PathBuf>,
+        /// Only R (numpy's mode='r'): needs --r; with --stream, by TSQR over row blocks (and
+        /// --q then forms Q = A·R⁻¹ in a second pass).
+        #[arg(long)]
+        r_only: bool,
+        #[command(flatten)]
+        stream: streamed::StreamArgs,
     },
     /// Thin SVD, numpy.linalg.svd(A, full_matrices=False): U m×k, S k descending, Vt k×n.
     Svd {
@@ -158,9 +165,18 @@ enum Command {
         /// The rank.
         #[arg(short = 'r', long)]
         rank: usize,
-        /// Output for the approximation (.npy, m×n).
+        /// Output for the approximation (.npy, m×n; not with --stream).
         #[arg(short, long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
+        /// Output for the factor U (.npy, m×r; --stream only, a further pass).
+        #[arg(long)]
+        u: Option<PathBuf>,
+        /// Output for the singular values (.npy, r; --stream only).
+        #[arg(long)]
+        s: Option<PathBuf>,
+        /// Output for Vt (.npy, r×n; --stream only).
+        #[arg(long)]
+        vt: Option<PathBuf>,
         /// Halko–Martinsson–Tropp randomized SVD instead of the full SVD.
         #[arg(long)]
         randomized: bool,
@@ -173,6 +189,9 @@ enum Command {
         /// Seed of the Gaussian sketch (randomized).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Streamed, the factors of the randomized SVD are written (--u, --s, --vt).
+        #[command(flatten)]
+        stream: streamed::StreamArgs,
     },
     /// Cholesky factor, numpy.linalg.cholesky(A): lower L with A = L·Lᵀ (the lower triangle of
     /// A is read); --upper gives U = Lᵀ with A = Uᵀ·U. Batched [..., n, n] input factors each
@@ -244,6 +263,8 @@ enum Command {
             value_name = "T.npy"
         )]
         projected: Option<PathBuf>,
+        #[command(flatten)]
+        stream: streamed::StreamArgs,
     },
     /// Benchmark the CPU against the GPU (the main job).
     Bench(bench::BenchArgs),
@@ -448,19 +469,70 @@ pub fn run(cli: Cli) -> Result<()> {
             a,
             rank,
             output,
+            u,
+            s,
+            vt,
             randomized,
             oversample,
             power_iters,
             seed,
+            stream,
         } => {
-            let opts = (*randomized).then_some(crate::RandomizedSvdOptions {
+            let options = crate::RandomizedSvdOptions {
                 oversampling: *oversample,
                 power_iterations: *power_iters,
                 seed: *seed,
-            });
-            lowrank(&cli.global, a, *rank, output, opts)
+            };
+            let ctx = context(&cli.global)?;
+            if let Some(budget) = streamed::stream_budget(&ctx, "lowrank", &[a], stream)? {
+                if output.is_some() {
+                    return Err(Error::InvalidArgument(
+                        "lowrank --stream writes the factors (--u, --s, --vt), not the m×n approximation (--output)".into(),
+                    ));
+                }
+                let out = streamed::FactorOutputs { u, s, vt };
+                return streamed::lowrank(&ctx, cli.global.verify, a, *rank, options, budget, out);
+            }
+            let (Some(output), None, None, None) = (output, u, s, vt) else {
+                return Err(Error::InvalidArgument(
+                    "lowrank writes the approximation: name --output (--u, --s and --vt are for --stream)".into(),
+                ));
+            };
+            lowrank(
+                &ctx,
+                cli.global.verify,
+                a,
+                *rank,
+                output,
+                randomized.then_some(options),
+            )
         }
-        Command::Qr { a, q, r } => qr(&cli.global, a, [q, r]),
+        Command::Qr {
+            a,
+            q,
+            r,
+            r_only,
+            stream,
+        } => {
+            let ctx = context(&cli.global)?;
+            let budget = streamed::stream_budget(&ctx, "qr", &[a], stream)?;
+            match (r_only, budget, r) {
+                (false, Some(_), _) => Err(Error::InvalidArgument(
+                    "qr --stream computes R by TSQR: add --r-only".into(),
+                )),
+                (true, _, None) => Err(Error::InvalidArgument(
+                    "qr --r-only writes only R: name --r".into(),
+                )),
+                (true, Some(budget), Some(r)) => {
+                    streamed::qr(&ctx, cli.global.verify, a, budget, r, q)
+                }
+                (true, None, Some(_)) if q.is_some() => Err(Error::InvalidArgument(
+                    "qr --r-only writes only R: drop --q (or add --stream for Q = A·R⁻¹ blockwise)"
+                        .into(),
+                )),
+                _ => qr(&ctx, cli.global.verify, a, [q, r]),
+            }
+        }
         Command::Cholesky { a, output, upper } => cholesky(&cli.global, a, output, *upper),
         Command::Eigh {
             a,
@@ -494,18 +566,48 @@ pub fn run(cli: Cli) -> Result<()> {
             explained_variance_ratio,
             mean,
             projected,
-        } => pca(
-            &cli.global,
-            x,
-            *components_count,
-            [
-                components,
-                explained_variance,
-                explained_variance_ratio,
-                mean,
-                projected,
-            ],
-        ),
+            stream,
+        } => {
+            let ctx = context(&cli.global)?;
+            if let Some(budget) = streamed::stream_budget(&ctx, "pca", &[x], stream)? {
+                let out = streamed::PcaOutputs {
+                    components,
+                    explained_variance,
+                    explained_variance_ratio,
+                    mean,
+                    transformed: projected,
+                };
+                if [
+                    components,
+                    explained_variance,
+                    explained_variance_ratio,
+                    mean,
+                    projected,
+                ]
+                .iter()
+                .all(|o| o.is_none())
+                {
+                    return Err(Error::InvalidArgument(
+                        "pca: name at least one output with --components, --explained-variance, \
+                         --explained-variance-ratio, --mean or --transformed"
+                            .into(),
+                    ));
+                }
+                return streamed::pca(&ctx, cli.global.verify, x, *components_count, budget, out);
+            }
+            pca(
+                &ctx,
+                x,
+                *components_count,
+                [
+                    components,
+                    explained_variance,
+                    explained_variance_ratio,
+                    mean,
+                    projected,
+                ],
+            )
+        }
         Command::Bench(args) => bench::run(&cli.global, args),
     }
 }
@@ -679,7 +781,7 @@ fn eigh(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 2]) -> Result<()> 
 }
 
 /// `pca`: every output is computed before any file is written.
-fn pca(g: &GlobalOpts, x: &Path, k: usize, outputs: [&Option<PathBuf>; 5]) -> Result<()> {
+fn pca(ctx: &Context, x: &Path, k: usize, outputs: [&Option<PathBuf>; 5]) -> Result<()> {
     if outputs.iter().all(|o| o.is_none()) {
         return Err(Error::InvalidArgument(
             "pca: name at least one output with --components, --explained-variance, \
@@ -687,7 +789,6 @@ fn pca(g: &GlobalOpts, x: &Path, k: usize, outputs: [&Option<PathBuf>; 5]) -> Re
                 .into(),
         ));
     }
-    let ctx = context(g)?;
     let hx = load(x)?;
     let r = ctx.pca(&hx, k)?;
     let tensors = [
@@ -712,13 +813,13 @@ fn pca(g: &GlobalOpts, x: &Path, k: usize, outputs: [&Option<PathBuf>; 5]) -> Re
 /// `lowrank`: the approximation is computed (and, with --verify, its error checked against
 /// the f64 singular values) before the file is written.
 fn lowrank(
-    g: &GlobalOpts,
+    ctx: &Context,
+    verify: bool,
     a: &Path,
     rank: usize,
     output: &Path,
     randomized: Option<crate::RandomizedSvdOptions>,
 ) -> Result<()> {
-    let ctx = context(g)?;
     let ha = load(a)?;
     let (approx, error) = match randomized {
         None => {
@@ -742,7 +843,7 @@ fn lowrank(
         }
     };
     let values = approx.to_vec()?;
-    if g.verify {
+    if verify {
         let (m, n) = match *ha.shape() {
             [m, n] => (m, n),
             _ => (0, 0),
@@ -764,17 +865,16 @@ fn lowrank(
 }
 
 /// `qr`: both factors are computed (and verified) before any file is written.
-fn qr(g: &GlobalOpts, a: &Path, outputs: [&Option<PathBuf>; 2]) -> Result<()> {
+fn qr(ctx: &Context, verify: bool, a: &Path, outputs: [&Option<PathBuf>; 2]) -> Result<()> {
     if outputs.iter().all(|o| o.is_none()) {
         return Err(Error::InvalidArgument(
             "qr: name at least one output with --q or --r".into(),
         ));
     }
-    let ctx = context(g)?;
     let ha = load(a)?;
     let f = ctx.qr(&ha)?;
     let (q, r) = (f.q.to_vec()?, f.r.to_vec()?);
-    if g.verify {
+    if verify {
         let (m, n) = match *ha.shape() {
             [m, n] => (m, n),
             _ => (0, 0), // unreachable: qr accepted the input as a matrix

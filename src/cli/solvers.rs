@@ -83,6 +83,9 @@ pub struct LstsqArgs {
     /// Also write A's singular values (.npy, min(m, n), descending).
     #[arg(long)]
     s: Option<PathBuf>,
+    /// Streamed: one TSQR pass over the rows of [A | B].
+    #[command(flatten)]
+    stream: super::streamed::StreamArgs,
 }
 
 /// Arguments of `pinv`.
@@ -332,6 +335,19 @@ pub fn slogdet(g: &GlobalOpts, a: &SlogdetArgs) -> Result<()> {
 /// `lstsq`: prints the rank.
 pub fn lstsq(g: &GlobalOpts, a: &LstsqArgs) -> Result<()> {
     let ctx = context(g)?;
+    if let Some(budget) = super::streamed::stream_budget(&ctx, "lstsq", &[&a.a, &a.b], &a.stream)? {
+        return super::streamed::lstsq(
+            &ctx,
+            g.verify,
+            &a.a,
+            &a.b,
+            a.rcond,
+            budget,
+            &a.output,
+            &a.residuals,
+            &a.s,
+        );
+    }
     let (ha, hb) = (load(&a.a)?, load(&a.b)?);
     let r = ctx.lstsq(&ha, &hb, a.rcond)?;
     let (x, res, s) = (r.x.to_vec()?, r.residuals.to_vec()?, r.s.to_vec()?);

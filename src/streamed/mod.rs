@@ -285,7 +285,7 @@ pub(crate) fn pca(
         flip_signs(&mut vectors, n);
         let ev: Vec<f64> = values.iter().map(|v| v.max(0.0)).collect();
         let mean: Vec<f64> = shift.iter().zip(&d).map(|(s, d)| s + d).collect();
-        return finish_pca(ctx, n, m, 2, &ev, total, &vectors, &mean);
+        return finish_pca(ctx, n, m, 1, &ev, total, &vectors, &mean);
     }
     let opts = match method {
         PcaStreamMethod::Randomized(o) => o,

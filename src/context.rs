@@ -24,6 +24,10 @@ pub struct ContextOptions {
     /// Only consider adapters whose name contains this text (case-insensitive). When `None`,
     /// `GPU_LINALG_ADAPTER`, then wgpu's `WGPU_ADAPTER_NAME`, are read from the environment.
     pub adapter: Option<String>,
+    /// Only consider adapters of this graphics API (`vulkan`, `metal`, `dx12` or `gl`,
+    /// case-insensitive): with several adapters, one context per API (see
+    /// [`crate::ContextGroup`]).
+    pub api: Option<String>,
     /// Whether kernels are compiled with runtime bounds checks (default: only where unchecked
     /// modules were not measured to pay, i.e. on every adapter but CPU-type ones).
     pub bounds_checks: BoundsChecks,
@@ -108,7 +112,7 @@ impl Context {
         };
         let (gpu, note) = match opts.backend {
             Backend::Cpu => (None, "the fast CPU backend (--backend cpu)".to_string()),
-            b => match pick_adapter(b, &filter)? {
+            b => match pick_adapter(b, &filter, opts.api.as_deref())? {
                 Some(adapter) => {
                     let info = adapter.get_info();
                     let gpu = open_device(&adapter, setup)?;

@@ -127,6 +127,7 @@ pub mod decomp;
 mod dtype;
 pub mod elementwise;
 pub mod error;
+pub mod group;
 mod householder;
 pub mod interop;
 mod kernels;
@@ -159,6 +160,7 @@ pub use conv::{ConvConfig, ConvKind, ConvOptions, ConvPlan, Padding};
 pub use decomp::{Eigh, LowRank, Pca, RandomizedSvdOptions};
 pub use elementwise::{broadcast_shapes, BinaryOp, UnaryOp};
 pub use error::{Error, Result};
+pub use group::{ContextGroup, BATCH_GRANULE};
 #[doc(hidden)]
 pub use householder::force_panel_width;
 pub use householder::PANEL_WIDTH_ENV;

@@ -148,6 +148,7 @@ pub(crate) fn adapter_filter(explicit: &Option<String>) -> Option<String> {
 pub(crate) fn pick_adapter(
     backend: Backend,
     filter: &Option<String>,
+    api: Option<&str>,
 ) -> Result<Option<wgpu::Adapter>> {
     let mut adapters = enumerate();
     let seen: Vec<String> = adapters
@@ -163,6 +164,21 @@ pub(crate) fn pick_adapter(
         if adapters.is_empty() {
             return Err(Error::NoAdapter(format!(
                 "no adapter name contains '{f}'; adapters found: [{}]",
+                seen.join(", ")
+            )));
+        }
+    }
+    if let Some(api) = api {
+        const APIS: [&str; 4] = ["vulkan", "metal", "dx12", "gl"];
+        if !APIS.iter().any(|a| a.eq_ignore_ascii_case(api)) {
+            return Err(Error::InvalidArgument(format!(
+                "unknown graphics API '{api}'; expected vulkan, metal, dx12 or gl"
+            )));
+        }
+        adapters.retain(|a| api_name(a.get_info().backend).eq_ignore_ascii_case(api));
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "no {api} adapter; adapters found: [{}]",
                 seen.join(", ")
             )));
         }

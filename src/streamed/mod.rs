@@ -631,6 +631,23 @@ pub(crate) fn pca_transform(
     Ok(pass(workers, src, &map, &mut |_, _, t| sink(&t))?.rows)
 }
 
+/// The eigenvalues (descending) of the covariance (n − 1 normalisation) of the row-major
+/// m×n `x`, all in f64: the reference of the PCA benches and tests.
+pub fn covariance_eigenvalues_f64(x: &[f32], m: usize, n: usize) -> Result<Vec<f64>> {
+    if m < 2 {
+        return Err(Error::Shape(format!("a covariance needs at least 2 rows, got {m}")));
+    }
+    let mut mean = vec![0.0f64; n];
+    for row in x.chunks_exact(n.max(1)) {
+        mean.iter_mut().zip(row).for_each(|(s, v)| *s += f64::from(*v));
+    }
+    mean.iter_mut().for_each(|s| *s /= m as f64);
+    let centred = Mat::<f64>::from_fn(m, n, |i, j| f64::from(x[i * n + j]) - mean[j]);
+    let cov = centred.transpose() * &centred;
+    let c: Vec<f64> = (0..n * n).map(|ij| cov[(ij / n, ij % n)] / (m - 1) as f64).collect();
+    Ok(top_eigen(&c, n, n)?.0)
+}
+
 impl Context {
     /// AᵀA of a streamed m×n matrix, n×n: each block's product on the device (f32, the block
     /// height as the inner dimension), the blocks summed in f64 on the host.

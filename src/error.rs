@@ -50,6 +50,28 @@ pub enum Error {
     /// A result differed from the CPU reference beyond the documented bound.
     #[error("verification failed: {0}")]
     Verification(String),
+    /// Another process of a distributed (MPI) run failed; every rank reports its message.
+    #[error("rank {rank} of {size}: {message}")]
+    Rank {
+        /// The rank that failed first (the lowest, when several did).
+        rank: usize,
+        /// Processes in the run.
+        size: usize,
+        /// That rank's one-line message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The message on one line (the lines of a multi-line message joined by "; ").
+    pub fn one_line(&self) -> String {
+        self.to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Shorthand for `Result<T, gpu_linalg::Error>`.

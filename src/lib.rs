@@ -124,6 +124,8 @@ pub mod context;
 pub mod conv;
 pub mod convert;
 pub mod decomp;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 mod dtype;
 pub mod elementwise;
 pub mod error;

@@ -2,6 +2,8 @@
 //! benchmarks.
 
 mod bench;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod solvers;
 mod streamed;
 
@@ -44,6 +46,11 @@ struct GlobalOpts {
     /// beyond the documented error bound.
     #[arg(long, global = true)]
     verify: bool,
+    /// Run across the ranks of an MPI job (`mpiexec -n N gpu-linalg --mpi pca …`): pca, qr
+    /// --r-only and lstsq, each rank reading its row range (or, for a path containing {rank},
+    /// its own file); rank 0 writes the outputs. Needs a build with the `mpi` feature.
+    #[arg(long, global = true)]
+    mpi: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -353,6 +360,14 @@ struct ConvArgs {
 
 /// Parses the arguments and runs the command.
 pub fn run(cli: Cli) -> Result<()> {
+    if cli.global.mpi {
+        #[cfg(feature = "mpi")]
+        return mpi::run(&cli);
+        #[cfg(not(feature = "mpi"))]
+        return Err(Error::InvalidArgument(
+            "--mpi: this gpu-linalg was built without MPI; rebuild with `--features mpi`".into(),
+        ));
+    }
     match &cli.command {
         Command::Info { tune } => info(&cli.global, *tune),
         Command::Matmul {
@@ -1268,10 +1283,5 @@ fn yes(b: bool) -> &'static str {
 
 /// One-line form of an error for the terminal.
 pub fn one_line(e: &Error) -> String {
-    e.to_string()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    e.one_line()
 }

@@ -67,25 +67,25 @@ pub struct SlogdetArgs {
 #[derive(Args, Debug)]
 pub struct LstsqArgs {
     /// The m×n matrix (.npy).
-    a: PathBuf,
+    pub(super) a: PathBuf,
     /// The right-hand sides: [m] or [m, k] (.npy).
-    b: PathBuf,
+    pub(super) b: PathBuf,
     /// Output for the minimum-norm least-squares solution X (.npy, [n] or [n, k]).
     #[arg(short, long)]
-    output: PathBuf,
+    pub(super) output: PathBuf,
     /// Singular values at most rcond·σ_max count as zero (default max(m, n)·ε, ε = 2⁻²³).
     #[arg(long, allow_hyphen_values = true)]
-    rcond: Option<f32>,
+    pub(super) rcond: Option<f32>,
     /// Also write the residuals (.npy: squared norms of the columns of B − A·X, [k]; empty
     /// unless rank = n < m, as numpy).
     #[arg(long)]
-    residuals: Option<PathBuf>,
+    pub(super) residuals: Option<PathBuf>,
     /// Also write A's singular values (.npy, min(m, n), descending).
     #[arg(long)]
-    s: Option<PathBuf>,
+    pub(super) s: Option<PathBuf>,
     /// Streamed: one TSQR pass over the rows of [A | B].
     #[command(flatten)]
-    stream: super::streamed::StreamArgs,
+    pub(super) stream: super::streamed::StreamArgs,
 }
 
 /// Arguments of `pinv`.

@@ -110,10 +110,10 @@ impl F64Sum {
 }
 
 /// The column sums, AᵀA and rows of (A − shift), in f64.
-struct Moments {
-    rows: usize,
-    sums: Vec<f64>,
-    gram: Vec<f64>,
+pub(crate) struct Moments {
+    pub(crate) rows: usize,
+    pub(crate) sums: Vec<f64>,
+    pub(crate) gram: Vec<f64>,
 }
 
 /// `xᵀ·y` on `ctx`.
@@ -145,7 +145,11 @@ fn nonempty(op: &str, rows: usize, cols: usize) -> Result<usize> {
 }
 
 /// One pass for the moments of A − shift, the shift a row of `shift` (none: zero).
-fn moments(workers: &[Context], src: &mut dyn RowBlocks, shift: Option<&[f64]>) -> Result<Moments> {
+pub(crate) fn moments(
+    workers: &[Context],
+    src: &mut dyn RowBlocks,
+    shift: Option<&[f64]>,
+) -> Result<Moments> {
     let n = src.cols();
     let shift_rows: Vec<Option<Tensor>> = workers
         .iter()
@@ -176,7 +180,7 @@ fn moments(workers: &[Context], src: &mut dyn RowBlocks, shift: Option<&[f64]>) 
 
 /// The mean of the first rows of `src` (up to one block), the shift that keeps the covariance
 /// sums well conditioned.
-fn first_block_mean(src: &mut dyn RowBlocks) -> Result<Vec<f64>> {
+pub(crate) fn first_block_mean(src: &mut dyn RowBlocks) -> Result<Vec<f64>> {
     let n = src.cols();
     src.rewind()?;
     let mut mean = vec![0.0f64; n];
@@ -268,24 +272,7 @@ pub(crate) fn pca(
     let ctx = &workers[0];
     if covariance {
         let mo = moments(workers, src, Some(&shift))?;
-        let m = nonempty("pca_stream", mo.rows, n)?;
-        if m < 2 || k > m {
-            return Err(Error::Shape(format!(
-                "pca_stream: {k} components of {m} samples; PCA needs at least 2 samples and at most min(samples, features) components"
-            )));
-        }
-        // Cov = (Σ(x−s)(x−s)ᵀ − m·d·dᵀ)/(m−1), d = mean − s = sums/m.
-        let d: Vec<f64> = mo.sums.iter().map(|v| v / m as f64).collect();
-        let dof = (m - 1) as f64;
-        let cov: Vec<f64> = (0..n * n)
-            .map(|ij| (mo.gram[ij] - m as f64 * d[ij / n] * d[ij % n]) / dof)
-            .collect();
-        let total: f64 = (0..n).map(|i| cov[i * n + i]).sum();
-        let (values, mut vectors) = top_eigen(&cov, n, k)?;
-        flip_signs(&mut vectors, n);
-        let ev: Vec<f64> = values.iter().map(|v| v.max(0.0)).collect();
-        let mean: Vec<f64> = shift.iter().zip(&d).map(|(s, d)| s + d).collect();
-        return finish_pca(ctx, n, m, 1, &ev, total, &vectors, &mean);
+        return pca_from_moments(ctx, n, k, &shift, &mo);
     }
     let opts = match method {
         PcaStreamMethod::Randomized(o) => o,
@@ -311,6 +298,35 @@ pub(crate) fn pca(
     let mut vectors: Vec<f64> = svd.vt.to_vec()?.iter().map(|&v| f64::from(v)).collect();
     flip_signs(&mut vectors, n);
     finish_pca(ctx, n, m, 1 + svd.passes, &ev, total, &vectors, &mean)
+}
+
+/// The PCA from the moments of the rows shifted by `shift` (one pass, or the sum of every
+/// rank's): the covariance in f64 and its eigen-decomposition.
+pub(crate) fn pca_from_moments(
+    ctx: &Context,
+    n: usize,
+    k: usize,
+    shift: &[f64],
+    mo: &Moments,
+) -> Result<StreamedPca> {
+    let m = nonempty("pca_stream", mo.rows, n)?;
+    if m < 2 || k > m {
+        return Err(Error::Shape(format!(
+            "pca_stream: {k} components of {m} samples; PCA needs at least 2 samples and at most min(samples, features) components"
+        )));
+    }
+    // Cov = (Σ(x−s)(x−s)ᵀ − m·d·dᵀ)/(m−1), d = mean − s = sums/m.
+    let d: Vec<f64> = mo.sums.iter().map(|v| v / m as f64).collect();
+    let dof = (m - 1) as f64;
+    let cov: Vec<f64> = (0..n * n)
+        .map(|ij| (mo.gram[ij] - m as f64 * d[ij / n] * d[ij % n]) / dof)
+        .collect();
+    let total: f64 = (0..n).map(|i| cov[i * n + i]).sum();
+    let (values, mut vectors) = top_eigen(&cov, n, k)?;
+    flip_signs(&mut vectors, n);
+    let ev: Vec<f64> = values.iter().map(|v| v.max(0.0)).collect();
+    let mean: Vec<f64> = shift.iter().zip(&d).map(|(s, d)| s + d).collect();
+    finish_pca(ctx, n, m, 1, &ev, total, &vectors, &mean)
 }
 
 /// The column sums and sums of squares of A − shift (the Gram's diagonal only), in f64.
@@ -372,21 +388,21 @@ fn finish_pca(
 }
 
 /// The R factor of one block (its QR on the device), downloaded.
-fn block_r(ctx: &Context, x: &Tensor) -> Result<(usize, Vec<f32>)> {
+pub(crate) fn block_r(ctx: &Context, x: &Tensor) -> Result<(usize, Vec<f32>)> {
     let r = ctx.qr(x)?.r;
     Ok((r.shape()[0], r.to_vec()?))
 }
 
 /// Folds block R factors in order: R ← R of [R; R_block] (a QR of the two stacked factors on
 /// the first context).
-struct RFold<'a> {
-    ctx: &'a Context,
-    n: usize,
-    r: Option<Tensor>,
+pub(crate) struct RFold<'a> {
+    pub(crate) ctx: &'a Context,
+    pub(crate) n: usize,
+    pub(crate) r: Option<Tensor>,
 }
 
 impl RFold<'_> {
-    fn add(&mut self, rows: usize, values: &[f32]) -> Result<()> {
+    pub(crate) fn add(&mut self, rows: usize, values: &[f32]) -> Result<()> {
         let block = self.ctx.tensor(&[rows, self.n], values)?;
         self.r = Some(match self.r.take() {
             None => block,
@@ -395,7 +411,7 @@ impl RFold<'_> {
         Ok(())
     }
 
-    fn finish(self) -> Result<Tensor> {
+    pub(crate) fn finish(self) -> Result<Tensor> {
         match self.r {
             Some(r) => Ok(r),
             None => self.ctx.zeros(&[0, self.n]),
@@ -476,9 +492,19 @@ pub(crate) fn lstsq(
             "lstsq_stream: the source's {total} columns must be A's {a_cols} and at least one of B"
         )));
     }
-    let (n, k) = (a_cols, total - a_cols);
     let t = tsqr(workers, src)?;
-    let ctx = &workers[0];
+    lstsq_from_r(&workers[0], &t, a_cols, rcond)
+}
+
+/// numpy's `lstsq` from the TSQR of `[A | B]` (A its first `a_cols` columns).
+pub(crate) fn lstsq_from_r(
+    ctx: &Context,
+    t: &Tsqr,
+    a_cols: usize,
+    rcond: Option<f32>,
+) -> Result<Lstsq> {
+    let total = t.r.shape()[1];
+    let (n, k) = (a_cols, total - a_cols);
     let m = nonempty("lstsq_stream", t.rows, total)?;
     let rr = t.r.shape()[0];
     let top = ctx.slice_axis(&t.r, 0, 0, rr.min(n))?;
@@ -635,16 +661,22 @@ pub(crate) fn pca_transform(
 /// m×n `x`, all in f64: the reference of the PCA benches and tests.
 pub fn covariance_eigenvalues_f64(x: &[f32], m: usize, n: usize) -> Result<Vec<f64>> {
     if m < 2 {
-        return Err(Error::Shape(format!("a covariance needs at least 2 rows, got {m}")));
+        return Err(Error::Shape(format!(
+            "a covariance needs at least 2 rows, got {m}"
+        )));
     }
     let mut mean = vec![0.0f64; n];
     for row in x.chunks_exact(n.max(1)) {
-        mean.iter_mut().zip(row).for_each(|(s, v)| *s += f64::from(*v));
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(s, v)| *s += f64::from(*v));
     }
     mean.iter_mut().for_each(|s| *s /= m as f64);
     let centred = Mat::<f64>::from_fn(m, n, |i, j| f64::from(x[i * n + j]) - mean[j]);
     let cov = centred.transpose() * &centred;
-    let c: Vec<f64> = (0..n * n).map(|ij| cov[(ij / n, ij % n)] / (m - 1) as f64).collect();
+    let c: Vec<f64> = (0..n * n)
+        .map(|ij| cov[(ij / n, ij % n)] / (m - 1) as f64)
+        .collect();
     Ok(top_eigen(&c, n, n)?.0)
 }
 

@@ -134,6 +134,19 @@ impl Mpi {
         ctx.tensor(&shape, &values)
     }
 
+    /// Waits until every rank is here.
+    pub fn barrier(&self) {
+        self.world.barrier();
+    }
+
+    /// The largest of every rank's `value`.
+    pub fn max_over_ranks(&self, value: f64) -> f64 {
+        let mut max = value;
+        self.world
+            .all_reduce_into(&value, &mut max, SystemOperation::max());
+        max
+    }
+
     /// Sums `values` over the ranks, in place.
     fn all_sum(&self, values: &mut [f64]) {
         let local = values.to_vec();

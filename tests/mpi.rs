@@ -297,3 +297,35 @@ fn a_rank_with_a_truncated_file_fails_every_rank() {
     assert!(out.exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn bench_reports_the_rank_count() {
+    for ranks in [1, 2] {
+        let o = run(
+            Some(ranks),
+            &[
+                "bench",
+                "--ops",
+                "pca-stream",
+                "--sizes",
+                "3000x8",
+                "--repeat",
+                "1",
+            ],
+        );
+        ok(&o);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let rows: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("pca-stream"))
+            .collect();
+        assert_eq!(rows.len(), 1, "one row, from rank 0: {stdout}");
+        let fields: Vec<&str> = rows[0].split_whitespace().collect();
+        assert_eq!(fields[1], "3000x8");
+        assert_eq!(fields[2], ranks.to_string());
+        assert!(fields[4].parse::<f64>().unwrap() > 0.0, "GB/s: {}", rows[0]);
+    }
+    let o = run(Some(1), &["bench", "--ops", "matmul"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pca-stream only"));
+}

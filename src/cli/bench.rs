@@ -1019,7 +1019,42 @@ impl Drop for TempFile {
 }
 
 /// Components of the `pca-stream` bench.
-const PCA_BENCH_COMPONENTS: usize = 10;
+pub(super) const PCA_BENCH_COMPONENTS: usize = 10;
+
+impl BenchArgs {
+    /// The `--ops` list.
+    pub(super) fn op_list(&self) -> Vec<&str> {
+        self.ops.split(',').map(str::trim).collect()
+    }
+
+    /// The `pca-stream` sizes (M×N), parsed as the bench parses them.
+    pub(super) fn pca_stream_sizes(&self) -> Result<Vec<(usize, usize)>> {
+        let default = OPS
+            .iter()
+            .find(|(op, _)| *op == "pca-stream")
+            .map_or(&[][..], |(_, d)| *d);
+        Ok(parse_sizes("pca-stream", &self.sizes, default)?
+            .into_iter()
+            .map(|d| (d[0], d[1]))
+            .collect())
+    }
+
+    /// Timed repeats.
+    pub(super) fn repeats(&self) -> usize {
+        self.repeat.max(1)
+    }
+}
+
+/// Row `i` of the `pca-stream` bench matrix of `n` columns (the same on every rank that
+/// generates it): uniform values with a decaying column scale around 2.
+pub(super) fn pca_bench_row(i: usize, n: usize, out: &mut Vec<f32>) {
+    let row = crate::random::cpu::stream(n, 9 + i as u64, None);
+    out.extend(
+        row.iter()
+            .enumerate()
+            .map(|(j, u)| (2.0 * u - 1.0) * (1.0 + (n - j) as f32 / 8.0) + 2.0),
+    );
+}
 
 /// `sklearn.decomposition.PCA(10)` of a random m×n matrix with a decaying column scale, in
 /// GB/s of input consumed: `streamed`, by `pca_stream` over row blocks of a `.npy` file (a

@@ -36,6 +36,67 @@ fn write_outputs(mpi: &Mpi, outputs: &[(&Option<PathBuf>, &Tensor)]) -> Result<(
     mpi.agree(written)
 }
 
+/// `bench --ops pca-stream` across the ranks: each rank writes its share of the rows of each
+/// M×N bench matrix to a shard file of its own (in its temporary directory, removed after) and
+/// the distributed PCA is timed over them (the slowest rank's time, median of the repeats);
+/// rank 0 prints the rank count, the time and the GB/s of input consumed.
+fn bench(mpi: &Mpi, ctx: &crate::Context, args: &super::bench::BenchArgs) -> Result<()> {
+    if args.op_list() != ["pca-stream"] {
+        return mpi.agree(Err(Error::InvalidArgument(
+            "bench --mpi times --ops pca-stream only".into(),
+        )));
+    }
+    let sizes = mpi.agree(args.pca_stream_sizes())?;
+    let dir = std::env::temp_dir().join(format!("gpu-linalg-mpi-bench-{}", std::process::id()));
+    if mpi.is_root() {
+        println!("op          shape                    ranks  median ms      GB/s");
+    }
+    for (m, n) in sizes {
+        let range = mpi.row_range(m);
+        let shard = dir.join("shard-{rank}.npy");
+        let written = (|| {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let mut w = crate::npy::NpyRowWriter::create(&mpi.rank_path(&shard), range.len(), n)?;
+            let mut row = Vec::with_capacity(n);
+            for i in range.clone() {
+                row.clear();
+                super::bench::pca_bench_row(i, n, &mut row);
+                w.append_rows(&row)?;
+            }
+            w.finish()
+        })();
+        mpi.agree(written)?;
+        let k = super::bench::PCA_BENCH_COMPONENTS.min(n);
+        let mut times = Vec::new();
+        for _ in 0..=args.repeats() {
+            mpi.barrier();
+            let t = std::time::Instant::now();
+            mpi.pca(ctx, &shard, k, MemoryBudget::default())?;
+            times.push(mpi.max_over_ranks(t.elapsed().as_secs_f64()));
+        }
+        let _ = std::fs::remove_file(mpi.rank_path(&shard));
+        // The first run builds pipelines: the median of the others.
+        let mut timed = times[1..].to_vec();
+        timed.sort_by(f64::total_cmp);
+        let median = timed[timed.len() / 2];
+        if mpi.is_root() {
+            println!(
+                "{:<11} {:<24} {:>5} {:>10.3} {:>9.3}",
+                "pca-stream",
+                format!("{m}x{n}"),
+                mpi.size(),
+                median * 1e3,
+                (m * n * 4) as f64 / median / 1e9
+            );
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+    Ok(())
+}
+
 /// Runs the command on every rank of the MPI job.
 pub fn run(cli: &Cli) -> Result<()> {
     let mpi = Mpi::init()?;
@@ -129,8 +190,9 @@ pub fn run(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => bench(&mpi, &ctx, args),
         _ => mpi.agree(Err(Error::InvalidArgument(
-            "--mpi runs pca, qr --r-only and lstsq".into(),
+            "--mpi runs pca, qr --r-only, lstsq and bench --ops pca-stream".into(),
         ))),
     }
 }

@@ -41,6 +41,10 @@ GPU_LINALG_MATMUL_SPLIT_K=off "$bin" --backend gpu bench --ops matmul --sizes 25
 # The command stream against per-op submission: 1,000 dependent 64×64 matmuls and 4,096-float
 # adds (ops/s, dispatches and submits per run).
 "$bin" --backend gpu bench --ops chained --repeat 10 --json "$out/chained.json" | tee "$out/chained.txt"
+# The streamed PCA of a 1 GiB matrix read from a .npy file in row blocks, in GB/s, beside the
+# in-memory PCA of the same matrix.
+"$bin" --backend gpu bench --ops pca-stream --sizes 4194304x64 --repeat 3 \
+  --json "$out/pca-stream.json" | tee "$out/pca-stream.txt"
 
 if python3 -c 'import torch' 2>/dev/null; then
   SIZES="$sizes" python3 - <<'PY' | tee "$out/torch.txt"

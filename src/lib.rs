@@ -105,7 +105,12 @@
 //! | Cholesky | [`cholesky`](Context::cholesky) | [`cholesky`] |
 //! | LU, solve, inv, det | [`solve`](Context::solve), [`inv`](Context::inv), [`det`](Context::det), [`slogdet`](Context::slogdet) | [`solve`] |
 //! | norms, lstsq, pinv | [`matrix_norm`](Context::matrix_norm), [`cond`](Context::cond), [`lstsq`](Context::lstsq), [`pinv`](Context::pinv) | [`norms`] |
-//! | `.npy` files | [`npy::read_npy`], [`npy::write_npy_f32`] | [`npy`] |
+//! | `.npy` files | [`npy::read_npy`], [`npy::write_npy_f32`], [`npy::NpyRowReader`], [`npy::NpyRowWriter`] | [`npy`] |
+//! | streamed (tall data in row blocks) | [`gram_stream`](Context::gram_stream), [`tsqr_stream`](Context::tsqr_stream), [`lstsq_stream`](Context::lstsq_stream), [`randomized_svd_stream`](Context::randomized_svd_stream), [`pca_stream`](Context::pca_stream) | [`streamed`] |
+//! | several adapters | [`ContextGroup`]: batched [`matmul`](ContextGroup::matmul), [`svd_batched`](ContextGroup::svd_batched), [`solve`](ContextGroup::solve), the streamed calls | [`group`] |
+//!
+//! With the `mpi` feature, `distributed::Mpi` runs the streamed PCA, TSQR and lstsq across the
+//! ranks of an MPI job.
 //!
 //! Each GPU family tunes its kernel choice per adapter on first use and caches it
 //! ([`Context::tuning_report`]).

@@ -51,14 +51,7 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
         path: name.clone(),
         message: describe_io(&e),
     };
-    let mut file = std::fs::File::open(path).map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    if meta.is_dir() {
-        return Err(Error::Io {
-            path: name,
-            message: "is a directory, not a .npy file".to_string(),
-        });
-    }
+    let (mut file, meta) = open_file(path)?;
     let len = usize::try_from(meta.len()).map_err(|_| Error::Io {
         path: name.clone(),
         message: format!("file too large to read ({} bytes)", meta.len()),
@@ -183,6 +176,24 @@ fn data_count(info: &HeaderInfo, available: u64, name: &str) -> Result<usize> {
         )));
     }
     Ok(count)
+}
+
+/// Opens `path` for reading, refusing a directory; errors name the file.
+fn open_file(path: &Path) -> Result<(std::fs::File, std::fs::Metadata)> {
+    let name = path.display().to_string();
+    let io_err = |e: std::io::Error| Error::Io {
+        path: name.clone(),
+        message: describe_io(&e),
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(Error::Io {
+            path: name,
+            message: "is a directory, not a .npy file".to_string(),
+        });
+    }
+    Ok((file, meta))
 }
 
 /// Parses the bytes of a whole `.npy` file; `name` is used in error messages.
@@ -1136,14 +1147,7 @@ impl NpyRowReader {
             path: name.clone(),
             message: describe_io(&e),
         };
-        let mut file = std::fs::File::open(path).map_err(io_err)?;
-        let meta = file.metadata().map_err(io_err)?;
-        if meta.is_dir() {
-            return Err(Error::Io {
-                path: name,
-                message: "is a directory, not a .npy file".to_string(),
-            });
-        }
+        let (mut file, meta) = open_file(path)?;
         // The header length field sits in bytes 8..12; read that much, then the whole header.
         let mut prefix = vec![0u8; usize::try_from(meta.len().min(12)).unwrap_or(12)];
         file.read_exact(&mut prefix).map_err(io_err)?;

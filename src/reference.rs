@@ -189,3 +189,21 @@ pub(crate) fn scale_exponent(max: f32) -> i32 {
 pub(crate) fn abs_max(a: &[f32]) -> f32 {
     a.iter().fold(0.0f32, |acc, x| acc.max(x.abs()))
 }
+
+/// Flips each row of `rows` (width `p`) so that its largest-|·| entry is positive: the sign
+/// convention of scikit-learn's PCA components (`svd_flip(u_based_decision=False)`).
+pub(crate) fn flip_rows_largest_positive<T>(rows: &mut [T], p: usize)
+where
+    T: Copy + PartialOrd + Default + std::ops::Neg<Output = T>,
+{
+    let abs = |v: T| if v < T::default() { -v } else { v };
+    for row in rows.chunks_mut(p.max(1)) {
+        let big = row
+            .iter()
+            .copied()
+            .fold(T::default(), |b, v| if abs(v) > abs(b) { v } else { b });
+        if big < T::default() {
+            row.iter_mut().for_each(|v| *v = -*v);
+        }
+    }
+}

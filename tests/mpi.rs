@@ -132,13 +132,6 @@ fn pca_on_one_two_and_three_ranks_equals_one_process() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-fn conditioned(m: usize, n: usize, kappa: f64, seed: u64) -> Vec<f32> {
-    let sigma: Vec<f64> = (0..n)
-        .map(|i| kappa.powf(-(i as f64) / (n - 1) as f64))
-        .collect();
-    common::with_singular_values(m, n, &sigma, seed)
-}
-
 #[test]
 fn tsqr_and_lstsq_across_ranks() {
     let d = tmpdir("tsqr");
@@ -154,7 +147,7 @@ fn tsqr_and_lstsq_across_ranks() {
     }
     let cases = [
         ("graded", graded),
-        ("kappa1e6", conditioned(m, n, 1e6, 5)),
+        ("kappa1e6", common::conditioned(m, n, 1e6, 5)),
         ("rank-deficient", deficient),
     ];
     for (name, a) in &cases {
@@ -212,7 +205,7 @@ fn tsqr_and_lstsq_across_ranks() {
         }
     }
     // lstsq with a 2-column B.
-    let a = conditioned(m, n, 1e2, 6);
+    let a = common::conditioned(m, n, 1e2, 6);
     let b = common::data_full(m * 2, 7);
     let (pa, pb) = (d.join("la.npy"), d.join("lb.npy"));
     write_npy_f32(&pa, &[m, n], &a).unwrap();

@@ -26,14 +26,6 @@ fn case(name: &str, m: usize, n: usize, a: Vec<f32>) -> Case {
     }
 }
 
-fn conditioned(m: usize, n: usize, kappa: f64, seed: u64) -> Vec<f32> {
-    let k = m.min(n);
-    let sigma: Vec<f64> = (0..k)
-        .map(|i| kappa.powf(-(i as f64) / (k.max(2) - 1) as f64))
-        .collect();
-    common::with_singular_values(m, n, &sigma, seed)
-}
-
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     let rnd = |name: &str, m: usize, n: usize, seed: u64| {
@@ -76,26 +68,26 @@ fn cases() -> Vec<Case> {
             &format!("κ={kappa:e}"),
             200,
             40,
-            conditioned(200, 40, kappa, s),
+            common::conditioned(200, 40, kappa, s),
         ));
         v.push(case(
             &format!("κ={kappa:e}"),
             32,
             32,
-            conditioned(32, 32, kappa, s + 1),
+            common::conditioned(32, 32, kappa, s + 1),
         ));
         // Tall-skinny: through CholeskyQR (plain first pass for small κ, shifted otherwise).
         v.push(case(
             &format!("κ={kappa:e} tall"),
             480,
             40,
-            conditioned(480, 40, kappa, s + 3),
+            common::conditioned(480, 40, kappa, s + 3),
         ));
         v.push(case(
             &format!("κ={kappa:e} wide"),
             24,
             60,
-            conditioned(24, 60, kappa, s + 2),
+            common::conditioned(24, 60, kappa, s + 2),
         ));
     }
     // Rank-deficient: duplicate columns, a zero column, rank one, the zero matrix.

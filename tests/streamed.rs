@@ -15,14 +15,6 @@ fn blocks(a: &[f32], n: usize, h: usize) -> impl RowBlocks + '_ {
     IterRowBlocks::new(n, move || a.chunks(h * n).map(|c| c.to_vec()))
 }
 
-fn conditioned(m: usize, n: usize, kappa: f64, seed: u64) -> Vec<f32> {
-    let k = m.min(n);
-    let sigma: Vec<f64> = (0..k)
-        .map(|i| kappa.powf(-(i as f64) / (k.max(2) - 1) as f64))
-        .collect();
-    common::with_singular_values(m, n, &sigma, seed)
-}
-
 /// The LAPACK-style matrix types of the TSQR bar: random, graded, κ = 10⁶, rank-deficient.
 fn tsqr_cases() -> Vec<(String, usize, usize, Vec<f32>)> {
     let mut v = Vec::new();
@@ -40,7 +32,12 @@ fn tsqr_cases() -> Vec<(String, usize, usize, Vec<f32>)> {
         }
     }
     v.push(("graded columns".to_string(), m, n, graded));
-    v.push(("κ=1e6".to_string(), 480, 30, conditioned(480, 30, 1e6, 3)));
+    v.push((
+        "κ=1e6".to_string(),
+        480,
+        30,
+        common::conditioned(480, 30, 1e6, 3),
+    ));
     let (m, n) = (400, 16);
     let mut deficient = common::data_full(m * n, 4);
     for i in 0..m {
@@ -155,17 +152,9 @@ fn gram_stream_matches_f64() {
 fn lstsq_stream_matches_lstsq() {
     each_backend(|be, ctx| {
         let (m, n, k) = (700, 9, 3);
-        let a = conditioned(m, n, 1e3, 7);
+        let a = common::conditioned(m, n, 1e3, 7);
         let b = common::data_full(m * k, 8);
-        let ab: Vec<f32> = (0..m)
-            .flat_map(|i| {
-                a[i * n..][..n]
-                    .iter()
-                    .chain(&b[i * k..][..k])
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let ab = common::hstack(&a, &b, m, n, k);
         let fit = ctx
             .lstsq_stream(&mut blocks(&ab, n + k, 101), n, None)
             .unwrap();
@@ -205,15 +194,7 @@ fn lstsq_stream_matches_lstsq() {
         // Rank-deficient A: the minimum-norm solution, no residuals, as numpy.
         let mut d = a.clone();
         (0..m).for_each(|i| d[i * n + 4] = d[i * n + 2]);
-        let db: Vec<f32> = (0..m)
-            .flat_map(|i| {
-                d[i * n..][..n]
-                    .iter()
-                    .chain(&b[i * k..][..k])
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let db = common::hstack(&d, &b, m, n, k);
         let fit = ctx
             .lstsq_stream(&mut blocks(&db, n + k, 64), n, None)
             .unwrap();

@@ -4,35 +4,6 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-/// System fonts tried in order when `GPU_LINALG_FONT` names none.
-const FONT_PATHS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
-
-/// Registers a system TrueType font as "sans-serif" (plotters' `ab_glyph` backend draws no
-/// text without one); false when none is found, and the chart is then drawn without text.
-fn register_font() -> bool {
-    let candidates = std::env::var("GPU_LINALG_FONT")
-        .ok()
-        .into_iter()
-        .chain(FONT_PATHS.iter().map(|s| s.to_string()));
-    for p in candidates {
-        if let Ok(bytes) = std::fs::read(&p) {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// One named curve: (x, y) points in drawing order.
 pub struct Series {
     pub name: String,
@@ -51,7 +22,8 @@ pub struct Panel<'a> {
 
 /// Draws the panels side by side, each `size.0 / panels` wide, to the SVG file `path`.
 pub fn draw_svg(path: &std::path::Path, size: (u32, u32), panels: &[Panel]) -> Result<(), String> {
-    let text = register_font();
+    // Without a font plotters draws no text: the chart is then drawn without any.
+    let text = gpu_linalg::cli::register_plot_font().is_ok();
     let root = SVGBackend::new(path, size).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;

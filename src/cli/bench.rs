@@ -5,6 +5,8 @@
 mod plot;
 mod report;
 
+pub use plot::register_font;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -1021,6 +1023,7 @@ impl Drop for TempFile {
 /// Components of the `pca-stream` bench.
 pub(super) const PCA_BENCH_COMPONENTS: usize = 10;
 
+#[cfg(feature = "mpi")]
 impl BenchArgs {
     /// The `--ops` list.
     pub(super) fn op_list(&self) -> Vec<&str> {
@@ -1062,11 +1065,8 @@ pub(super) fn pca_bench_row(i: usize, n: usize, out: &mut Vec<f32>) {
 /// same matrix. Judged by the explained variance against the f64 covariance.
 fn pca_case(m: usize, n: usize, streamed: bool) -> Result<BenchCase> {
     let k = PCA_BENCH_COMPONENTS.min(n).min(m.saturating_sub(1));
-    let a: Vec<f32> = random_values(m * n, 9)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| v * (1.0 + (n - i % n) as f32 / 8.0) + 2.0)
-        .collect();
+    let mut a = Vec::with_capacity(m * n);
+    (0..m).for_each(|i| pca_bench_row(i, n, &mut a));
     let file = if streamed {
         let dir = std::env::temp_dir().join(format!("gpu-linalg-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io {

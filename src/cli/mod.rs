@@ -2,6 +2,9 @@
 //! benchmarks.
 
 mod bench;
+
+/// Registers a system font for plots (the bench's and the examples').
+pub use bench::register_font as register_plot_font;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod solvers;

@@ -399,15 +399,7 @@ impl Context {
         let s = svd.s.to_vec()?;
         let vt = svd.vt.to_vec()?;
         let mut comps = vt[..k * p].to_vec();
-        for row in comps.chunks_mut(p.max(1)) {
-            let big = row
-                .iter()
-                .copied()
-                .fold(0.0f32, |b, v| if v.abs() > b.abs() { v } else { b });
-            if big < 0.0 {
-                row.iter_mut().for_each(|v| *v = -*v);
-            }
-        }
+        crate::reference::flip_rows_largest_positive(&mut comps, p);
         let components = self.tensor(&[k, p], &comps)?;
         let total: f64 = self
             .var(x, Some(0), 1)?

@@ -207,20 +207,6 @@ pub(crate) fn first_block_mean(src: &mut dyn RowBlocks) -> Result<Vec<f64>> {
     Ok(mean)
 }
 
-/// Flips each row of `rows` (width `p`) so that its largest-|·| entry is positive
-/// (scikit-learn's `svd_flip(u_based_decision=False)`).
-fn flip_signs(rows: &mut [f64], p: usize) {
-    for row in rows.chunks_mut(p.max(1)) {
-        let big = row
-            .iter()
-            .copied()
-            .fold(0.0f64, |b, v| if v.abs() > b.abs() { v } else { b });
-        if big < 0.0 {
-            row.iter_mut().for_each(|v| *v = -*v);
-        }
-    }
-}
-
 /// `k` leading eigenpairs (descending) of the symmetric n×n `c`, in f64: values and
 /// vectors as rows.
 fn top_eigen(c: &[f64], n: usize, k: usize) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -296,7 +282,7 @@ pub(crate) fn pca(
     let s: Vec<f64> = svd.s.to_vec()?.iter().map(|&v| f64::from(v)).collect();
     let ev: Vec<f64> = s.iter().map(|v| v * v / dof).collect();
     let mut vectors: Vec<f64> = svd.vt.to_vec()?.iter().map(|&v| f64::from(v)).collect();
-    flip_signs(&mut vectors, n);
+    crate::reference::flip_rows_largest_positive(&mut vectors, n);
     finish_pca(ctx, n, m, 1 + svd.passes, &ev, total, &vectors, &mean)
 }
 
@@ -323,7 +309,7 @@ pub(crate) fn pca_from_moments(
         .collect();
     let total: f64 = (0..n).map(|i| cov[i * n + i]).sum();
     let (values, mut vectors) = top_eigen(&cov, n, k)?;
-    flip_signs(&mut vectors, n);
+    crate::reference::flip_rows_largest_positive(&mut vectors, n);
     let ev: Vec<f64> = values.iter().map(|v| v.max(0.0)).collect();
     let mean: Vec<f64> = shift.iter().zip(&d).map(|(s, d)| s + d).collect();
     finish_pca(ctx, n, m, 1, &ev, total, &vectors, &mean)

@@ -112,6 +112,23 @@ pub fn with_singular_values(m: usize, n: usize, sigma: &[f64], seed: u64) -> Vec
     a
 }
 
+/// An m×n matrix with singular values spaced geometrically from 1 down to 1/κ
+/// (`with_singular_values`).
+pub fn conditioned(m: usize, n: usize, kappa: f64, seed: u64) -> Vec<f32> {
+    let k = m.min(n);
+    let sigma: Vec<f64> = (0..k)
+        .map(|i| kappa.powf(-(i as f64) / (k.max(2) - 1) as f64))
+        .collect();
+    with_singular_values(m, n, &sigma, seed)
+}
+
+/// The rows of `a` (m×n) and `b` (m×k) side by side: `[A | B]`, m×(n + k).
+pub fn hstack(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    (0..m)
+        .flat_map(|i| a[i * n..][..n].iter().chain(&b[i * k..][..k]).copied())
+        .collect()
+}
+
 /// LAPACK's SVD driver-test ratios (`gpu_linalg::svd::cpu::ratios`) of a result for the m×n
 /// matrix `a`, its factors read back.
 pub fn svd_ratios(a: &[f32], m: usize, n: usize, svd: &gpu_linalg::Svd) -> [f64; 3] {

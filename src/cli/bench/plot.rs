@@ -37,8 +37,9 @@ fn ext(path: &Path) -> String {
         .to_ascii_lowercase()
 }
 
-/// Registers a system TrueType font as "sans-serif" (plotters draws no text without one).
-fn register_font() -> Result<()> {
+/// Registers a system TrueType font as "sans-serif" (plotters draws no text without one):
+/// `GPU_LINALG_FONT`, else the first of the usual DejaVu, Liberation or Arial files found.
+pub fn register_font() -> Result<()> {
     static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
         let candidates = std::env::var("GPU_LINALG_FONT")

@@ -3,10 +3,13 @@
 //! `{rank}`, the whole of its own shard), reads only that, and computes with its own
 //! context; the ranks then combine
 //! - Gram and column sums by `allreduce` (f64), for the PCA;
+//! - each power iteration's AᵀA·Q pieces by `allreduce`, for the randomized SVD;
 //! - TSQR's R factors by a binary reduction tree (rank r + 2ˢ sends its R to rank r at step s,
-//!   which QRs the two stacked), for `tsqr` and `lstsq`;
+//!   which QRs the two stacked), for `tsqr`, `lstsq` and the randomized SVD's last pass;
 //!
-//! and the small final eigh or solve runs on rank 0, its result broadcast back.
+//! and the small final eigh, solve or SVD runs on rank 0, its result broadcast back. The
+//! algorithms are those of `streamed`, with the MPI steps plugged in where one process has
+//! none (the crate's `Combine` trait).
 //!
 //! Failures are agreed on: after each phase every rank learns whether any rank failed, and if
 //! one did, every rank returns [`Error::Rank`] with the lowest failing rank's one-line
@@ -20,10 +23,13 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
 use crate::context::Context;
+use crate::decomp::RandomizedSvdOptions;
 use crate::error::{Error, Result};
 use crate::norms::Lstsq;
-use crate::streamed::{self, MemoryBudget, NpyRowBlocks, RowBlocks, StreamedPca, Tsqr};
-use crate::tensor::Tensor;
+use crate::streamed::{
+    self, Combine, MemoryBudget, NpyRowBlocks, PcaStreamMethod, RowBlocks, StreamedPca,
+    StreamedSvd, Tsqr,
+};
 
 /// The placeholder a sharded path names the rank with.
 pub const RANK_PLACEHOLDER: &str = "{rank}";
@@ -122,18 +128,6 @@ impl Mpi {
         }
     }
 
-    /// Rank 0's tensor (`None` elsewhere) as a tensor of `ctx` on every rank.
-    fn broadcast_tensor(&self, ctx: &Context, t: Option<&Tensor>) -> Result<Tensor> {
-        let (mut shape, mut values): (Vec<u64>, Vec<f32>) = match t {
-            Some(t) => (t.shape().iter().map(|&d| d as u64).collect(), t.to_vec()?),
-            None => (Vec::new(), Vec::new()),
-        };
-        self.broadcast_vec(&mut shape);
-        self.broadcast_vec(&mut values);
-        let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-        ctx.tensor(&shape, &values)
-    }
-
     /// Waits until every rank is here.
     pub fn barrier(&self) {
         self.world.barrier();
@@ -183,8 +177,9 @@ impl Mpi {
     }
 
     /// `sklearn.decomposition.PCA(k).fit` of the rows of every rank: each rank's shifted
-    /// Gram matrix and column sums (the shift is rank 0's first-block mean, broadcast), summed by
-    /// `allreduce`; the covariance's f64 eigen-decomposition on rank 0, broadcast back.
+    /// Gram matrix and column sums (the shift is rank 0's first-block mean, broadcast) summed
+    /// by `allreduce`, the covariance's f64 eigen-decomposition on rank 0, broadcast back (past
+    /// 4,096 features, the randomized SVD of the centred rows, as [`Mpi::randomized_svd`]).
     pub fn pca(
         &self,
         ctx: &Context,
@@ -193,75 +188,85 @@ impl Mpi {
         budget: MemoryBudget,
     ) -> Result<StreamedPca> {
         let mut src = self.open_rows(&[path], budget)?;
-        let n = src.cols();
-        let cols_agree = self.same_on_all(n as u64, "columns");
-        self.agree(cols_agree)?;
-        let shift = if self.is_root() {
-            streamed::first_block_mean(&mut src)
-        } else {
-            Ok(vec![0.0; n])
-        };
-        let mut shift = self.agree(shift)?;
-        let root = self.world.process_at_rank(0);
-        root.broadcast_into(&mut shift[..]);
-        let local = streamed::moments(std::slice::from_ref(ctx), &mut src, Some(&shift));
-        let mut mo = self.agree(local)?;
-        let mut packed = mo.gram.clone();
-        packed.extend_from_slice(&mo.sums);
-        packed.push(mo.rows as f64);
-        self.all_sum(&mut packed);
-        mo.rows = packed[n * n + n] as usize;
-        mo.sums = packed[n * n..n * n + n].to_vec();
-        mo.gram.copy_from_slice(&packed[..n * n]);
-        let fit = if self.is_root() {
-            streamed::pca_from_moments(ctx, n, k, &shift, &mo).map(Some)
-        } else {
-            Ok(None)
-        };
-        let fit = self.agree(fit)?;
-        let part = |f: fn(&StreamedPca) -> &Tensor| self.broadcast_tensor(ctx, fit.as_ref().map(f));
-        Ok(StreamedPca {
-            components: part(|p| &p.components)?,
-            explained_variance: part(|p| &p.explained_variance)?,
-            explained_variance_ratio: part(|p| &p.explained_variance_ratio)?,
-            singular_values: part(|p| &p.singular_values)?,
-            mean: part(|p| &p.mean)?,
-            rows: mo.rows,
-            passes: 1,
-        })
-    }
-
-    /// `Ok` when every rank passed the same `value` (a shape), else an error naming it.
-    fn same_on_all(&self, value: u64, what: &str) -> Result<()> {
-        let (mut lo, mut hi) = (0u64, 0u64);
-        self.world
-            .all_reduce_into(&value, &mut lo, SystemOperation::min());
-        self.world
-            .all_reduce_into(&value, &mut hi, SystemOperation::max());
-        if lo != hi {
-            return Err(Error::Shape(format!(
-                "the ranks' inputs differ in {what}: {lo} to {hi}"
-            )));
-        }
-        Ok(())
+        self.same_columns(&src)?;
+        streamed::pca(
+            std::slice::from_ref(ctx),
+            &mut src,
+            k,
+            PcaStreamMethod::Auto,
+            self,
+        )
     }
 
     /// The R factor of the rows of every rank (side by side when several paths): each rank's
     /// TSQR, then a binary reduction tree of the Rs to rank 0; R broadcast back.
     pub fn tsqr(&self, ctx: &Context, paths: &[&Path], budget: MemoryBudget) -> Result<Tsqr> {
         let mut src = self.open_rows(paths, budget)?;
-        let n = src.cols();
-        let cols_agree = self.same_on_all(n as u64, "columns");
-        self.agree(cols_agree)?;
-        let local = streamed::tsqr(std::slice::from_ref(ctx), &mut src);
-        let local = self.agree(local)?;
-        let mut rows = vec![local.rows as f64];
-        self.all_sum(&mut rows);
-        // The tree: a failed combine still takes part (sending an empty R), and the failure is
-        // agreed on after it.
+        self.same_columns(&src)?;
+        streamed::tsqr(std::slice::from_ref(ctx), &mut src, self)
+    }
+
+    /// `numpy.linalg.lstsq(A, B, rcond)` of the rows of every rank: the distributed TSQR of
+    /// `[A | B]`, then the small solve on rank 0, broadcast back.
+    pub fn lstsq(
+        &self,
+        ctx: &Context,
+        a: &Path,
+        b: &Path,
+        rcond: Option<f32>,
+        budget: MemoryBudget,
+    ) -> Result<Lstsq> {
+        let a_cols =
+            self.agree(crate::npy::NpyRowReader::open(&self.rank_path(a)).map(|r| r.cols()))?;
+        let mut src = self.open_rows(&[a, b], budget)?;
+        self.same_columns(&src)?;
+        streamed::lstsq(std::slice::from_ref(ctx), &mut src, a_cols, rcond, self)
+    }
+
+    /// The rank-`r` randomized SVD of the rows of every rank: each pass's AᵀA·Q pieces summed
+    /// by `allreduce` (Ω and each Q rank 0's, broadcast), the final TSQR of A·Q by the
+    /// reduction tree, its small SVD on rank 0; Σ and Vᵀ broadcast back.
+    pub fn randomized_svd(
+        &self,
+        ctx: &Context,
+        path: &Path,
+        r: usize,
+        opts: &RandomizedSvdOptions,
+        budget: MemoryBudget,
+    ) -> Result<StreamedSvd> {
+        let mut src = self.open_rows(&[path], budget)?;
+        self.same_columns(&src)?;
+        streamed::randomized_svd(std::slice::from_ref(ctx), &mut src, r, opts, None, self)
+    }
+
+    /// Fails every rank unless all read the same number of columns.
+    fn same_columns(&self, src: &NpyRowBlocks) -> Result<()> {
+        let n = src.cols() as u64;
+        let (mut lo, mut hi) = (0u64, 0u64);
+        self.world
+            .all_reduce_into(&n, &mut lo, SystemOperation::min());
+        self.world
+            .all_reduce_into(&n, &mut hi, SystemOperation::max());
+        self.agree(if lo == hi {
+            Ok(())
+        } else {
+            Err(Error::Shape(format!(
+                "the ranks' inputs differ in columns: {lo} to {hi}"
+            )))
+        })
+    }
+
+    /// The binary reduction tree of R factors to rank 0: at step s, rank r + 2ˢ sends its R
+    /// to rank r, which QRs the two stacked. A failed combine still takes part (sending an
+    /// empty R); the failure is agreed on after the tree.
+    fn tree_r(
+        &self,
+        ctx: &Context,
+        n: usize,
+        mut r_rows: usize,
+        mut r: Vec<f32>,
+    ) -> Result<(usize, Vec<f32>)> {
         let mut failure: Result<()> = Ok(());
-        let mut r = local.r.to_vec().unwrap_or_default();
-        let mut r_rows = local.r.shape()[0];
         let mut step = 1;
         while step < self.size {
             if self.rank % (2 * step) == step {
@@ -294,43 +299,38 @@ impl Mpi {
             step *= 2;
         }
         self.agree(failure)?;
-        let root_r = if self.is_root() {
-            Some(ctx.tensor(&[r_rows, n], &r)?)
-        } else {
-            None
-        };
-        Ok(Tsqr {
-            r: self.broadcast_tensor(ctx, root_r.as_ref())?,
-            rows: rows[0] as usize,
-        })
+        Ok((r_rows, r))
+    }
+}
+
+impl Combine for Mpi {
+    fn is_root(&self) -> bool {
+        self.rank == 0
     }
 
-    /// `numpy.linalg.lstsq(A, B, rcond)` of the rows of every rank: the distributed TSQR of
-    /// `[A | B]`, then the small solve on rank 0, broadcast back.
-    pub fn lstsq(
+    fn agree<T>(&self, local: Result<T>) -> Result<T> {
+        Mpi::agree(self, local)
+    }
+
+    fn sum(&self, local: Result<Vec<f64>>) -> Result<Vec<f64>> {
+        let mut v = Mpi::agree(self, local)?;
+        self.all_sum(&mut v);
+        Ok(v)
+    }
+
+    fn share(&self, root: Result<Option<Vec<f64>>>) -> Result<Vec<f64>> {
+        let mut v = Mpi::agree(self, root)?.unwrap_or_default();
+        self.broadcast_vec(&mut v);
+        Ok(v)
+    }
+
+    fn combine_r(
         &self,
         ctx: &Context,
-        a: &Path,
-        b: &Path,
-        rcond: Option<f32>,
-        budget: MemoryBudget,
-    ) -> Result<Lstsq> {
-        let a_cols =
-            self.agree(crate::npy::NpyRowReader::open(&self.rank_path(a)).map(|r| r.cols()))?;
-        let t = self.tsqr(ctx, &[a, b], budget)?;
-        let fit = if self.is_root() {
-            streamed::lstsq_from_r(ctx, &t, a_cols, rcond).map(Some)
-        } else {
-            Ok(None)
-        };
-        let fit = self.agree(fit)?;
-        let mut rank = vec![fit.as_ref().map_or(0u64, |f| f.rank as u64)];
-        self.broadcast_vec(&mut rank);
-        Ok(Lstsq {
-            x: self.broadcast_tensor(ctx, fit.as_ref().map(|f| &f.x))?,
-            residuals: self.broadcast_tensor(ctx, fit.as_ref().map(|f| &f.residuals))?,
-            rank: rank[0] as usize,
-            s: self.broadcast_tensor(ctx, fit.as_ref().map(|f| &f.s))?,
-        })
+        n: usize,
+        local: Result<(usize, Vec<f32>)>,
+    ) -> Result<(usize, Vec<f32>)> {
+        let (rows, r) = Mpi::agree(self, local)?;
+        self.tree_r(ctx, n, rows, r)
     }
 }

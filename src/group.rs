@@ -311,7 +311,7 @@ impl ContextGroup {
 
     /// [`Context::tsqr_stream`] over the group.
     pub fn tsqr_stream(&self, src: &mut dyn RowBlocks) -> Result<Tsqr> {
-        streamed::tsqr(&self.contexts, src)
+        streamed::tsqr(&self.contexts, src, &streamed::Alone)
     }
 
     /// [`Context::lstsq_stream`] over the group.
@@ -321,7 +321,7 @@ impl ContextGroup {
         a_cols: usize,
         rcond: Option<f32>,
     ) -> Result<Lstsq> {
-        streamed::lstsq(&self.contexts, src, a_cols, rcond)
+        streamed::lstsq(&self.contexts, src, a_cols, rcond, &streamed::Alone)
     }
 
     /// [`Context::randomized_svd_stream`] over the group.
@@ -331,7 +331,7 @@ impl ContextGroup {
         r: usize,
         opts: &RandomizedSvdOptions,
     ) -> Result<StreamedSvd> {
-        streamed::randomized_svd(&self.contexts, src, r, opts, None)
+        streamed::randomized_svd(&self.contexts, src, r, opts, None, &streamed::Alone)
     }
 
     /// [`Context::pca_stream`] over the group.
@@ -341,6 +341,6 @@ impl ContextGroup {
         k: usize,
         method: PcaStreamMethod,
     ) -> Result<StreamedPca> {
-        streamed::pca(&self.contexts, src, k, method)
+        streamed::pca(&self.contexts, src, k, method, &streamed::Alone)
     }
 }

@@ -204,6 +204,56 @@ fn tsqr_and_lstsq_across_ranks() {
             }
         }
     }
+    // The randomized SVD's factors (lowrank) equal one process's streamed ones.
+    let sigma: Vec<f64> = (0..n).map(|i| 0.6f64.powi(i as i32)).collect();
+    let a = common::with_singular_values(m, n, &sigma, 8);
+    let pa = d.join("lr.npy");
+    write_npy_f32(&pa, &[m, n], &a).unwrap();
+    let s1 = d.join("lr-s1.npy");
+    ok(&run(
+        None,
+        &[
+            "lowrank",
+            s(&pa),
+            "-r",
+            "4",
+            "--s",
+            s(&s1),
+            "--stream",
+            "--memory-budget",
+            "100K",
+        ],
+    ));
+    let s1v = values(&s1);
+    for ranks in [2, 3] {
+        let (sv, vt) = (
+            d.join(format!("lr-s{ranks}.npy")),
+            d.join(format!("lr-vt{ranks}.npy")),
+        );
+        ok(&run(
+            Some(ranks),
+            &[
+                "lowrank",
+                s(&pa),
+                "-r",
+                "4",
+                "--s",
+                s(&sv),
+                "--vt",
+                s(&vt),
+                "--memory-budget",
+                "100K",
+            ],
+        ));
+        assert_eq!(read_npy(&vt).unwrap().shape, vec![4, n]);
+        let bound = 35.0 * m as f32 * f32::EPSILON * s1v[0];
+        for (p, q) in values(&sv).iter().zip(&s1v) {
+            assert!(
+                (p - q).abs() <= bound,
+                "lowrank on {ranks} ranks: σ {p} vs {q}"
+            );
+        }
+    }
     // lstsq with a 2-column B.
     let a = common::conditioned(m, n, 1e2, 6);
     let b = common::data_full(m * 2, 7);

@@ -50,7 +50,7 @@ struct GlobalOpts {
     #[arg(long, global = true)]
     verify: bool,
     /// Run across the ranks of an MPI job (`mpiexec -n N gpu-linalg --mpi pca …`): pca, qr
-    /// --r-only and lstsq, each rank reading its row range (or, for a path containing {rank},
+    /// --r-only, lstsq and lowrank (--s, --vt), each rank reading its row range (or, for a path containing {rank},
     /// its own file); rank 0 writes the outputs. Needs a build with the `mpi` feature.
     #[arg(long, global = true)]
     mpi: bool,

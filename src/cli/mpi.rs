@@ -1,4 +1,4 @@
-//! `gpu-linalg --mpi …` under `mpiexec`: `pca`, `qr --r-only` and `lstsq` across ranks
+//! `gpu-linalg --mpi …` under `mpiexec`: `pca`, `qr --r-only`, `lstsq` and `lowrank` across ranks
 //! (`gpu_linalg::distributed`). Every rank reads its share and computes; rank 0 writes the
 //! outputs (each through a temporary file and a rename); a failure on any rank makes every
 //! rank fail with that rank's message, and no output is written.
@@ -190,9 +190,45 @@ pub fn run(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Lowrank {
+            a,
+            rank,
+            output,
+            u,
+            s,
+            vt,
+            oversample,
+            power_iters,
+            seed,
+            stream,
+            ..
+        } => {
+            if output.is_some() || u.is_some() {
+                return mpi.agree(Err(Error::InvalidArgument(
+                    "lowrank --mpi writes --s and --vt (the m×n approximation and U stay on the ranks' rows)".into(),
+                )));
+            }
+            let opts = crate::RandomizedSvdOptions {
+                oversampling: *oversample,
+                power_iterations: *power_iters,
+                seed: *seed,
+            };
+            let svd = mpi.randomized_svd(&ctx, a, *rank, &opts, budget(stream)?)?;
+            write_outputs(&mpi, &[(s, &svd.s), (vt, &svd.vt)])?;
+            if mpi.is_root() {
+                println!(
+                    "rank-{rank} factors of a {}-row matrix on {} ranks, {} passes",
+                    svd.rows,
+                    mpi.size(),
+                    svd.passes
+                );
+            }
+            Ok(())
+        }
         Command::Bench(args) => bench(&mpi, &ctx, args),
         _ => mpi.agree(Err(Error::InvalidArgument(
-            "--mpi runs pca, qr --r-only, lstsq and bench --ops pca-stream".into(),
+            "--mpi runs pca, qr --r-only, lstsq, lowrank (--s, --vt) and bench --ops pca-stream"
+                .into(),
         ))),
     }
 }

@@ -231,25 +231,93 @@ fn tensor_f64(ctx: &Context, shape: &[usize], values: &[f64]) -> Result<Tensor> 
     ctx.tensor(shape, &v)
 }
 
+/// How the participants of a streamed computation combine their partial results: one
+/// process ([`Alone`]: every step the identity) or the ranks of an MPI job (the `distributed`
+/// module). Each step takes the participant's own outcome, so that a failure anywhere fails
+/// every participant instead of leaving the others waiting.
+pub(crate) trait Combine {
+    /// Whether this participant computes the final small steps (and writes outputs).
+    fn is_root(&self) -> bool;
+    /// Every participant's outcome agreed on: `Ok` where all succeeded.
+    fn agree<T>(&self, local: Result<T>) -> Result<T>;
+    /// The element-wise sum of every participant's `local`.
+    fn sum(&self, local: Result<Vec<f64>>) -> Result<Vec<f64>>;
+    /// The root's values (`Some` there) on every participant.
+    fn share(&self, root: Result<Option<Vec<f64>>>) -> Result<Vec<f64>>;
+    /// On the root, the R factor of every participant's R stacked (R's rows × `n`, row-major);
+    /// elsewhere, anything.
+    fn combine_r(
+        &self,
+        ctx: &Context,
+        n: usize,
+        local: Result<(usize, Vec<f32>)>,
+    ) -> Result<(usize, Vec<f32>)>;
+}
+
+/// One process: nothing to combine.
+pub(crate) struct Alone;
+
+impl Combine for Alone {
+    fn is_root(&self) -> bool {
+        true
+    }
+    fn agree<T>(&self, local: Result<T>) -> Result<T> {
+        local
+    }
+    fn sum(&self, local: Result<Vec<f64>>) -> Result<Vec<f64>> {
+        local
+    }
+    fn share(&self, root: Result<Option<Vec<f64>>>) -> Result<Vec<f64>> {
+        root?.ok_or_else(|| Error::InvalidArgument("internal: no value to share".into()))
+    }
+    fn combine_r(
+        &self,
+        _: &Context,
+        _: usize,
+        local: Result<(usize, Vec<f32>)>,
+    ) -> Result<(usize, Vec<f32>)> {
+        local
+    }
+}
+
+/// The root's `f()` on every participant (`f` runs on the root only).
+fn on_root<C: Combine>(comb: &C, f: impl FnOnce() -> Result<Vec<f64>>) -> Result<Vec<f64>> {
+    let root = if comb.is_root() {
+        f().map(Some)
+    } else {
+        Ok(None)
+    };
+    comb.share(root)
+}
+
+/// f32 values as f64.
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
 pub(crate) fn gram(workers: &[Context], src: &mut dyn RowBlocks) -> Result<Tensor> {
     let n = src.cols();
     let m = moments(workers, src, None)?;
     tensor_f64(&workers[0], &[n, n], &m.gram)
 }
 
-pub(crate) fn pca(
+pub(crate) fn pca<C: Combine>(
     workers: &[Context],
     src: &mut dyn RowBlocks,
     k: usize,
     method: PcaStreamMethod,
+    comb: &C,
 ) -> Result<StreamedPca> {
     let n = src.cols();
-    if k > n {
-        return Err(Error::InvalidArgument(format!(
+    comb.agree(if k > n {
+        Err(Error::InvalidArgument(format!(
             "pca_stream: {k} components of {n} features; at most min(samples, features)"
-        )));
-    }
-    let shift = first_block_mean(src)?;
+        )))
+    } else {
+        Ok(())
+    })?;
+    // The shift: the root's first-block mean.
+    let shift = on_root(comb, || first_block_mean(src))?;
     let covariance = match method {
         PcaStreamMethod::Auto => n <= PCA_COVARIANCE_MAX_FEATURES,
         PcaStreamMethod::Covariance => true,
@@ -257,33 +325,98 @@ pub(crate) fn pca(
     };
     let ctx = &workers[0];
     if covariance {
-        let mo = moments(workers, src, Some(&shift))?;
-        return pca_from_moments(ctx, n, k, &shift, &mo);
+        let packed = comb.sum(moments(workers, src, Some(&shift)).map(|m| m.packed()))?;
+        let mo = Moments::unpack(&packed, n, n * n);
+        let fit = on_root(comb, || pca_from_moments(ctx, n, k, &shift, &mo)?.packed())?;
+        return StreamedPca::unpack(ctx, &fit, n, k, mo.rows, 1);
     }
     let opts = match method {
         PcaStreamMethod::Randomized(o) => o,
         _ => RandomizedSvdOptions::default(),
     };
     // The mean and the total variance in one pass, then the SVD of the centred rows.
-    let mo = moments_diagonal(workers, src, &shift)?;
-    let m = nonempty("pca_stream", mo.rows, n)?;
-    if m < 2 || k > m {
-        return Err(Error::Shape(format!(
-            "pca_stream: {k} components of {m} samples; PCA needs at least 2 samples and at most min(samples, features) components"
-        )));
-    }
+    let packed = comb.sum(moments_diagonal(workers, src, &shift).map(|m| m.packed()))?;
+    let mo = Moments::unpack(&packed, n, n);
+    let m = comb.agree(nonempty("pca_stream", mo.rows, n).and_then(|m| {
+        if m < 2 || k > m {
+            return Err(Error::Shape(format!(
+                "pca_stream: {k} components of {m} samples; PCA needs at least 2 samples and at most min(samples, features) components"
+            )));
+        }
+        Ok(m)
+    }))?;
     let d: Vec<f64> = mo.sums.iter().map(|v| v / m as f64).collect();
     let dof = (m - 1) as f64;
     let total: f64 = (0..n)
         .map(|i| (mo.gram[i] - m as f64 * d[i] * d[i]) / dof)
         .sum();
     let mean: Vec<f64> = shift.iter().zip(&d).map(|(s, d)| s + d).collect();
-    let svd = randomized_svd(workers, src, k, &opts, Some(&mean))?;
-    let s: Vec<f64> = svd.s.to_vec()?.iter().map(|&v| f64::from(v)).collect();
+    let svd = randomized_svd(workers, src, k, &opts, Some(&mean), comb)?;
+    let s = widen(&svd.s.to_vec()?);
     let ev: Vec<f64> = s.iter().map(|v| v * v / dof).collect();
-    let mut vectors: Vec<f64> = svd.vt.to_vec()?.iter().map(|&v| f64::from(v)).collect();
+    let mut vectors = widen(&svd.vt.to_vec()?);
     crate::reference::flip_rows_largest_positive(&mut vectors, n);
     finish_pca(ctx, n, m, 1 + svd.passes, &ev, total, &vectors, &mean)
+}
+
+impl Moments {
+    /// Gram, sums and rows in one vector (for a sum across participants).
+    fn packed(&self) -> Vec<f64> {
+        let mut v = self.gram.clone();
+        v.extend_from_slice(&self.sums);
+        v.push(self.rows as f64);
+        v
+    }
+
+    fn unpack(v: &[f64], n: usize, gram_len: usize) -> Moments {
+        Moments {
+            gram: v[..gram_len].to_vec(),
+            sums: v[gram_len..gram_len + n].to_vec(),
+            rows: v[gram_len + n] as usize,
+        }
+    }
+}
+
+impl StreamedPca {
+    /// Components, explained variance (and ratio), singular values and mean in one vector.
+    fn packed(&self) -> Result<Vec<f64>> {
+        let mut v = Vec::new();
+        for t in [
+            &self.components,
+            &self.explained_variance,
+            &self.explained_variance_ratio,
+            &self.singular_values,
+            &self.mean,
+        ] {
+            v.extend(widen(&t.to_vec()?));
+        }
+        Ok(v)
+    }
+
+    fn unpack(
+        ctx: &Context,
+        v: &[f64],
+        n: usize,
+        k: usize,
+        rows: usize,
+        passes: u32,
+    ) -> Result<StreamedPca> {
+        let mut at = 0;
+        let mut take = |shape: &[usize]| {
+            let len: usize = shape.iter().product();
+            at += len;
+            tensor_f64(ctx, shape, &v[at - len..at])
+        };
+        Ok(StreamedPca {
+            components: take(&[k, n])?,
+            explained_variance: take(&[k])?,
+            explained_variance_ratio: take(&[k])?,
+            singular_values: take(&[k])?,
+            mean: take(&[n])?,
+            rows,
+            passes,
+        })
+    }
 }
 
 /// The PCA from the moments of the rows shifted by `shift` (one pass, or the sum of every
@@ -405,8 +538,12 @@ impl RFold<'_> {
     }
 }
 
-pub(crate) fn tsqr(workers: &[Context], src: &mut dyn RowBlocks) -> Result<Tsqr> {
-    let n = src.cols();
+/// The local TSQR: (rows read, R's rows, R).
+fn local_tsqr(
+    workers: &[Context],
+    src: &mut dyn RowBlocks,
+    n: usize,
+) -> Result<(usize, usize, Vec<f32>)> {
     let mut fold = RFold {
         ctx: &workers[0],
         n,
@@ -419,9 +556,33 @@ pub(crate) fn tsqr(workers: &[Context], src: &mut dyn RowBlocks) -> Result<Tsqr>
             &|w, x| block_r(&workers[w], x),
             &mut |_, _, (rows, r)| fold.add(rows, &r),
         )?;
+    let r = fold.finish()?;
+    Ok((stats.rows, r.shape()[0], r.to_vec()?))
+}
+
+pub(crate) fn tsqr<C: Combine>(
+    workers: &[Context],
+    src: &mut dyn RowBlocks,
+    comb: &C,
+) -> Result<Tsqr> {
+    let n = src.cols();
+    let ctx = &workers[0];
+    let local = local_tsqr(workers, src, n);
+    let rows = match &local {
+        Ok((rows, _, _)) => Ok(vec![*rows as f64]),
+        Err(_) => Err(Error::InvalidArgument("the local TSQR failed".into())),
+    };
+    let (r_rows, r) = comb.combine_r(ctx, n, local.map(|(_, rr, r)| (rr, r)))?;
+    let rows = comb.sum(rows)?[0] as usize;
+    let mut shared = on_root(comb, || {
+        let mut v = vec![r_rows as f64];
+        v.extend(widen(&r));
+        Ok(v)
+    })?;
+    let r_rows = shared.remove(0) as usize;
     Ok(Tsqr {
-        r: fold.finish()?,
-        rows: stats.rows,
+        r: tensor_f64(ctx, &[r_rows, n], &shared)?,
+        rows,
     })
 }
 
@@ -466,20 +627,42 @@ pub(crate) fn tsqr_q(
     Ok(pass(workers, src, &map, &mut |_, _, q| sink(&q))?.rows)
 }
 
-pub(crate) fn lstsq(
+pub(crate) fn lstsq<C: Combine>(
     workers: &[Context],
     src: &mut dyn RowBlocks,
     a_cols: usize,
     rcond: Option<f32>,
+    comb: &C,
 ) -> Result<Lstsq> {
     let total = src.cols();
-    if a_cols > total || a_cols == 0 || a_cols == total {
-        return Err(Error::Shape(format!(
+    comb.agree(if a_cols > total || a_cols == 0 || a_cols == total {
+        Err(Error::Shape(format!(
             "lstsq_stream: the source's {total} columns must be A's {a_cols} and at least one of B"
-        )));
-    }
-    let t = tsqr(workers, src)?;
-    lstsq_from_r(&workers[0], &t, a_cols, rcond)
+        )))
+    } else {
+        Ok(())
+    })?;
+    let t = tsqr(workers, src, comb)?;
+    let ctx = &workers[0];
+    // The solve on the root; x, residuals, s and the rank shared as [rank, |res|, x…, res…, s…].
+    let (n, k) = (a_cols, total - a_cols);
+    let v = on_root(comb, || {
+        let fit = lstsq_from_r(ctx, &t, a_cols, rcond)?;
+        let mut v = vec![fit.rank as f64, fit.residuals.len() as f64];
+        for part in [&fit.x, &fit.residuals, &fit.s] {
+            v.extend(widen(&part.to_vec()?));
+        }
+        Ok(v)
+    })?;
+    let (rank, res_len) = (v[0] as usize, v[1] as usize);
+    let s_len = t.r.shape()[0].min(n);
+    let x = &v[2..2 + n * k];
+    Ok(Lstsq {
+        x: tensor_f64(ctx, &[n, k], x)?,
+        residuals: tensor_f64(ctx, &[res_len], &v[2 + n * k..2 + n * k + res_len])?,
+        rank,
+        s: tensor_f64(ctx, &[s_len], &v[2 + n * k + res_len..])?,
+    })
 }
 
 /// numpy's `lstsq` from the TSQR of `[A | B]` (A its first `a_cols` columns).
@@ -522,20 +705,23 @@ pub(crate) fn lstsq_from_r(
     })
 }
 
-pub(crate) fn randomized_svd(
+pub(crate) fn randomized_svd<C: Combine>(
     workers: &[Context],
     src: &mut dyn RowBlocks,
     r: usize,
     opts: &RandomizedSvdOptions,
     center: Option<&[f64]>,
+    comb: &C,
 ) -> Result<StreamedSvd> {
     let n = src.cols();
     let l = (r + opts.oversampling).min(n);
-    if r == 0 || r > n {
-        return Err(Error::InvalidArgument(format!(
+    comb.agree(if r == 0 || r > n {
+        Err(Error::InvalidArgument(format!(
             "randomized_svd_stream: rank {r} of a matrix of {n} columns; expected 1..={n}"
-        )));
-    }
+        )))
+    } else {
+        Ok(())
+    })?;
     let ctx = &workers[0];
     let centres: Vec<Option<Tensor>> = workers
         .iter()
@@ -547,8 +733,14 @@ pub(crate) fn randomized_svd(
             None => Ok(x.clone()),
         }
     };
-    // Z = AᵀA·Q, a pass each: the sketch (Q = Ω) and every power iteration.
-    let mut q = ctx.rand_normal(&[n, l], opts.seed, 0.0, 1.0)?;
+    // Z = AᵀA·Q, a pass each: the sketch (Q = Ω, the root's) and every power iteration; each
+    // Q the root's QR of the summed Z.
+    let omega = on_root(comb, || {
+        Ok(widen(
+            &ctx.rand_normal(&[n, l], opts.seed, 0.0, 1.0)?.to_vec()?,
+        ))
+    })?;
+    let mut q = tensor_f64(ctx, &[n, l], &omega)?;
     let mut passes = 0u32;
     let mut rows = 0;
     for _ in 0..=opts.power_iterations {
@@ -559,39 +751,57 @@ pub(crate) fn randomized_svd(
             t_matmul(c, &xc, &c.matmul(&xc, &qs[w])?)?.to_vec()
         };
         let mut z = F64Sum(vec![0.0; n * l]);
-        rows = pass(workers, src, &map, &mut |_, _, part| {
+        let local = pass(workers, src, &map, &mut |_, _, part| {
             z.add(&part);
             Ok(())
-        })?
-        .rows;
+        })
+        .map(|stats| {
+            z.0.push(stats.rows as f64);
+            z.0
+        });
+        let mut z = comb.sum(local)?;
+        rows = z.pop().unwrap_or(0.0) as usize;
         passes += 1;
-        q = ctx.qr(&tensor_f64(ctx, &[n, l], &z.0)?)?.q;
+        let qv = on_root(comb, || {
+            Ok(widen(&ctx.qr(&tensor_f64(ctx, &[n, l], &z)?)?.q.to_vec()?))
+        })?;
+        q = tensor_f64(ctx, &[n, l], &qv)?;
     }
-    nonempty("randomized_svd_stream", rows, n)?;
-    // The final projection: the TSQR of A·Q (m × l), then the SVD of its R.
+    comb.agree(nonempty("randomized_svd_stream", rows, n))?;
+    // The final projection: the TSQR of A·Q (m × l), then the SVD of its R on the root.
     let qs: Vec<Tensor> = workers.iter().map(|_| q.clone()).collect();
     let map = |w: usize, x: &Tensor| {
         let c = &workers[w];
         block_r(c, &c.matmul(&centred(w, x)?, &qs[w])?)
     };
     let mut fold = RFold { ctx, n: l, r: None };
-    pass(workers, src, &map, &mut |_, _, (rr, v)| fold.add(rr, &v))?;
+    let local = pass(workers, src, &map, &mut |_, _, (rr, v)| fold.add(rr, &v))
+        .and_then(|_| fold.finish())
+        .and_then(|t| Ok((t.shape()[0], t.to_vec()?)));
+    let (r_rows, r_values) = comb.combine_r(ctx, l, local)?;
     passes += 1;
-    let small = ctx.svd(&fold.finish()?)?;
-    let kk = small.s.shape()[0].min(r);
-    // V = Q·W, W the right singular vectors of R: Vᵀ = (Q·Wᵀᵀ)ᵀ = W_rᵀ·Qᵀ.
-    let wt = ctx.slice_axis(&small.vt, 0, 0, kk)?;
-    let vt = ctx.matmul_with(
-        &wt,
-        &q,
-        &MatmulOptions {
-            transpose_b: true,
-            ..Default::default()
-        },
-    )?;
+    // [k, s…, vt…] with Vᵀ = W_rᵀ·Qᵀ, W the right singular vectors of R.
+    let v = on_root(comb, || {
+        let small = ctx.svd(&ctx.tensor(&[r_rows, l], &r_values)?)?;
+        let kk = small.s.shape()[0].min(r);
+        let wt = ctx.slice_axis(&small.vt, 0, 0, kk)?;
+        let vt = ctx.matmul_with(
+            &wt,
+            &q,
+            &MatmulOptions {
+                transpose_b: true,
+                ..Default::default()
+            },
+        )?;
+        let mut v = vec![kk as f64];
+        v.extend(widen(&ctx.slice_axis(&small.s, 0, 0, kk)?.to_vec()?));
+        v.extend(widen(&vt.to_vec()?));
+        Ok(v)
+    })?;
+    let kk = v[0] as usize;
     Ok(StreamedSvd {
-        s: ctx.slice_axis(&small.s, 0, 0, kk)?,
-        vt,
+        s: tensor_f64(ctx, &[kk], &v[1..1 + kk])?,
+        vt: tensor_f64(ctx, &[kk, n], &v[1 + kk..])?,
         rows,
         passes,
     })
@@ -695,7 +905,7 @@ impl Context {
     /// # Ok::<(), gpu_linalg::Error>(())
     /// ```
     pub fn tsqr_stream(&self, src: &mut dyn RowBlocks) -> Result<Tsqr> {
-        tsqr(std::slice::from_ref(self), src)
+        tsqr(std::slice::from_ref(self), src, &Alone)
     }
 
     /// Q = A·R⁻¹ of a [`tsqr_stream`](Self::tsqr_stream), one block at a time to `sink` (its
@@ -731,7 +941,7 @@ impl Context {
         a_cols: usize,
         rcond: Option<f32>,
     ) -> Result<Lstsq> {
-        lstsq(std::slice::from_ref(self), src, a_cols, rcond)
+        lstsq(std::slice::from_ref(self), src, a_cols, rcond, &Alone)
     }
 
     /// The rank-`r` randomized SVD (Halko–Martinsson–Tropp) of a streamed matrix: a pass for
@@ -753,7 +963,7 @@ impl Context {
         r: usize,
         opts: &RandomizedSvdOptions,
     ) -> Result<StreamedSvd> {
-        randomized_svd(std::slice::from_ref(self), src, r, opts, None)
+        randomized_svd(std::slice::from_ref(self), src, r, opts, None, &Alone)
     }
 
     /// U = A·V·Σ⁻¹ of a [`randomized_svd_stream`](Self::randomized_svd_stream), one block of
@@ -786,7 +996,7 @@ impl Context {
         k: usize,
         method: PcaStreamMethod,
     ) -> Result<StreamedPca> {
-        pca(std::slice::from_ref(self), src, k, method)
+        pca(std::slice::from_ref(self), src, k, method, &Alone)
     }
 
     /// scikit-learn's `PCA.transform(X)` of streamed rows, (X − mean)·componentsᵀ, one block

@@ -77,6 +77,21 @@ fn k_end(last_col: u32) -> u32 {
     return select(p.k, min(p.k, last_col + 1u), p.b_upper == 1u);
 }
 
+// The (row block, column group) a vec4 workgroup computes: its own, except where only the
+// upper triangle is wanted (c_upper), whose workgroups near the top rows and right columns hold
+// the most work. There the workgroups, counted row block fastest, are taken light and heavy in
+// turn (0, n−1, 1, n−2, …), so that any contiguous run of workgroups an adapter gives one
+// core (lavapipe splits the grid so) holds an even share of the triangle.
+fn vec4_tile(wid: vec3<u32>, groups: vec3<u32>) -> vec2<u32> {
+    if p.c_upper == 0u {
+        return wid.xy;
+    }
+    let count = groups.x * groups.y;
+    let w = wid.y * groups.x + wid.x;
+    let t = select(count - 1u - w / 2u, w / 2u, w % 2u == 0u);
+    return vec2<u32>(t % groups.x, t / groups.x);
+}
+
 // Whether a thread whose outputs start at row `first_row` and end at column `last_col` lies
 // wholly below the diagonal while only the upper triangle is wanted (see c_upper).
 fn below_diagonal(first_row: u32, last_col: u32) -> bool {
@@ -192,13 +207,15 @@ override WG: u32 = 64u;
 fn vec4_kernel(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let cb = (wid.y * WG + lid.x) * RN4;
+    let tile = vec4_tile(wid, groups);
+    let cb = (tile.y * WG + lid.x) * RN4;
     let z = wid.z;
     if cb >= p.n4 {
         return;
     }
-    let row0 = wid.x * RM + p.row_off;
+    let row0 = tile.x * RM + p.row_off;
     let last_col = (cb + RN4) * 4u - 1u;
     if below_diagonal(row0, last_col) {
         return;

@@ -1,7 +1,9 @@
 //! One pass over a row-block source: blocks are read ahead on a thread of their own (so the
 //! next block is read and decoded while the current one computes), uploaded to one of the
-//! worker contexts, mapped there, and the results folded on the calling thread in block
-//! order, whichever worker computed them. The fold order is what makes a pass over several
+//! worker contexts, mapped there (the map enqueues device work and returns its result
+//! tensors), submitted, and the results read back and folded on the calling thread in block
+//! order, whichever worker computed them — one block behind, so that the next block's upload
+//! and compute are in flight while a block's results are read back. The fold order is what makes a pass over several
 //! contexts give the same result as a pass over one.
 
 use std::collections::BTreeMap;
@@ -87,14 +89,26 @@ pub(crate) fn pass<T: Send>(
             }
         });
         if let [ctx] = workers {
+            // One block in flight: block i's work is submitted, then block i+1 is uploaded and
+            // submitted, and only then are block i's results read back (a readback waits for
+            // its own submission), so the upload and compute of the next block overlap the
+            // readback and fold of this one.
+            let mut pending = None;
             for job in job_rx {
                 let (index, first_row, block) = job?;
                 let rows = block.rows();
                 let value = map(0, &upload(ctx, block, cols)?)?;
-                fold(index, first_row, value)?;
+                ctx.flush()?;
+                if let Some((i, r, v)) = pending.take() {
+                    fold(i, r, v)?;
+                }
+                pending = Some((index, first_row, value));
                 stats.rows += rows;
                 stats.blocks += 1;
                 stats.blocks_per_worker[0] += 1;
+            }
+            if let Some((i, r, v)) = pending.take() {
+                fold(i, r, v)?;
             }
             return Ok(());
         }
@@ -114,7 +128,11 @@ pub(crate) fn pass<T: Send>(
                 let result = job.and_then(|(index, first_row, block)| {
                     let rows = block.rows();
                     let t = upload(ctx, block, cols)?;
-                    Ok((index, first_row, rows, map(w, &t)?))
+                    let value = map(w, &t)?;
+                    // Submitted now; the calling thread reads it back while this worker
+                    // takes the next block.
+                    ctx.flush()?;
+                    Ok((index, first_row, rows, value))
                 });
                 let failed = result.is_err();
                 if done_tx.send((w, result)).is_err() || failed {

@@ -155,20 +155,18 @@ pub(crate) fn moments(
         .iter()
         .map(|ctx| shift.map(|s| row_tensor(ctx, s)).transpose())
         .collect::<Result<_>>()?;
-    let map = |w: usize, x: &Tensor| -> Result<(Vec<f32>, Vec<f32>)> {
+    let map = |w: usize, x: &Tensor| -> Result<(Tensor, Tensor)> {
         let ctx = &workers[w];
         let centred = match &shift_rows[w] {
             Some(s) => ctx.sub(x, s)?,
             None => x.clone(),
         };
-        let gram = t_matmul(ctx, &centred, &centred)?.to_vec()?;
-        let sums = ctx.sum(&centred, Some(0))?.to_vec()?;
-        Ok((gram, sums))
+        Ok((t_matmul(ctx, &centred, &centred)?, ctx.sum(&centred, Some(0))?))
     };
     let (mut gram, mut sums) = (F64Sum(vec![0.0; n * n]), F64Sum(vec![0.0; n]));
     let stats = pass(workers, src, &map, &mut |_, _, (g, s)| {
-        gram.add(&g);
-        sums.add(&s);
+        gram.add(&g.to_vec()?);
+        sums.add(&s.to_vec()?);
         Ok(())
     })?;
     Ok(Moments {
@@ -459,16 +457,16 @@ fn moments_diagonal(
         .iter()
         .map(|ctx| row_tensor(ctx, shift))
         .collect::<Result<_>>()?;
-    let map = |w: usize, x: &Tensor| -> Result<(Vec<f32>, Vec<f32>)> {
+    let map = |w: usize, x: &Tensor| -> Result<(Tensor, Tensor)> {
         let ctx = &workers[w];
         let centred = ctx.sub(x, &shift_rows[w])?;
-        let squares = ctx.sum(&ctx.mul(&centred, &centred)?, Some(0))?.to_vec()?;
-        Ok((squares, ctx.sum(&centred, Some(0))?.to_vec()?))
+        let squares = ctx.sum(&ctx.mul(&centred, &centred)?, Some(0))?;
+        Ok((squares, ctx.sum(&centred, Some(0))?))
     };
     let (mut squares, mut sums) = (F64Sum(vec![0.0; n]), F64Sum(vec![0.0; n]));
     let stats = pass(workers, src, &map, &mut |_, _, (q, s)| {
-        squares.add(&q);
-        sums.add(&s);
+        squares.add(&q.to_vec()?);
+        sums.add(&s.to_vec()?);
         Ok(())
     })?;
     Ok(Moments {
@@ -506,10 +504,9 @@ fn finish_pca(
     })
 }
 
-/// The R factor of one block (its QR on the device), downloaded.
-pub(crate) fn block_r(ctx: &Context, x: &Tensor) -> Result<(usize, Vec<f32>)> {
-    let r = ctx.qr(x)?.r;
-    Ok((r.shape()[0], r.to_vec()?))
+/// The R factor of one block (its QR on the device).
+pub(crate) fn block_r(ctx: &Context, x: &Tensor) -> Result<Tensor> {
+    Ok(ctx.qr(x)?.r)
 }
 
 /// Folds block R factors in order: R ← R of [R; R_block] (a QR of the two stacked factors on
@@ -528,6 +525,12 @@ impl RFold<'_> {
             Some(acc) => self.ctx.qr(&self.ctx.concat(&[&acc, &block], 0)?)?.r,
         });
         Ok(())
+    }
+
+    /// [`add`](Self::add) of a block R computed on any context (read back, then re-made on
+    /// the fold's context, so that every fold runs the same QRs whichever context computed it).
+    pub(crate) fn add_tensor(&mut self, r: &Tensor) -> Result<()> {
+        self.add(r.shape()[0], &r.to_vec()?)
     }
 
     pub(crate) fn finish(self) -> Result<Tensor> {
@@ -554,7 +557,7 @@ fn local_tsqr(
             workers,
             src,
             &|w, x| block_r(&workers[w], x),
-            &mut |_, _, (rows, r)| fold.add(rows, &r),
+            &mut |_, _, r| fold.add_tensor(&r),
         )?;
     let r = fold.finish()?;
     Ok((stats.rows, r.shape()[0], r.to_vec()?))
@@ -622,9 +625,9 @@ pub(crate) fn tsqr_q(
         .collect::<Result<_>>()?;
     let map = |w: usize, x: &Tensor| {
         let ctx = &workers[w];
-        ctx.matmul(x, &rinv[w])?.to_vec()
+        ctx.matmul(x, &rinv[w])
     };
-    Ok(pass(workers, src, &map, &mut |_, _, q| sink(&q))?.rows)
+    Ok(pass(workers, src, &map, &mut |_, _, q| sink(&q.to_vec()?))?.rows)
 }
 
 pub(crate) fn lstsq<C: Combine>(
@@ -748,11 +751,11 @@ pub(crate) fn randomized_svd<C: Combine>(
         let map = |w: usize, x: &Tensor| {
             let c = &workers[w];
             let xc = centred(w, x)?;
-            t_matmul(c, &xc, &c.matmul(&xc, &qs[w])?)?.to_vec()
+            t_matmul(c, &xc, &c.matmul(&xc, &qs[w])?)
         };
         let mut z = F64Sum(vec![0.0; n * l]);
         let local = pass(workers, src, &map, &mut |_, _, part| {
-            z.add(&part);
+            z.add(&part.to_vec()?);
             Ok(())
         })
         .map(|stats| {
@@ -775,7 +778,7 @@ pub(crate) fn randomized_svd<C: Combine>(
         block_r(c, &c.matmul(&centred(w, x)?, &qs[w])?)
     };
     let mut fold = RFold { ctx, n: l, r: None };
-    let local = pass(workers, src, &map, &mut |_, _, (rr, v)| fold.add(rr, &v))
+    let local = pass(workers, src, &map, &mut |_, _, r| fold.add_tensor(&r))
         .and_then(|_| fold.finish())
         .and_then(|t| Ok((t.shape()[0], t.to_vec()?)));
     let (r_rows, r_values) = comb.combine_r(ctx, l, local)?;
@@ -828,9 +831,9 @@ pub(crate) fn svd_u(
         .collect::<Result<_>>()?;
     let map = |w: usize, x: &Tensor| {
         let c = &workers[w];
-        c.mul(&c.matmul(x, &vs[w].0)?, &vs[w].1)?.to_vec()
+        c.mul(&c.matmul(x, &vs[w].0)?, &vs[w].1)
     };
-    Ok(pass(workers, src, &map, &mut |_, _, u| sink(&u))?.rows)
+    Ok(pass(workers, src, &map, &mut |_, _, u| sink(&u.to_vec()?))?.rows)
 }
 
 pub(crate) fn pca_transform(
@@ -848,9 +851,9 @@ pub(crate) fn pca_transform(
         .collect::<Result<_>>()?;
     let map = |w: usize, x: &Tensor| {
         let c = &workers[w];
-        c.matmul(&c.sub(x, &parts[w].0)?, &parts[w].1)?.to_vec()
+        c.matmul(&c.sub(x, &parts[w].0)?, &parts[w].1)
     };
-    Ok(pass(workers, src, &map, &mut |_, _, t| sink(&t))?.rows)
+    Ok(pass(workers, src, &map, &mut |_, _, t| sink(&t.to_vec()?))?.rows)
 }
 
 /// The eigenvalues (descending) of the covariance (n − 1 normalisation) of the row-major

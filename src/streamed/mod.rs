@@ -161,7 +161,10 @@ pub(crate) fn moments(
             Some(s) => ctx.sub(x, s)?,
             None => x.clone(),
         };
-        Ok((t_matmul(ctx, &centred, &centred)?, ctx.sum(&centred, Some(0))?))
+        Ok((
+            t_matmul(ctx, &centred, &centred)?,
+            ctx.sum(&centred, Some(0))?,
+        ))
     };
     let (mut gram, mut sums) = (F64Sum(vec![0.0; n * n]), F64Sum(vec![0.0; n]));
     let stats = pass(workers, src, &map, &mut |_, _, (g, s)| {
@@ -552,13 +555,12 @@ fn local_tsqr(
         n,
         r: None,
     };
-    let stats =
-        pass(
-            workers,
-            src,
-            &|w, x| block_r(&workers[w], x),
-            &mut |_, _, r| fold.add_tensor(&r),
-        )?;
+    let stats = pass(
+        workers,
+        src,
+        &|w, x| block_r(&workers[w], x),
+        &mut |_, _, r| fold.add_tensor(&r),
+    )?;
     let r = fold.finish()?;
     Ok((stats.rows, r.shape()[0], r.to_vec()?))
 }

@@ -99,7 +99,7 @@ impl Mpi {
             Err(e) if self.rank == failed => e.one_line().into_bytes(),
             _ => Vec::new(),
         };
-        self.broadcast_bytes(failed, &mut message);
+        self.broadcast_vec(failed, &mut message);
         Err(Error::Rank {
             rank: failed,
             size: self.size,
@@ -107,19 +107,9 @@ impl Mpi {
         })
     }
 
-    fn broadcast_bytes(&self, root: usize, bytes: &mut Vec<u8>) {
+    /// Rank `root`'s `values` on every rank (their length too).
+    fn broadcast_vec<T: Equivalence + Default + Clone>(&self, root: usize, values: &mut Vec<T>) {
         let root = self.world.process_at_rank(root as i32);
-        let mut len = bytes.len() as u64;
-        root.broadcast_into(&mut len);
-        bytes.resize(len as usize, 0);
-        if len > 0 {
-            root.broadcast_into(&mut bytes[..]);
-        }
-    }
-
-    /// Rank 0's `values` on every rank (their length too).
-    fn broadcast_vec<T: Equivalence + Default + Clone>(&self, values: &mut Vec<T>) {
-        let root = self.world.process_at_rank(0);
         let mut len = values.len() as u64;
         root.broadcast_into(&mut len);
         values.resize(len as usize, T::default());
@@ -320,7 +310,7 @@ impl Combine for Mpi {
 
     fn share(&self, root: Result<Option<Vec<f64>>>) -> Result<Vec<f64>> {
         let mut v = Mpi::agree(self, root)?.unwrap_or_default();
-        self.broadcast_vec(&mut v);
+        self.broadcast_vec(0, &mut v);
         Ok(v)
     }
 

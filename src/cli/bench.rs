@@ -1060,26 +1060,31 @@ pub(super) fn pca_bench_row(i: usize, n: usize, out: &mut Vec<f32>) {
 }
 
 /// `sklearn.decomposition.PCA(10)` of a random m×n matrix with a decaying column scale, in
-/// GB/s of input consumed: `streamed`, by `pca_stream` over row blocks of a `.npy` file (a
-/// temporary file, written once; the default 256 MiB budget), else the in-memory `pca` of the
-/// same matrix. Judged by the explained variance against the f64 covariance.
-fn pca_case(m: usize, n: usize, streamed: bool) -> Result<BenchCase> {
-    let k = PCA_BENCH_COMPONENTS.min(n).min(m.saturating_sub(1));
+/// GB/s of input consumed: by `pca_stream` over row blocks of a `.npy` file (a temporary file,
+/// written once; the default 256 MiB budget), and by the in-memory `pca` of the same matrix.
+/// Both are judged by the explained variance against the f64 covariance, computed once.
+fn pca_cases(m: usize, n: usize) -> Result<[BenchCase; 2]> {
     let mut a = Vec::with_capacity(m * n);
     (0..m).for_each(|i| pca_bench_row(i, n, &mut a));
-    let file = if streamed {
-        let dir = std::env::temp_dir().join(format!("gpu-linalg-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-            path: dir.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let path = dir.join(format!("pca-{m}x{n}.npy"));
-        crate::npy::write_npy_f32(&path, &[m, n], &a)?;
-        Some(TempFile(path))
-    } else {
-        None
-    };
+    let dir = std::env::temp_dir().join(format!("gpu-linalg-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let path = dir.join(format!("pca-{m}x{n}.npy"));
+    crate::npy::write_npy_f32(&path, &[m, n], &a)?;
     let exact = crate::streamed::covariance_eigenvalues_f64(&a, m, n)?;
+    Ok([
+        pca_case(m, n, a.clone(), exact.clone(), Some(TempFile(path))),
+        pca_case(m, n, a, exact, None),
+    ])
+}
+
+/// One row of [`pca_cases`]: streamed from `file` when there is one, else in memory; `exact`
+/// is the f64 covariance's eigenvalues of `a`.
+fn pca_case(m: usize, n: usize, a: Vec<f32>, exact: Vec<f64>, file: Option<TempFile>) -> BenchCase {
+    let k = PCA_BENCH_COMPONENTS.min(n).min(m.saturating_sub(1));
+    let streamed = file.is_some();
     let judge: Box<JudgeFn> = Box::new(move |o| {
         for (i, (got, want)) in o[0].iter().zip(&exact).enumerate() {
             let rel = (f64::from(*got) - want).abs() / want.abs().max(f64::MIN_POSITIVE);
@@ -1102,7 +1107,7 @@ fn pca_case(m: usize, n: usize, streamed: bool) -> Result<BenchCase> {
         };
         Ok(Output::from(ev))
     });
-    Ok(BenchCase {
+    BenchCase {
         bytes: (m * n * 4) as f64,
         note: if streamed { "" } else { " [in memory]" },
         chosen: Box::new(move |_| {
@@ -1120,7 +1125,7 @@ fn pca_case(m: usize, n: usize, streamed: bool) -> Result<BenchCase> {
             judge,
             run,
         )
-    })
+    }
 }
 
 /// Copies `bytes` bytes buffer to buffer on the GPU, bracketed by two empty compute passes so
@@ -1648,7 +1653,10 @@ fn cases_for(op: &str, sizes: &[Vec<usize>]) -> Result<Vec<BenchCase>> {
             .iter()
             .flat_map(|d| {
                 let (m, n) = square(d);
-                [pca_case(m, n, true), pca_case(m, n, false)]
+                match pca_cases(m, n) {
+                    Ok(cases) => cases.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                }
             })
             .collect(),
         "chained" => Ok(Vec::new()),

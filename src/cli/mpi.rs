@@ -15,12 +15,7 @@ use crate::Tensor;
 
 /// The budget of a distributed run: `--memory-budget`, else the default (every input streams).
 fn budget(args: &StreamArgs) -> Result<MemoryBudget> {
-    Ok(args
-        .memory_budget
-        .as_deref()
-        .map(MemoryBudget::parse)
-        .transpose()?
-        .unwrap_or_default())
+    Ok(args.budget()?.unwrap_or_default())
 }
 
 /// Rank 0 writes the named outputs; the outcome is agreed on.

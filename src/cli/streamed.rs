@@ -26,6 +26,16 @@ pub struct StreamArgs {
     pub memory_budget: Option<String>,
 }
 
+impl StreamArgs {
+    /// The `--memory-budget`, parsed.
+    pub fn budget(&self) -> Result<Option<MemoryBudget>> {
+        self.memory_budget
+            .as_deref()
+            .map(MemoryBudget::parse)
+            .transpose()
+    }
+}
+
 /// The budget to stream with, or `None` to read the inputs whole: `--stream`, or inputs (as
 /// float32) larger than the `--memory-budget` or than the adapter's largest buffer.
 pub fn stream_budget(
@@ -34,11 +44,7 @@ pub fn stream_budget(
     inputs: &[&Path],
     args: &StreamArgs,
 ) -> Result<Option<MemoryBudget>> {
-    let budget = args
-        .memory_budget
-        .as_deref()
-        .map(MemoryBudget::parse)
-        .transpose()?;
+    let budget = args.budget()?;
     if args.stream {
         return Ok(Some(budget.unwrap_or_default()));
     }

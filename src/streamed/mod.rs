@@ -130,8 +130,7 @@ fn t_matmul(ctx: &Context, x: &Tensor, y: &Tensor) -> Result<Tensor> {
 
 /// A 1 × n row tensor of `values`.
 fn row_tensor(ctx: &Context, values: &[f64]) -> Result<Tensor> {
-    let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-    ctx.tensor(&[1, v.len()], &v)
+    tensor_f64(ctx, &[1, values.len()], values)
 }
 
 /// The matrix's row count after a pass, refusing an empty one.
@@ -184,26 +183,19 @@ pub(crate) fn moments(
 pub(crate) fn first_block_mean(src: &mut dyn RowBlocks) -> Result<Vec<f64>> {
     let n = src.cols();
     src.rewind()?;
+    let (rows, data) = match src.next_block()? {
+        Some(RowBlock::Host { rows, data }) => (rows, data),
+        Some(RowBlock::Resident(t)) => (t.shape()[0], t.to_vec()?),
+        None => (0, Vec::new()),
+    };
     let mut mean = vec![0.0f64; n];
-    match src.next_block()? {
-        Some(RowBlock::Host { rows, data }) if rows > 0 => {
-            for row in data.chunks_exact(n.max(1)) {
-                for (m, v) in mean.iter_mut().zip(row) {
-                    *m += f64::from(*v);
-                }
-            }
-            mean.iter_mut().for_each(|m| *m /= rows as f64);
+    for row in data.chunks_exact(n.max(1)) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += f64::from(*v);
         }
-        Some(RowBlock::Resident(t)) if t.shape()[0] > 0 => {
-            let rows = t.shape()[0];
-            for row in t.to_vec()?.chunks_exact(n.max(1)) {
-                for (m, v) in mean.iter_mut().zip(row) {
-                    *m += f64::from(*v);
-                }
-            }
-            mean.iter_mut().for_each(|m| *m /= rows as f64);
-        }
-        _ => {}
+    }
+    if rows > 0 {
+        mean.iter_mut().for_each(|m| *m /= rows as f64);
     }
     Ok(mean)
 }
@@ -573,12 +565,10 @@ pub(crate) fn tsqr<C: Combine>(
     let n = src.cols();
     let ctx = &workers[0];
     let local = local_tsqr(workers, src, n);
-    let rows = match &local {
-        Ok((rows, _, _)) => Ok(vec![*rows as f64]),
-        Err(_) => Err(Error::InvalidArgument("the local TSQR failed".into())),
-    };
+    let rows = local.as_ref().map_or(0, |l| l.0);
+    // A local failure is agreed on here, before any other step.
     let (r_rows, r) = comb.combine_r(ctx, n, local.map(|(_, rr, r)| (rr, r)))?;
-    let rows = comb.sum(rows)?[0] as usize;
+    let rows = comb.sum(Ok(vec![rows as f64]))?[0] as usize;
     let mut shared = on_root(comb, || {
         let mut v = vec![r_rows as f64];
         v.extend(widen(&r));

@@ -1011,12 +1011,16 @@ fn reduce_case(n: usize) -> BenchCase {
     }
 }
 
-/// A file removed when the bench case that reads it is dropped.
+/// A file removed when the bench case that reads it is dropped, with its directory once empty.
 struct TempFile(std::path::PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            // Fails, harmlessly, while another case's file is still in it.
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

@@ -23,7 +23,6 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         ("svd_batched", svd::batched::module_source()),
         ("householder", householder::SOURCE.to_string()),
         ("convert", convert::SOURCE.to_string()),
-        ("matmul_coop", matmul::coop::module_source()),
     ]
     .into_iter()
     .chain(
@@ -40,6 +39,11 @@ pub fn kernel_sources() -> Vec<(&'static str, String)> {
         svd::unrolled::generated_sources()
             .into_iter()
             .map(|s| ("svd_batched_unrolled", s)),
+    )
+    .chain(
+        matmul::coop::generated_sources()
+            .into_iter()
+            .map(|s| ("matmul_coop", s)),
     )
     .chain(
         reduce::generated_sources()

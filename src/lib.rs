@@ -174,8 +174,8 @@ pub use householder::PANEL_WIDTH_ENV;
 pub use kernels::{kernel_params, kernel_sources};
 pub use layout::Slice;
 pub use matmul::{
-    force_split_k, split_k_slices, MatmulConfig, MatmulKernel, MatmulOptions, MatmulPlan,
-    MATMUL_SPLIT_K_ENV, MAX_K_PER_PASS_CPU_ADAPTER, MAX_SPLIT_K,
+    force_split_k, split_k_slices, HalfMatmulPath, MatmulConfig, MatmulKernel, MatmulOptions,
+    MatmulPlan, MATMUL_SPLIT_K_ENV, MAX_K_PER_PASS_CPU_ADAPTER, MAX_SPLIT_K,
 };
 pub use nn::{LinearGrads, LossOutput, LossReduction, Optimizer, OptimizerKind, Targets};
 pub use norms::{Lstsq, MatrixNorm, NormsPlan, NORMS_EPS};

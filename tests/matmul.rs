@@ -644,6 +644,66 @@ fn half_precision_matches_reference() {
     }
 }
 
+/// Every cooperative-matrix configuration the adapter runs, forced, on every case in float16
+/// (transposes, bias, activations, empty and tile-breaking shapes, k past the loop limit).
+/// Adapters without cooperative matrices (lavapipe before Mesa 25.1, wgpu's GL backend) skip
+/// with a note.
+#[test]
+fn cooperative_matrix_kernels_match_reference() {
+    let Some(ctx) = common::gpu() else { return };
+    let configs = ctx.coop_matmul_candidates();
+    if configs.is_empty() {
+        eprintln!("skipped: this adapter offers no float16 cooperative matrices");
+        return;
+    }
+    let all = cases();
+    for cfg in configs {
+        let t = std::time::Instant::now();
+        run_cases_half(ctx, Some(cfg), &all, DType::F16);
+        eprintln!("{cfg}: {} cases in {:.1?}", all.len(), t.elapsed());
+    }
+}
+
+/// A forced cooperative-matrix configuration is refused, naming the problem: on float32 or
+/// bfloat16 operands, and for a fragment size the adapter does not offer.
+#[test]
+fn cooperative_matrix_errors_name_the_problem() {
+    let Some(ctx) = common::gpu() else { return };
+    let f32s = ctx.tensor(&[4, 4], &[1.0; 16]).unwrap();
+    let halves = ctx.cast(&f32s, DType::F16).unwrap();
+    let bf16s = ctx.cast(&f32s, DType::BF16).unwrap();
+    let forced = |k: MatmulConfig| MatmulOptions {
+        kernel: Some(k),
+        ..Default::default()
+    };
+    let cfg = MatmulConfig::coop(2, 2, 8);
+    for (a, what) in [(&f32s, "float32"), (&bf16s, "bfloat16")] {
+        let e = ctx.matmul_with(a, a, &forced(cfg)).unwrap_err().to_string();
+        assert!(e.contains("float16") && e.contains(what), "{e}");
+    }
+    let offered: Vec<u32> = ctx
+        .coop_matmul_candidates()
+        .iter()
+        .map(|c| c.workgroup)
+        .collect();
+    if let Some(missing) = [8, 16].into_iter().find(|f| !offered.contains(f)) {
+        let e = ctx
+            .matmul_with(&halves, &halves, &forced(MatmulConfig::coop(2, 2, missing)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cooperative matrices") && e.contains(&format!("{missing}×")),
+            "{e}"
+        );
+    }
+    assert!("coop:3x2@8".parse::<MatmulConfig>().is_err());
+    assert!("coop:2x2@32".parse::<MatmulConfig>().is_err());
+    assert_eq!(
+        "coop:4x2@16".parse::<MatmulConfig>().unwrap(),
+        MatmulConfig::coop(4, 2, 16)
+    );
+}
+
 #[test]
 fn half_precision_errors_name_the_types() {
     let ctx = common::cpu();

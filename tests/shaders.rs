@@ -28,17 +28,6 @@ fn epilogues() -> Vec<Constants> {
     v
 }
 
-/// `sets`, each with the subgroup size `sg`.
-fn with_sg(sets: &[Constants], sg: f64) -> Vec<Constants> {
-    sets.iter()
-        .map(|c| {
-            let mut c = c.clone();
-            c.insert("SG", sg);
-            c
-        })
-        .collect()
-}
-
 /// (entry point, constant sets) per family, mirroring what src/ops/*.rs request.
 fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
     let with = |base: &[Constants], extra: &[(&'static str, f64)]| -> Vec<Constants> {
@@ -71,7 +60,8 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
                     MatmulKernel::Blocked => {
                         blocked.extend(with(&epilogues(), &[("BTM", r), ("BTN", c), ("BK", w)]))
                     }
-                    MatmulKernel::Naive => {}
+                    // Naive has no tile constants; coop is its own family (matmul_coop).
+                    MatmulKernel::Naive | MatmulKernel::Coop => {}
                 }
             }
             vec![
@@ -246,12 +236,13 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
             v
         }
         "matmul_coop" => {
-            // Every epilogue, at the subgroup sizes of NVIDIA / Apple (32) and AMD (64).
-            let sets = [32.0, 64.0]
+            // Every epilogue, with the workgroup of four subgroups of lavapipe (8), NVIDIA /
+            // Apple (32) and AMD (64).
+            let sets = [32.0, 128.0, 256.0]
                 .into_iter()
-                .flat_map(|sg| with_sg(&epilogues(), sg))
+                .flat_map(|wg| with(&epilogues(), &[("WG", wg)]))
                 .collect();
-            vec![("coop", sets)]
+            vec![(gpu_linalg::matmul::coop::COOP_ENTRY, sets)]
         }
         "convert" => {
             // Both half types.
@@ -407,52 +398,61 @@ fn every_kernel_translates_to_every_backend() {
     );
 }
 
-/// The cooperative-matrix GEMM reaches the matrix units: its SPIR-V multiplies by
-/// OpCooperativeMatrixMulAddKHR and its MSL by simdgroup matrices.
+/// Every cooperative-matrix GEMM reaches the matrix units: its SPIR-V multiplies by
+/// OpCooperativeMatrixMulAddKHR (two per fragment of C per k-step) and its MSL by simdgroup
+/// matrices.
 #[test]
 fn cooperative_gemm_reaches_the_matrix_units() {
-    let src = gpu_linalg::matmul::coop::module_source();
-    let module = naga::front::wgsl::parse_str(&src).unwrap();
-    let info = Validator::new(ValidationFlags::all(), Capabilities::all())
-        .validate(&module)
+    let entry = gpu_linalg::matmul::coop::COOP_ENTRY;
+    for cfg in gpu_linalg::matmul::coop::generated_configs() {
+        let src = gpu_linalg::matmul::coop::module_source(cfg);
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{cfg}: {}", e.emit_to_string(&src)));
+        let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{cfg}: {}", e.emit_to_string(&src)));
+        let pc: naga::back::PipelineConstants = [("WG".to_string(), 128.0)].into_iter().collect();
+        let (m, i) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((ShaderStage::Compute, entry)),
+            &pc,
+        )
         .unwrap();
-    let pc: naga::back::PipelineConstants = [("SG".to_string(), 32.0)].into_iter().collect();
-    let (m, i) = naga::back::pipeline_constants::process_overrides(
-        &module,
-        &info,
-        Some((ShaderStage::Compute, "coop")),
-        &pc,
-    )
-    .unwrap();
-    let words = spv::write_vec(
-        &m,
-        &i,
-        &spv::Options::default(),
-        Some(&spv::PipelineOptions {
-            shader_stage: ShaderStage::Compute,
-            entry_point: "coop".into(),
-        }),
-    )
-    .unwrap();
-    // OpCooperativeMatrixMulAddKHR is opcode 4459; an instruction's first word holds its
-    // word count above the opcode.
-    let mul_adds = words.iter().filter(|&&w| w & 0xffff == 4459).count();
-    assert!(
-        mul_adds >= 4,
-        "{mul_adds} cooperative multiply-adds in the SPIR-V"
-    );
-    let (msl, _) = msl::write_string(
-        &m,
-        &i,
-        &msl::Options {
-            lang_version: (2, 4),
-            ..Default::default()
-        },
-        &msl::PipelineOptions {
-            entry_point: Some((ShaderStage::Compute, "coop".to_string())),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert!(msl.contains("simdgroup_multiply_accumulate"), "{msl}");
+        let words = spv::write_vec(
+            &m,
+            &i,
+            &spv::Options::default(),
+            Some(&spv::PipelineOptions {
+                shader_stage: ShaderStage::Compute,
+                entry_point: entry.into(),
+            }),
+        )
+        .unwrap();
+        // OpCooperativeMatrixMulAddKHR is opcode 4459; an instruction's first word holds its
+        // word count above the opcode.
+        let mul_adds = words.iter().filter(|&&w| w & 0xffff == 4459).count();
+        let wanted = 2 * (cfg.rows * cfg.cols) as usize;
+        assert_eq!(
+            mul_adds, wanted,
+            "{cfg}: cooperative multiply-adds in the SPIR-V"
+        );
+        let (msl, _) = msl::write_string(
+            &m,
+            &i,
+            &msl::Options {
+                lang_version: (2, 4),
+                ..Default::default()
+            },
+            &msl::PipelineOptions {
+                entry_point: Some((ShaderStage::Compute, entry.to_string())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            msl.contains("simdgroup_multiply_accumulate"),
+            "{cfg}: {msl}"
+        );
+    }
 }

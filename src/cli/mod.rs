@@ -1180,6 +1180,11 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
             yes(s.subgroups),
             yes(s.timestamps)
         );
+        if s.cooperative_matrix.is_empty() {
+            println!("  cooperative matrix: none");
+        } else {
+            println!("  cooperative matrix: {}", s.cooperative_matrix.join(", "));
+        }
         if tune {
             for r in ctx.tune_matmul()? {
                 match r.gflops {

@@ -400,6 +400,13 @@ impl GpuMatmul<'_> {
                     (b.n4 / self.config.cols as usize).div_ceil(self.config.workgroup as usize);
                 ("vec4_kernel", self.config.rows as usize, gx, true)
             }
+            MatmulKernel::Coop => {
+                // `matmul_structured` sends cooperative configurations to `matmul_coop` only.
+                return Err(Error::Kernel(format!(
+                    "matmul kernel {} runs only on float16 operands",
+                    self.config
+                )));
+            }
         };
         if gx > limit {
             return Err(Error::InvalidArgument(format!(
@@ -507,9 +514,9 @@ fn row_chunks(m: usize, per_group: usize, limit: usize) -> Vec<(usize, usize)> {
 
 /// Result of timing one candidate.
 #[derive(Clone, Debug)]
-pub struct TuningResult {
+pub struct TuningResult<K = MatmulConfig> {
     /// The configuration timed.
-    pub config: MatmulConfig,
+    pub config: K,
     /// GFLOP/s on the tuning problem, or the error that ruled it out.
     pub gflops: Result<f64, String>,
 }
@@ -606,6 +613,9 @@ impl Context {
         plan.check_bias(opts.bias)?;
         if let Some(k) = opts.kernel {
             k.validate()?;
+            if k.kernel == MatmulKernel::Coop {
+                return Err(coop_needs_f16(k, a.dtype(), b.dtype()));
+            }
         }
         if let Some(gpu) = self.gpu() {
             let r = self.matmul_gpu(gpu, &plan, a, b, opts, structure);
@@ -658,42 +668,157 @@ impl Context {
         self.cast(&c, out)
     }
 
-    /// The float16 product on the adapter's matrix units ([`coop`]), when both operands are
-    /// float16, untransposed, unbatched, no kernel is forced, and the adapter runs the kernel:
-    /// the f32 result (bias and activation applied), else `None`.
+    /// The float16 product on the adapter's matrix units ([`coop`]): the f32 result (bias
+    /// and activation applied) when both operands are float16 and the configuration is forced
+    /// (`opts.kernel` a [`MatmulKernel::Coop`] one) or tuned for the product's bucket
+    /// ([`HalfMatmulPath`]); `None` where the f32 kernels serve instead.
     fn matmul_coop(&self, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Option<Tensor>> {
+        let forced = opts.kernel.filter(|k| k.kernel == MatmulKernel::Coop);
+        let both_f16 = a.dtype() == DType::F16 && b.dtype() == DType::F16;
+        if let Some(k) = forced {
+            k.validate()?;
+            if !both_f16 {
+                return Err(coop_needs_f16(k, a.dtype(), b.dtype()));
+            }
+        }
         let Some(gpu) = self.gpu() else {
             return Ok(None);
         };
-        let Some(sg) = coop::coop_subgroup(gpu) else {
-            return Ok(None);
-        };
-        if a.dtype() != DType::F16
-            || b.dtype() != DType::F16
-            || opts.transpose_a
-            || opts.transpose_b
-            || opts.kernel.is_some()
-        {
+        if !both_f16 || (opts.kernel.is_some() && forced.is_none()) {
             return Ok(None);
         }
-        let (&[m, k], &[_, n]) = (a.shape(), b.shape()) else {
-            return Ok(None);
+        let plan = MatmulPlan::new(a.shape(), b.shape(), opts.transpose_a, opts.transpose_b)?;
+        // A float bias widened (exactly) to f32, as the f32 kernels take it.
+        let bias = match opts.bias {
+            Some(t) if t.dtype().is_float() => Some(self.cast(t, DType::F32)?),
+            other => other.cloned(),
         };
-        // The shapes' and bias's errors, as the other kernels give them.
-        MatmulPlan::new(a.shape(), b.shape(), false, false)?.check_bias(opts.bias)?;
-        let bias = opts.bias.map(|t| self.cast(t, DType::F32)).transpose()?;
-        let bias = bias.as_ref().map(|t| self.resident(t)).transpose()?;
+        plan.check_bias(bias.as_ref())?;
+        let cfg = match forced {
+            Some(k) => k,
+            None => match self.half_matmul_path(gpu, &plan)? {
+                HalfMatmulPath::Coop(c) if coop::unfit(gpu, c, &plan).is_none() => c,
+                _ => return Ok(None),
+            },
+        };
+        let epilogue = (bias.as_ref(), opts.activation);
+        self.coop_product(gpu, (a, b), &plan, epilogue, cfg)
+            .map(Some)
+    }
+
+    /// The f32 product of the float16 `a` and `b` by the cooperative-matrix kernel `cfg`,
+    /// with the epilogue's float32 bias and activation.
+    fn coop_product(
+        &self,
+        gpu: &Arc<Gpu>,
+        (a, b): (&Tensor, &Tensor),
+        plan: &MatmulPlan,
+        (bias, activation): (Option<&Tensor>, Activation),
+        cfg: MatmulConfig,
+    ) -> Result<Tensor> {
+        let bias = bias.map(|t| self.resident(t)).transpose()?;
         let (ab, bb) = (self.resident(a)?, self.resident(b)?);
         let out = gpu.scoped("matmul_coop", || {
-            coop::run(
-                gpu,
-                (&ab, &bb),
-                (m, k, n),
-                (bias.as_ref(), opts.activation),
-                sg,
-            )
+            coop::run(gpu, (&ab, &bb), plan, (bias.as_ref(), activation), cfg)
         })??;
-        Ok(Some(Tensor::from_gpu(vec![m, n], DType::F32, out)))
+        Ok(Tensor::from_gpu(plan.out_shape.clone(), DType::F32, out))
+    }
+
+    /// The cooperative-matrix configurations ([`MatmulKernel::Coop`]) this context's adapter
+    /// runs: those of every fragment size it offers for float16 · float16 → float32, within its
+    /// workgroup memory. Empty on the CPU backend and on adapters without cooperative matrices
+    /// (or with `GPU_LINALG_COOPERATIVE_MATRIX=off`).
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// for cfg in ctx.coop_matmul_candidates() {
+    ///     println!("{cfg}"); // e.g. coop:4x4@16
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn coop_matmul_candidates(&self) -> Vec<MatmulConfig> {
+        self.gpu().map_or_else(Vec::new, |g| coop::candidates(g))
+    }
+
+    /// How float16 products of `plan`'s bucket run on `gpu`: widened for the f32 kernels where
+    /// the adapter has no cooperative matrices, else the tuner's choice between that and every
+    /// cooperative-matrix candidate, each verified against the CPU reference first.
+    fn half_matmul_path(&self, gpu: &Arc<Gpu>, plan: &MatmulPlan) -> Result<HalfMatmulPath> {
+        if coop::candidates(gpu).is_empty() {
+            return Ok(HalfMatmulPath::Widen);
+        }
+        let bucket = matmul_bucket(plan);
+        HALF_CHOICES.get(gpu, &bucket.name(), || {
+            let (m, n, k, batch) = self.matmul_tuning_shape(&bucket);
+            self.tune_half_matmul_shape(gpu, m, n, k, batch)
+        })
+    }
+
+    /// Every float16 path's figures on one n³ product (as [`Context::tune_matmul`]: each
+    /// checked against the CPU reference first), on adapters with cooperative matrices; empty
+    /// elsewhere. Used by `gpu-linalg info --tune`.
+    ///
+    /// ```
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// assert!(ctx.tune_half_matmul()?.is_empty()); // nothing to tune on the CPU backend
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn tune_half_matmul(&self) -> Result<Vec<TuningResult<HalfMatmulPath>>> {
+        let Some(gpu) = self.gpu() else {
+            return Ok(Vec::new());
+        };
+        if coop::candidates(gpu).is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.matmul_tuning_cap().0;
+        let flops = 2.0 * (n * n * n) as f64;
+        Ok(self
+            .tune_half_matmul_shape(gpu, n, n, n, 1)?
+            .into_iter()
+            .map(|o| TuningResult {
+                config: o.choice,
+                gflops: o.seconds.map(|s| flops / s / 1e9),
+            })
+            .collect())
+    }
+
+    /// Every float16 path's outcome on `batch` products of m×k by k×n float16 operands.
+    fn tune_half_matmul_shape(
+        &self,
+        gpu: &Arc<Gpu>,
+        m: usize,
+        n: usize,
+        k: usize,
+        batch: usize,
+    ) -> Result<Vec<crate::runtime::TuneOutcome<HalfMatmulPath>>> {
+        let (sa, sb) = tuning_shapes(m, n, k, batch);
+        let (ad, bd, reference) = tuning_operands(&sa, &sb)?;
+        // The tuning values are exact in float16, so the f32 bound judges both paths.
+        let a = self.cast(&self.tensor(&sa, &ad)?, DType::F16)?;
+        let b = self.cast(&self.tensor(&sb, &bd)?, DType::F16)?;
+        let plan = MatmulPlan::new(&sa, &sb, false, false)?;
+        let paths: Vec<HalfMatmulPath> = std::iter::once(HalfMatmulPath::Widen)
+            .chain(coop::candidates(gpu).into_iter().map(HalfMatmulPath::Coop))
+            .collect();
+        let opts = MatmulOptions::default();
+        Ok(crate::runtime::measure(
+            gpu,
+            &paths,
+            3,
+            |path| match path {
+                HalfMatmulPath::Widen => self.matmul_structured(
+                    &self.cast(&a, DType::F32)?,
+                    &self.cast(&b, DType::F32)?,
+                    &opts,
+                    MatmulStructure::default(),
+                ),
+                HalfMatmulPath::Coop(cfg) => {
+                    self.coop_product(gpu, (&a, &b), &plan, (None, Activation::None), cfg)
+                }
+            },
+            |t| t.to_vec(),
+            |v| reference.check(v),
+        ))
     }
 
     fn matmul_cpu(
@@ -966,22 +1091,8 @@ impl Context {
         let Some(gpu) = self.gpu() else {
             return Ok(Vec::new());
         };
-        let (sa, sb) = if batch > 1 {
-            (vec![batch, m, k], vec![batch, k, n])
-        } else {
-            (vec![m, k], vec![k, n])
-        };
-        let ad: Vec<f32> = (0..batch * m * k)
-            .map(|i| ((i % 7) as f32 - 3.0) * 0.25)
-            .collect();
-        let bd: Vec<f32> = (0..batch * k * n)
-            .map(|i| ((i % 5) as f32 - 2.0) * 0.5)
-            .collect();
-        let reference = crate::matmul::cpu::reference_for(
-            &Tensor::from_vec(&sa, ad.clone())?,
-            &Tensor::from_vec(&sb, bd.clone())?,
-            &MatmulOptions::default(),
-        )?;
+        let (sa, sb) = tuning_shapes(m, n, k, batch);
+        let (ad, bd, reference) = tuning_operands(&sa, &sb)?;
         let a = self.tensor(&sa, &ad)?;
         let b = self.tensor(&sb, &bd)?;
         Ok(crate::runtime::measure(
@@ -1000,6 +1111,84 @@ impl Context {
         ))
     }
 }
+
+/// The operand shapes of a tuning product: `batch` products of m×k by k×n.
+fn tuning_shapes(m: usize, n: usize, k: usize, batch: usize) -> (Vec<usize>, Vec<usize>) {
+    if batch > 1 {
+        (vec![batch, m, k], vec![batch, k, n])
+    } else {
+        (vec![m, k], vec![k, n])
+    }
+}
+
+/// The tuning operands of shapes `sa` and `sb` (small multiples of 1/4 and 1/2, exact in
+/// float16 and bfloat16) and the CPU reference of their product.
+fn tuning_operands(
+    sa: &[usize],
+    sb: &[usize],
+) -> Result<(Vec<f32>, Vec<f32>, crate::reference::Reference)> {
+    let ad: Vec<f32> = (0..sa.iter().product::<usize>())
+        .map(|i| ((i % 7) as f32 - 3.0) * 0.25)
+        .collect();
+    let bd: Vec<f32> = (0..sb.iter().product::<usize>())
+        .map(|i| ((i % 5) as f32 - 2.0) * 0.5)
+        .collect();
+    let reference = crate::matmul::cpu::reference_for(
+        &Tensor::from_vec(sa, ad.clone())?,
+        &Tensor::from_vec(sb, bd.clone())?,
+        &MatmulOptions::default(),
+    )?;
+    Ok((ad, bd, reference))
+}
+
+/// How a float16 × float16 product runs (the `matmul-f16` tuning family, forced by
+/// `GPU_LINALG_MATMUL_F16_KERNEL`): widened exactly to f32 for the tuned f32 kernel
+/// (`widen`), or on the matrix units by a cooperative-matrix configuration (`coop:FMxFN@F`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfMatmulPath {
+    /// Widen to f32 and run the f32 kernel of the bucket.
+    Widen,
+    /// A [`MatmulKernel::Coop`] configuration.
+    Coop(MatmulConfig),
+}
+
+impl std::fmt::Display for HalfMatmulPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HalfMatmulPath::Widen => write!(f, "widen"),
+            HalfMatmulPath::Coop(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl std::str::FromStr for HalfMatmulPath {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<HalfMatmulPath> {
+        if s.trim() == "widen" {
+            return Ok(HalfMatmulPath::Widen);
+        }
+        match s.parse::<MatmulConfig>() {
+            Ok(c) if c.kernel == MatmulKernel::Coop => Ok(HalfMatmulPath::Coop(c)),
+            _ => Err(Error::InvalidArgument(format!(
+                "bad float16 matmul path '{s}'; expected widen or coop:FMxFN@F"
+            ))),
+        }
+    }
+}
+
+/// The error of a cooperative-matrix configuration forced on operands that are not both
+/// float16.
+fn coop_needs_f16(k: MatmulConfig, a: DType, b: DType) -> Error {
+    Error::InvalidArgument(format!(
+        "matmul kernel {k} multiplies float16 operands on the matrix units; these are {} and {}",
+        a.name(),
+        b.name()
+    ))
+}
+
+/// The tuned float16 paths of every device, by shape bucket.
+static HALF_CHOICES: Choices<HalfMatmulPath> =
+    Choices::new("matmul-f16", Some("GPU_LINALG_MATMUL_F16_KERNEL"));
 
 /// The tuned matmul choices of every device, by shape bucket.
 static CHOICES: Choices<MatmulConfig> = Choices::new("matmul", Some("GPU_LINALG_MATMUL_KERNEL"));

@@ -19,22 +19,30 @@ pub enum MatmulKernel {
     /// GPUs: 256 threads, a TM×TN micro-tile each (4 or 8 by 4 or 8), so blocks of
     /// 16·TM × 16·TN, k in tiles of BK (8, 16 or 32).
     Blocked,
+    /// Float16 operands multiplied on the adapter's matrix units (cooperative matrices),
+    /// accumulated in f32: four subgroups per workgroup, each FM×FN fragments of F×F (F = 8 or
+    /// 16, as the adapter offers), so blocks of 2·FM·F × 2·FN·F. Only for float16 operands, on
+    /// adapters with `EXPERIMENTAL_COOPERATIVE_MATRIX` ([`crate::matmul::coop`]).
+    Coop,
 }
 
 /// A matmul kernel and its tile sizes.
 ///
 /// Written and parsed as `naive`, `tiled:TMxTN` (thread micro-tile, each at most 4),
 /// `vec4:RMxRN4@WG` (rows × vec4 columns per thread, at most 8 × 4, workgroup size WG) or
-/// `blocked:TMxTNkBK` (micro-tile of 4 or 8 by 4 or 8, k-tile depth BK of 8, 16 or 32).
+/// `blocked:TMxTNkBK` (micro-tile of 4 or 8 by 4 or 8, k-tile depth BK of 8, 16 or 32) or
+/// `coop:FMxFN@F` (float16 only: FM×FN fragments of F×F per subgroup, FM and FN 1, 2 or 4, F 8
+/// or 16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulConfig {
     /// Kernel family.
     pub kernel: MatmulKernel,
-    /// Rows per thread (tiled and blocked: TM, vec4: RM).
+    /// Rows per thread (tiled and blocked: TM, vec4: RM); fragment rows per subgroup (coop: FM).
     pub rows: u32,
-    /// Columns per thread (tiled and blocked: TN, vec4: number of vec4 columns).
+    /// Columns per thread (tiled and blocked: TN, vec4: number of vec4 columns); fragment
+    /// columns per subgroup (coop: FN).
     pub cols: u32,
-    /// Workgroup size along x (vec4); the k-tile depth BK (blocked).
+    /// Workgroup size along x (vec4); the k-tile depth BK (blocked); the fragment size F (coop).
     pub workgroup: u32,
 }
 
@@ -77,6 +85,26 @@ impl MatmulConfig {
         }
     }
 
+    /// A cooperative-matrix configuration: `fm`×`fn_` fragments of `frag`×`frag` per subgroup.
+    pub const fn coop(fm: u32, fn_: u32, frag: u32) -> MatmulConfig {
+        MatmulConfig {
+            kernel: MatmulKernel::Coop,
+            rows: fm,
+            cols: fn_,
+            workgroup: frag,
+        }
+    }
+
+    /// The cooperative-matrix configurations for fragments of `frag`×`frag` (8 or 16): 1×1,
+    /// 2×2, 4×2 and 4×4 fragments per subgroup, blocks of 2F×2F up to 8F×8F. All fit in 32 KiB
+    /// of workgroup memory.
+    pub fn coop_candidates(frag: u32) -> Vec<MatmulConfig> {
+        [(1, 1), (2, 2), (4, 2), (4, 4)]
+            .into_iter()
+            .map(|(fm, fn_)| MatmulConfig::coop(fm, fn_, frag))
+            .collect()
+    }
+
     /// Bytes of workgroup memory one workgroup of this configuration declares (the blocked
     /// kernel's double-buffered tiles; 8 KiB for tiled, 0 for the others).
     pub fn workgroup_bytes(&self) -> u32 {
@@ -87,6 +115,7 @@ impl MatmulConfig {
                 2 * self.workgroup * rows * 16
             }
             MatmulKernel::Tiled => 2 * 1024 * 4,
+            MatmulKernel::Coop => crate::matmul::coop::workgroup_bytes(*self),
             _ => 0,
         }
     }
@@ -145,12 +174,17 @@ impl MatmulConfig {
                     && [4, 8].contains(&self.cols)
                     && [8, 16, 32].contains(&self.workgroup)
             }
+            MatmulKernel::Coop => {
+                [1, 2, 4].contains(&self.rows)
+                    && [1, 2, 4].contains(&self.cols)
+                    && [8, 16].contains(&self.workgroup)
+            }
         };
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidArgument(format!(
-                "matmul kernel configuration {self} is out of range (tiled: TM, TN in 1..=4; vec4: RM in 1..=8, RN4 in 1..=4, WG in 1..=256; blocked: TM, TN 4 or 8, BK 8, 16 or 32)"
+                "matmul kernel configuration {self} is out of range (tiled: TM, TN in 1..=4; vec4: RM in 1..=8, RN4 in 1..=4, WG in 1..=256; blocked: TM, TN 4 or 8, BK 8, 16 or 32; coop: FM, FN 1, 2 or 4, F 8 or 16)"
             )))
         }
     }
@@ -165,6 +199,7 @@ impl fmt::Display for MatmulConfig {
             MatmulKernel::Blocked => {
                 write!(f, "blocked:{}x{}k{}", self.rows, self.cols, self.workgroup)
             }
+            MatmulKernel::Coop => write!(f, "coop:{}x{}@{}", self.rows, self.cols, self.workgroup),
         }
     }
 }
@@ -174,7 +209,7 @@ impl FromStr for MatmulConfig {
     fn from_str(s: &str) -> Result<MatmulConfig> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "bad matmul kernel '{s}'; expected naive, tiled:TMxTN, vec4:RMxRN4@WG or blocked:TMxTNkBK"
+                "bad matmul kernel '{s}'; expected naive, tiled:TMxTN, vec4:RMxRN4@WG, blocked:TMxTNkBK or coop:FMxFN@F"
             ))
         };
         let num = |t: &str| t.trim().parse::<u32>().map_err(|_| bad());
@@ -193,6 +228,11 @@ impl FromStr for MatmulConfig {
                 let (dims, bk) = rest.split_once('k').ok_or_else(bad)?;
                 let (a, b) = dims.split_once('x').ok_or_else(bad)?;
                 MatmulConfig::blocked(num(a)?, num(b)?, num(bk)?)
+            }
+            Some(("coop", rest)) => {
+                let (dims, frag) = rest.split_once('@').ok_or_else(bad)?;
+                let (a, b) = dims.split_once('x').ok_or_else(bad)?;
+                MatmulConfig::coop(num(a)?, num(b)?, num(frag)?)
             }
             _ => return Err(bad()),
         };

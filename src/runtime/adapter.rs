@@ -72,6 +72,24 @@ pub struct DeviceSummary {
     pub subgroups: bool,
     /// Whether the adapter offers timestamp queries.
     pub timestamps: bool,
+    /// The cooperative-matrix configurations the device was opened with, as
+    /// `MxNxK A·B→C` (`16x16x16 f16·f16→f32`); empty where the adapter offers none or
+    /// `GPU_LINALG_COOPERATIVE_MATRIX=off`.
+    pub cooperative_matrix: Vec<String>,
+}
+
+/// A cooperative-matrix configuration as `MxNxK A·B→C`, e.g. `16x16x16 f16·f16→f32`.
+pub(crate) fn cooperative_name(c: &wgpu::CooperativeMatrixProperties) -> String {
+    let ty = |t: wgpu::CooperativeScalarType| format!("{t:?}").to_lowercase();
+    format!(
+        "{}x{}x{} {}·{}→{}",
+        c.m_size,
+        c.n_size,
+        c.k_size,
+        ty(c.ab_type),
+        ty(c.ab_type),
+        ty(c.cr_type)
+    )
 }
 
 pub(crate) fn api_name(b: wgpu::Backend) -> &'static str {

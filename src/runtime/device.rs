@@ -281,6 +281,11 @@ impl Gpu {
             shader_f16: self.features.contains(wgpu::Features::SHADER_F16),
             subgroups: self.features.contains(wgpu::Features::SUBGROUP),
             timestamps: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative_matrix: self
+                .cooperative
+                .iter()
+                .map(super::adapter::cooperative_name)
+                .collect(),
         }
     }
 }

@@ -646,13 +646,18 @@ fn half_precision_matches_reference() {
 
 /// Every cooperative-matrix configuration the adapter runs, forced, on every case in float16
 /// (transposes, bias, activations, empty and tile-breaking shapes, k past the loop limit).
-/// Adapters without cooperative matrices (lavapipe before Mesa 25.1, wgpu's GL backend) skip
-/// with a note.
+/// Adapters without cooperative matrices (Debian 12's lavapipe, wgpu's GL backend) skip with a
+/// note, or fail under `GPU_LINALG_REQUIRE_COOPERATIVE=1` (scripts/coop-lavapipe.sh).
 #[test]
 fn cooperative_matrix_kernels_match_reference() {
     let Some(ctx) = common::gpu() else { return };
     let configs = ctx.coop_matmul_candidates();
     if configs.is_empty() {
+        assert!(
+            std::env::var("GPU_LINALG_REQUIRE_COOPERATIVE").as_deref() != Ok("1"),
+            "GPU_LINALG_REQUIRE_COOPERATIVE=1, but this adapter offers no float16 cooperative \
+             matrices"
+        );
         eprintln!("skipped: this adapter offers no float16 cooperative matrices");
         return;
     }

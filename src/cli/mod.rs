@@ -1186,6 +1186,15 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
             println!("  cooperative matrix: {}", s.cooperative_matrix.join(", "));
         }
         if tune {
+            for r in ctx.tune_half_matmul()? {
+                let label = format!("{} (float16)", r.config);
+                match r.gflops {
+                    Ok(g) => println!("  matmul kernel {label:<22} {g:8.2} GFLOP/s"),
+                    Err(e) => println!("  matmul kernel {label:<22} failed: {e}"),
+                }
+            }
+        }
+        if tune {
             for r in ctx.tune_matmul()? {
                 match r.gflops {
                     Ok(g) => println!(

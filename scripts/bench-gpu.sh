@@ -3,9 +3,10 @@
 #
 #   scripts/bench-gpu.sh [OUT_DIR] [SIZES]
 #
-# Writes OUT_DIR/bench.json, bench.csv, bench.svg (gpu-linalg bench --backend gpu), the SVD
-# family's decomp.* and batched.*, the command stream's chained.*, and, when `python3 -c 'import torch'` works,
-# OUT_DIR/torch.txt with PyTorch's fp32 matmul (TF32 off) at the same sizes, cuDNN's conv2d on
+# Writes OUT_DIR/bench.json, bench.csv, bench.svg (gpu-linalg bench --backend gpu), the GEMM
+# bars' gemm.* (fp32 and fp16 at 1024–8192) and half.txt, the SVD family's decomp.* and
+# batched.*, the command stream's chained.*, and, when `python3 -c 'import torch'` works,
+# OUT_DIR/torch.txt with PyTorch's fp32 matmul (TF32 off) and fp16 matmul at the GEMM sizes, cuDNN's conv2d on
 # the same layers and torch.linalg.svd / eigh (cuSOLVER) on the same matrices. Paste the tables into
 # BENCHMARKS.md with this command line.
 set -euo pipefail
@@ -28,12 +29,21 @@ bin=target/release/gpu-linalg
   --json "$out/decomp.json" --plot "$out/decomp.svg" | tee "$out/decomp.txt"
 "$bin" --backend gpu bench --ops svd-batched --sizes 10000x16x16,1000x32x32 --repeat 5 \
   --json "$out/batched.json" | tee "$out/batched.txt"
-# Half precision beside float32 (float16 takes the cooperative-matrix GEMM where the adapter
-# offers it; `info` lists the features).
-"$bin" --backend gpu bench --ops matmul,matmul-f16,matmul-bf16 --sizes 1024,4096 --repeat 10 \
+# The GEMM bars: fp32 and fp16 at 1024, 2048, 4096 and 8192, each row naming the kernel its
+# shape bucket chose (float16: a cooperative configuration, or `widen` and the f32 kernel), then
+# bfloat16, float16 with the matrix units off, and every cooperative configuration forced at
+# 4096 (`info --tune` above lists the float16 paths' figures at 1024³).
+gemm_sizes=1024,2048,4096,8192
+"$bin" --backend gpu bench --ops matmul,matmul-f16 --sizes "$gemm_sizes" --repeat 10 \
+  --json "$out/gemm.json" | tee "$out/gemm.txt"
+"$bin" --backend gpu bench --ops matmul-bf16 --sizes 1024,4096 --repeat 10 \
   --json "$out/half.json" | tee "$out/half.txt"
 GPU_LINALG_COOPERATIVE_MATRIX=off "$bin" --backend gpu bench --ops matmul-f16 --sizes 4096 \
   --repeat 10 | tee -a "$out/half.txt"
+for cfg in coop:1x1@16 coop:2x2@16 coop:4x2@16 coop:4x4@16 coop:2x2@8 coop:4x4@8; do
+  GPU_LINALG_MATMUL_F16_KERNEL="$cfg" "$bin" --backend gpu bench --ops matmul-f16 --sizes 4096 \
+    --repeat 10 2>&1 | tee -a "$out/half.txt" || true
+done
 # Split-k: a product with few output blocks and a long k, split by default and not.
 "$bin" --backend gpu bench --ops matmul --sizes 256x16384x256 --repeat 10 | tee "$out/splitk.txt"
 GPU_LINALG_MATMUL_SPLIT_K=off "$bin" --backend gpu bench --ops matmul --sizes 256x16384x256 \
@@ -47,14 +57,14 @@ GPU_LINALG_MATMUL_SPLIT_K=off "$bin" --backend gpu bench --ops matmul --sizes 25
   --json "$out/pca-stream.json" | tee "$out/pca-stream.txt"
 
 if python3 -c 'import torch' 2>/dev/null; then
-  SIZES="$sizes" python3 - <<'PY' | tee "$out/torch.txt"
+  SIZES="$sizes" GEMM_SIZES="$gemm_sizes" python3 - <<'PY' | tee "$out/torch.txt"
 import os, time, torch
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 dev = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
 name = torch.cuda.get_device_name(0) if dev == "cuda" else dev
 print(f"PyTorch {torch.__version__} on {name}, float32, TF32 off")
-for n in map(int, os.environ["SIZES"].split(",")):
+for n in map(int, os.environ["GEMM_SIZES"].split(",")):
     a = torch.rand(n, n, device=dev); b = torch.rand(n, n, device=dev)
     for _ in range(3): a @ b
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
@@ -63,7 +73,7 @@ for n in map(int, os.environ["SIZES"].split(",")):
         t = time.perf_counter(); a @ b; sync(); ts.append(time.perf_counter() - t)
     ts.sort(); m = ts[len(ts) // 2]
     print(f"matmul {n}x{n}x{n}: median {m*1e3:.3f} ms = {2*n**3/m/1e9:.1f} GFLOP/s")
-for n in (1024, 4096):
+for n in map(int, os.environ["GEMM_SIZES"].split(",")):
     a = torch.rand(n, n, device=dev, dtype=torch.float16); b = torch.rand(n, n, device=dev, dtype=torch.float16)
     for _ in range(3): a @ b
     sync(); ts = []

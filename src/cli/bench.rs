@@ -19,8 +19,8 @@ use crate::reference::{gamma, half_ulp};
 use crate::runtime::GpuBuffer;
 use crate::tensor::DType;
 use crate::{
-    Backend, Context, ContextOptions, ConvKind, ConvOptions, ConvPlan, MatmulOptions, MatmulPlan,
-    Padding, ReduceOp, ReduceOptions, Tensor,
+    Backend, Context, ContextOptions, ConvKind, ConvOptions, ConvPlan, HalfMatmulPath,
+    MatmulOptions, MatmulPlan, Padding, ReduceOp, ReduceOptions, Tensor,
 };
 
 /// The ops `bench` knows, with their default sizes (conv2d runs fixed ResNet-like layers).
@@ -915,7 +915,18 @@ fn matmul_case_in(
         } else {
             vec![]
         },
-        chosen: Box::new(|c| Ok(c.matmul_config()?.to_string())),
+        // Float16 products name their tuned path: a cooperative configuration, or `widen`
+        // and the f32 kernel.
+        chosen: Box::new(move |c| {
+            let f32_kernel = || c.matmul_config_for(&plan).map(|k| k.to_string());
+            if dtype != DType::F16 {
+                return f32_kernel();
+            }
+            match c.half_matmul_path_for(&plan)? {
+                HalfMatmulPath::Widen => Ok(format!("widen {}", f32_kernel()?)),
+                coop => Ok(coop.to_string()),
+            }
+        }),
         run: Box::new(|ctx: &Context, t: &[Tensor], kernel: Option<&str>| {
             let kernel = kernel.map(str::parse).transpose()?;
             ctx.matmul_with(

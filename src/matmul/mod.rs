@@ -740,6 +740,29 @@ impl Context {
         self.gpu().map_or_else(Vec::new, |g| coop::candidates(g))
     }
 
+    /// How this context runs float16 × float16 products of `plan`'s shape bucket: widened to
+    /// f32 for [`Context::matmul_config_for`]'s kernel, or a cooperative-matrix configuration
+    /// (tuned now on first use, as for f32). The CPU backend has no GPU path.
+    ///
+    /// ```
+    /// use gpu_linalg::MatmulPlan;
+    /// # let ctx = gpu_linalg::Context::with_backend(gpu_linalg::Backend::Cpu)?;
+    /// let plan = MatmulPlan::new(&[512, 256], &[256, 1024], false, false)?;
+    /// match ctx.half_matmul_path_for(&plan) {
+    ///     Ok(path) => println!("{path}"), // widen, or e.g. coop:4x4@16
+    ///     Err(e) => assert!(!ctx.is_gpu(), "{e}"),
+    /// }
+    /// # Ok::<(), gpu_linalg::Error>(())
+    /// ```
+    pub fn half_matmul_path_for(&self, plan: &MatmulPlan) -> Result<HalfMatmulPath> {
+        let Some(gpu) = self.gpu() else {
+            return Err(Error::InvalidArgument(
+                "the CPU backend has no GPU matmul kernel".into(),
+            ));
+        };
+        self.half_matmul_path(gpu, plan)
+    }
+
     /// How float16 products of `plan`'s bucket run on `gpu`: widened for the f32 kernels where
     /// the adapter has no cooperative matrices, else the tuner's choice between that and every
     /// cooperative-matrix candidate, each verified against the CPU reference first.
@@ -1258,6 +1281,16 @@ mod tests {
         {
             assert_eq!(c.to_string().parse::<MatmulConfig>().unwrap(), c);
         }
+        for c in coop::generated_configs() {
+            assert_eq!(c.to_string().parse::<MatmulConfig>().unwrap(), c);
+            let path = HalfMatmulPath::Coop(c);
+            assert_eq!(path.to_string().parse::<HalfMatmulPath>().unwrap(), path);
+        }
+        assert_eq!(
+            "widen".parse::<HalfMatmulPath>().unwrap(),
+            HalfMatmulPath::Widen
+        );
+        assert!("vec4:8x2@16".parse::<HalfMatmulPath>().is_err());
         assert!("vec4:9x1@64".parse::<MatmulConfig>().is_err());
         assert!("fast".parse::<MatmulConfig>().is_err());
     }

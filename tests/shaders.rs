@@ -269,6 +269,39 @@ fn variants(family: &str) -> Vec<(&'static str, Vec<Constants>)> {
     }
 }
 
+/// The SPIR-V words and the MSL of `entry` in the resolved module `m`; the error names the
+/// back-end.
+fn spirv_and_msl(
+    m: &naga::Module,
+    i: &naga::valid::ModuleInfo,
+    entry: &str,
+) -> Result<(Vec<u32>, String), String> {
+    let words = spv::write_vec(
+        m,
+        i,
+        &spv::Options::default(),
+        Some(&spv::PipelineOptions {
+            shader_stage: ShaderStage::Compute,
+            entry_point: entry.to_string(),
+        }),
+    )
+    .map_err(|e| format!("SPIR-V: {e}"))?;
+    let (msl, _) = msl::write_string(
+        m,
+        i,
+        &msl::Options {
+            lang_version: (2, 4),
+            ..Default::default()
+        },
+        &msl::PipelineOptions {
+            entry_point: Some((ShaderStage::Compute, entry.to_string())),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("MSL: {e}"))?;
+    Ok((words, msl))
+}
+
 /// Resolves `constants` for `entry` and writes the four back-ends; the error names the step.
 fn translate(
     module: &naga::Module,
@@ -286,29 +319,7 @@ fn translate(
         &pc,
     )
     .map_err(|e| format!("resolving overrides: {e}"))?;
-    spv::write_vec(
-        &m,
-        &i,
-        &spv::Options::default(),
-        Some(&spv::PipelineOptions {
-            shader_stage: ShaderStage::Compute,
-            entry_point: entry.to_string(),
-        }),
-    )
-    .map_err(|e| format!("SPIR-V: {e}"))?;
-    msl::write_string(
-        &m,
-        &i,
-        &msl::Options {
-            lang_version: (2, 4),
-            ..Default::default()
-        },
-        &msl::PipelineOptions {
-            entry_point: Some((ShaderStage::Compute, entry.to_string())),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| format!("MSL: {e}"))?;
+    spirv_and_msl(&m, &i, entry)?;
     if cooperative {
         // Cooperative matrices exist for Vulkan (SPIR-V) and Metal only.
         return Ok(());
@@ -419,16 +430,7 @@ fn cooperative_gemm_reaches_the_matrix_units() {
             &pc,
         )
         .unwrap();
-        let words = spv::write_vec(
-            &m,
-            &i,
-            &spv::Options::default(),
-            Some(&spv::PipelineOptions {
-                shader_stage: ShaderStage::Compute,
-                entry_point: entry.into(),
-            }),
-        )
-        .unwrap();
+        let (words, msl) = spirv_and_msl(&m, &i, entry).unwrap_or_else(|e| panic!("{cfg}: {e}"));
         // OpCooperativeMatrixMulAddKHR is opcode 4459; an instruction's first word holds its
         // word count above the opcode.
         let mul_adds = words.iter().filter(|&&w| w & 0xffff == 4459).count();
@@ -437,19 +439,6 @@ fn cooperative_gemm_reaches_the_matrix_units() {
             mul_adds, wanted,
             "{cfg}: cooperative multiply-adds in the SPIR-V"
         );
-        let (msl, _) = msl::write_string(
-            &m,
-            &i,
-            &msl::Options {
-                lang_version: (2, 4),
-                ..Default::default()
-            },
-            &msl::PipelineOptions {
-                entry_point: Some((ShaderStage::Compute, entry.to_string())),
-                ..Default::default()
-            },
-        )
-        .unwrap();
         assert!(
             msl.contains("simdgroup_multiply_accumulate"),
             "{cfg}: {msl}"

@@ -794,15 +794,7 @@ impl Context {
             return Ok(Vec::new());
         }
         let n = self.matmul_tuning_cap().0;
-        let flops = 2.0 * (n * n * n) as f64;
-        Ok(self
-            .tune_half_matmul_shape(gpu, n, n, n, 1)?
-            .into_iter()
-            .map(|o| TuningResult {
-                config: o.choice,
-                gflops: o.seconds.map(|s| flops / s / 1e9),
-            })
-            .collect())
+        Ok(cube_rates(n, self.tune_half_matmul_shape(gpu, n, n, n, 1)?))
     }
 
     /// Every float16 path's outcome on `batch` products of m×k by k×n float16 operands.
@@ -1092,15 +1084,7 @@ impl Context {
             return Ok(Vec::new());
         }
         let n = self.matmul_tuning_cap().0;
-        let outcomes = self.tune_matmul_shape(n, n, n, 1)?;
-        let flops = 2.0 * (n * n * n) as f64;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| TuningResult {
-                config: o.choice,
-                gflops: o.seconds.map(|s| flops / s / 1e9),
-            })
-            .collect())
+        Ok(cube_rates(n, self.tune_matmul_shape(n, n, n, 1)?))
     }
 
     /// Every candidate's outcome on `batch` products of m×k by k×n.
@@ -1133,6 +1117,18 @@ impl Context {
             |v| reference.check(v),
         ))
     }
+}
+
+/// The tuning outcomes of an n³ product as GFLOP/s.
+fn cube_rates<K>(n: usize, outcomes: Vec<crate::runtime::TuneOutcome<K>>) -> Vec<TuningResult<K>> {
+    let flops = 2.0 * (n * n * n) as f64;
+    outcomes
+        .into_iter()
+        .map(|o| TuningResult {
+            config: o.choice,
+            gflops: o.seconds.map(|s| flops / s / 1e9),
+        })
+        .collect()
 }
 
 /// The operand shapes of a tuning product: `batch` products of m×k by k×n.

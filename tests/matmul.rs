@@ -2,6 +2,7 @@
 
 mod common;
 
+use gpu_linalg::matmul::coop::CoopLoads;
 use gpu_linalg::matmul::cpu::reference_for;
 use gpu_linalg::{
     Activation, Context, DType, Error, Location, MatmulConfig, MatmulOptions, MatmulPlan, Tensor,
@@ -662,6 +663,22 @@ fn cooperative_matrix_kernels_match_reference() {
         return;
     }
     let all = cases();
+    // The set reaches both load widths of each operand.
+    let loads: Vec<CoopLoads> = all
+        .iter()
+        .map(|c| CoopLoads::for_plan(&MatmulPlan::new(&c.a, &c.b, c.ta, c.tb).unwrap()))
+        .collect();
+    for (what, pick) in [
+        ("A", (|l: &CoopLoads| l.a_vector) as fn(&CoopLoads) -> bool),
+        ("B", |l: &CoopLoads| l.b_vector),
+    ] {
+        let vector = loads.iter().filter(|l| pick(l)).count();
+        assert!(
+            vector > 10 && vector + 10 < loads.len(),
+            "{vector} of {} cases load {what} eight halves at a time",
+            loads.len()
+        );
+    }
     for cfg in configs {
         let t = std::time::Instant::now();
         run_cases_half(ctx, Some(cfg), &all, DType::F16);

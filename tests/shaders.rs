@@ -415,8 +415,8 @@ fn every_kernel_translates_to_every_backend() {
 #[test]
 fn cooperative_gemm_reaches_the_matrix_units() {
     let entry = gpu_linalg::matmul::coop::COOP_ENTRY;
-    for cfg in gpu_linalg::matmul::coop::generated_configs() {
-        let src = gpu_linalg::matmul::coop::module_source(cfg);
+    for (cfg, loads) in gpu_linalg::matmul::coop::generated_variants() {
+        let src = gpu_linalg::matmul::coop::module_source(cfg, loads);
         let module = naga::front::wgsl::parse_str(&src)
             .unwrap_or_else(|e| panic!("{cfg}: {}", e.emit_to_string(&src)));
         let info = Validator::new(ValidationFlags::all(), Capabilities::all())

@@ -51,12 +51,64 @@ pub(crate) fn workgroup_bytes(cfg: MatmulConfig) -> u32 {
     2 * bm * bk + 2 * bk * bn + 4 * SUBGROUPS * f * f
 }
 
-/// The module handed to wgpu for `cfg`: the enable directives, the shared epilogue, the
-/// bindings and the generated kernel.
-pub fn module_source(cfg: MatmulConfig) -> String {
+/// How a generated kernel reads each operand from memory: eight halves per load (a
+/// `vec4<u32>`) where the operand's rows are contiguous and every row and matrix starts at a
+/// multiple of 8 elements, else one half per load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CoopLoads {
+    /// A is read eight halves at a time.
+    pub a_vector: bool,
+    /// B is read eight halves at a time.
+    pub b_vector: bool,
+}
+
+impl CoopLoads {
+    /// One half per load for both operands (any strides).
+    pub const SCALAR: CoopLoads = CoopLoads {
+        a_vector: false,
+        b_vector: false,
+    };
+
+    /// The widest loads `plan`'s operands allow: rows contiguous (column stride 1), and k (for
+    /// A) or n (for B), the row stride, the batch strides and the extent all multiples of 8.
+    pub fn for_plan(plan: &MatmulPlan) -> CoopLoads {
+        let aligned = |v: &[usize]| v.iter().all(|x| x % 8 == 0);
+        CoopLoads {
+            a_vector: plan.a_cs == 1
+                && plan.k > 0
+                && aligned(&[plan.k, plan.a_rs, plan.a_bs[0], plan.a_bs[1], plan.a_extent()]),
+            b_vector: plan.b_cs == 1
+                && plan.k > 0
+                && aligned(&[plan.n, plan.b_rs, plan.b_bs[0], plan.b_bs[1], plan.b_extent()]),
+        }
+    }
+}
+
+/// The section `name` of `shaders/matmul_coop.wgsl`: the lines after `// ==== name` up to the
+/// next section.
+fn section(name: &str) -> &'static str {
+    let marker = format!("// ==== {name}\n");
+    let start = SOURCE
+        .find(&marker)
+        .map_or(SOURCE.len(), |i| i + marker.len());
+    let rest = &SOURCE[start..];
+    &rest[..rest.find("// ==== ").unwrap_or(rest.len())]
+}
+
+/// The module handed to wgpu for `cfg` reading its operands by `loads`: the enable
+/// directives, the shared epilogue, the common section, one section per operand and the
+/// generated kernel.
+pub fn module_source(cfg: MatmulConfig, loads: CoopLoads) -> String {
+    let pick = |vector: bool| if vector { "vector" } else { "scalar" };
+    let body = format!(
+        "{}{}{}",
+        section("common"),
+        section(&format!("a: {}", pick(loads.a_vector))),
+        section(&format!("b: {}", pick(loads.b_vector)))
+    );
     format!(
         "enable f16;\nenable wgpu_cooperative_matrix;\n{}\n{}",
-        shader::with_epilogue(SOURCE),
+        shader::with_epilogue(&body),
         kernel_source(cfg)
     )
 }
@@ -180,18 +232,34 @@ fn kernel_source(cfg: MatmulConfig) -> String {
     s
 }
 
-/// The configurations [`generated_sources`] covers (for the cross-compilation test): every
-/// candidate of both fragment sizes.
-pub fn generated_configs() -> Vec<MatmulConfig> {
-    [8, 16]
+/// The configurations the cross-compilation test translates (one module each): every
+/// candidate of both fragment sizes with scalar and with vector loads of both operands, and
+/// one with each mix.
+pub fn generated_variants() -> Vec<(MatmulConfig, CoopLoads)> {
+    let both = |v: bool| CoopLoads {
+        a_vector: v,
+        b_vector: v,
+    };
+    let mut all: Vec<(MatmulConfig, CoopLoads)> = [8, 16]
         .into_iter()
         .flat_map(MatmulConfig::coop_candidates)
-        .collect()
+        .flat_map(|c| [(c, both(false)), (c, both(true))])
+        .collect();
+    for (a_vector, b_vector) in [(true, false), (false, true)] {
+        all.push((
+            MatmulConfig::coop(2, 2, 16),
+            CoopLoads { a_vector, b_vector },
+        ));
+    }
+    all
 }
 
-/// The module of every configuration of [`generated_configs`].
+/// The module of every variant of [`generated_variants`].
 pub(crate) fn generated_sources() -> Vec<String> {
-    generated_configs().into_iter().map(module_source).collect()
+    generated_variants()
+        .into_iter()
+        .map(|(c, l)| module_source(c, l))
+        .collect()
 }
 
 crate::kernel_params! {
@@ -336,22 +404,25 @@ pub(crate) fn run(
         return Ok(out);
     }
     let sg = gpu.info.subgroup_min_size;
+    let loads = CoopLoads::for_plan(plan);
     let constants = [
         ("HAS_BIAS", f64::from(u8::from(bias.is_some()))),
         ("ACT", f64::from(activation.shader_id())),
         ("WG", f64::from(SUBGROUPS * sg)),
     ];
     // SAFETY: the staging loops guard every read of A and B by m, n, k, and `unfit` bounded
-    // their extents (from the plan's strides) by the bound sizes; every write of C is guarded
+    // their extents (from the plan's strides) by the bound sizes (a vector load reads the
+    // eight halves from a multiple of 8 that the guard admits, all within the extent, which
+    // `CoopLoads::for_plan` requires to be a multiple of 8); every write of C is guarded
     // by m and n within its batch, and C holds batches·m·n floats (the bias n when present).
     // The fragment loads and stores address the workgroup arrays at offsets below their sizes
     // by construction; the loops are bounded by k and the block sizes.
     let kernel = unsafe {
         trusted_pipeline(
             gpu,
-            &format!("matmul_coop/{cfg}/{constants:?}"),
+            &format!("matmul_coop/{cfg}/{loads:?}/{constants:?}"),
             "matmul_coop.wgsl",
-            || module_source(cfg),
+            || module_source(cfg, loads),
             COOP_ENTRY,
             &constants,
         )

@@ -1277,7 +1277,7 @@ mod tests {
         {
             assert_eq!(c.to_string().parse::<MatmulConfig>().unwrap(), c);
         }
-        for c in coop::generated_configs() {
+        for (c, _) in coop::generated_variants() {
             assert_eq!(c.to_string().parse::<MatmulConfig>().unwrap(), c);
             let path = HalfMatmulPath::Coop(c);
             assert_eq!(path.to_string().parse::<HalfMatmulPath>().unwrap(), path);

@@ -35,16 +35,15 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-// The eight halves of `w` (lowest address first) to sa or sb at `o` (`to_a` picks which).
-fn put8(to_a: bool, o: u32, w: vec4<u32>) {
+// The eight halves `lo`, `hi` to sa or sb at `o` (`to_a` picks which).
+fn put8(to_a: bool, o: u32, lo: vec4<f16>, hi: vec4<f16>) {
     for (var q = 0u; q < 4u; q++) {
-        let h = bitcast<vec2<f16>>(w[q]);
         if to_a {
-            sa[o + 2u * q] = h.x;
-            sa[o + 2u * q + 1u] = h.y;
+            sa[o + q] = lo[q];
+            sa[o + 4u + q] = hi[q];
         } else {
-            sb[o + 2u * q] = h.x;
-            sb[o + 2u * q + 1u] = h.y;
+            sb[o + q] = lo[q];
+            sb[o + 4u + q] = hi[q];
         }
     }
 }
@@ -83,8 +82,8 @@ fn stage_a(l: u32, base: u32, row0: u32, k0: u32, bm: u32, bk: u32) {
 
 // ==== a: vector
 // A's rows contiguous (a_cs = 1), k, a_rs and the batch strides multiples of 8: eight halves
-// per load.
-@group(0) @binding(1) var<storage, read> a8: array<vec4<u32>>;
+// per two loads.
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f16>>;
 
 fn stage_a(l: u32, base: u32, row0: u32, k0: u32, bm: u32, bk: u32) {
     let groups = bk / 8u;
@@ -93,11 +92,14 @@ fn stage_a(l: u32, base: u32, row0: u32, k0: u32, bm: u32, bk: u32) {
         let g = e % groups;
         let gi = row0 + r;
         let gk = k0 + 8u * g;
-        var w = vec4<u32>(0u);
+        var lo = vec4<f16>(0.0);
+        var hi = vec4<f16>(0.0);
         if gi < p.m && gk < p.k {
-            w = a8[(base + gi * p.a_rs + gk) / 8u];
+            let at = (base + gi * p.a_rs + gk) / 4u;
+            lo = a4[at];
+            hi = a4[at + 1u];
         }
-        put8(true, r * bk + 8u * g, w);
+        put8(true, r * bk + 8u * g, lo, hi);
     }
 }
 
@@ -123,8 +125,8 @@ fn stage_b(l: u32, base: u32, col0: u32, k0: u32, bn: u32, bk: u32) {
 
 // ==== b: vector
 // B's rows contiguous (b_cs = 1), n, b_rs and the batch strides multiples of 8: eight halves
-// per load.
-@group(0) @binding(2) var<storage, read> b8: array<vec4<u32>>;
+// per two loads.
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f16>>;
 
 fn stage_b(l: u32, base: u32, col0: u32, k0: u32, bn: u32, bk: u32) {
     let groups = bn / 8u;
@@ -133,10 +135,13 @@ fn stage_b(l: u32, base: u32, col0: u32, k0: u32, bn: u32, bk: u32) {
         let g = e % groups;
         let gk = k0 + kk;
         let gj = col0 + 8u * g;
-        var w = vec4<u32>(0u);
+        var lo = vec4<f16>(0.0);
+        var hi = vec4<f16>(0.0);
         if gk < p.k && gj < p.n {
-            w = b8[(base + gk * p.b_rs + gj) / 8u];
+            let at = (base + gk * p.b_rs + gj) / 4u;
+            lo = b4[at];
+            hi = b4[at + 1u];
         }
-        put8(false, kk * bn + 8u * g, w);
+        put8(false, kk * bn + 8u * g, lo, hi);
     }
 }

@@ -51,14 +51,14 @@ pub(crate) fn workgroup_bytes(cfg: MatmulConfig) -> u32 {
     2 * bm * bk + 2 * bk * bn + 4 * SUBGROUPS * f * f
 }
 
-/// How a generated kernel reads each operand from memory: eight halves per load (a
-/// `vec4<u32>`) where the operand's rows are contiguous and every row and matrix starts at a
+/// How a generated kernel reads each operand from memory: eight halves per two loads (of
+/// `vec4<f16>`) where the operand's rows are contiguous and every row and matrix starts at a
 /// multiple of 8 elements, else one half per load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CoopLoads {
-    /// A is read eight halves at a time.
+    /// A is read four halves per load, eight per staging step.
     pub a_vector: bool,
-    /// B is read eight halves at a time.
+    /// B is read four halves per load, eight per staging step.
     pub b_vector: bool,
 }
 
@@ -76,10 +76,22 @@ impl CoopLoads {
         CoopLoads {
             a_vector: plan.a_cs == 1
                 && plan.k > 0
-                && aligned(&[plan.k, plan.a_rs, plan.a_bs[0], plan.a_bs[1], plan.a_extent()]),
+                && aligned(&[
+                    plan.k,
+                    plan.a_rs,
+                    plan.a_bs[0],
+                    plan.a_bs[1],
+                    plan.a_extent(),
+                ]),
             b_vector: plan.b_cs == 1
                 && plan.k > 0
-                && aligned(&[plan.n, plan.b_rs, plan.b_bs[0], plan.b_bs[1], plan.b_extent()]),
+                && aligned(&[
+                    plan.n,
+                    plan.b_rs,
+                    plan.b_bs[0],
+                    plan.b_bs[1],
+                    plan.b_extent(),
+                ]),
         }
     }
 }

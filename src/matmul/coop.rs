@@ -17,13 +17,13 @@
 //! kernels run and are checked against the reference there; the F = 16 ones (NVIDIA, AMD) are
 //! validated by naga and translated to SPIR-V and MSL only.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use crate::activation::Activation;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::matmul::{MatmulConfig, MatmulKernel, MatmulPlan};
+use crate::runtime::shader::push_line;
 use crate::runtime::{shader, trusted_pipeline, u32_of, Bind, Gpu, GpuBuffer};
 
 /// `shaders/matmul_coop.wgsl`: the bindings, the parameters and the staging helpers.
@@ -125,19 +125,13 @@ pub fn module_source(cfg: MatmulConfig, loads: CoopLoads) -> String {
     )
 }
 
-/// Writes one formatted line (writing to a String cannot fail).
-fn line(s: &mut String, text: std::fmt::Arguments<'_>) {
-    let _ = s.write_fmt(text);
-    s.push('\n');
-}
-
 /// The generated entry point of `cfg` (appended to `shaders/matmul_coop.wgsl`).
 fn kernel_source(cfg: MatmulConfig) -> String {
     let (fm, fn_, f) = (cfg.rows, cfg.cols, cfg.workgroup);
     let (bm, bn, bk) = block(cfg);
     let acc = format!("coop_mat{f}x{f}<f32, C>");
     let mut s = String::new();
-    line(
+    push_line(
         &mut s,
         format_args!(
             "// Generated for {cfg} (src/matmul/coop.rs): fragments {f}x{f}, {fm}x{fn_} per subgroup,\n\
@@ -170,10 +164,10 @@ fn kernel_source(cfg: MatmulConfig) -> String {
     );
     for i in 0..fm {
         for j in 0..fn_ {
-            line(&mut s, format_args!("    var c{i}_{j} = {acc}();"));
+            push_line(&mut s, format_args!("    var c{i}_{j} = {acc}();"));
         }
     }
-    line(
+    push_line(
         &mut s,
         format_args!(
             "    for (var k0 = 0u; k0 < p.k; k0 += {bk}u) {{\n\
@@ -184,7 +178,7 @@ fn kernel_source(cfg: MatmulConfig) -> String {
     );
     for kf in 0..2 {
         for i in 0..fm {
-            line(
+            push_line(
                 &mut s,
                 format_args!(
                     "        let a{kf}_{i} = coopLoadT<coop_mat{f}x{f}<f16, A>>(&sa[(sr * {} + {}u) * {bk}u + {}u], {bk}u);",
@@ -195,7 +189,7 @@ fn kernel_source(cfg: MatmulConfig) -> String {
             );
         }
         for j in 0..fn_ {
-            line(
+            push_line(
                 &mut s,
                 format_args!(
                     "        let b{kf}_{j} = coopLoadT<coop_mat{f}x{f}<f16, B>>(&sb[{}u + sn * {} + {}u], {bn}u);",
@@ -207,7 +201,7 @@ fn kernel_source(cfg: MatmulConfig) -> String {
         }
         for i in 0..fm {
             for j in 0..fn_ {
-                line(
+                push_line(
                     &mut s,
                     format_args!(
                         "        c{i}_{j} = coopMultiplyAdd(a{kf}_{i}, b{kf}_{j}, c{i}_{j});"
@@ -216,7 +210,7 @@ fn kernel_source(cfg: MatmulConfig) -> String {
             }
         }
     }
-    line(
+    push_line(
         &mut s,
         format_args!(
             "        workgroupBarrier();\n    }}\n    let scratch = sg * {}u;",
@@ -225,7 +219,7 @@ fn kernel_source(cfg: MatmulConfig) -> String {
     );
     for i in 0..fm {
         for j in 0..fn_ {
-            line(
+            push_line(
                 &mut s,
                 format_args!(
                     "    coopStoreT(c{i}_{j}, &sc[scratch], {f}u);\n\

@@ -11,7 +11,7 @@
 //! On real GPUs the per-invocation state (2·cols·rows floats) would spill: there the workgroup
 //! kernel serves, and the tuner decides.
 
-use std::fmt::Write;
+use crate::runtime::shader::push_line;
 
 /// The largest rows × cols² (the straight-line code's size, in row operations per sweep) the
 /// unrolled sweep is generated for; larger shapes run the loop kernel. 16×16 is 4,096 (under a
@@ -39,12 +39,7 @@ pub const UNROLLED_ENTRY: &str = "svd_batched_unrolled_sweep";
 pub fn unrolled_sweep_source(rows: usize, cols: usize) -> String {
     let (rq, cq) = (rows.div_ceil(4), cols.div_ceil(4));
     let mut s = String::new();
-    let line = |s: &mut String, text: std::fmt::Arguments<'_>| {
-        // Writing to a String cannot fail.
-        let _ = s.write_fmt(text);
-        s.push('\n');
-    };
-    line(
+    push_line(
         &mut s,
         format_args!(
             "// Generated for {rows}x{cols} work matrices (src/svd/unrolled.rs).\n\
@@ -92,7 +87,7 @@ pub fn unrolled_sweep_source(rows: usize, cols: usize) -> String {
                         }
                     })
                     .collect();
-                line(
+                push_line(
                     s,
                     format_args!("    var {name}{c}_{q} = vec4<f32>({});", parts.join(", ")),
                 );
@@ -108,10 +103,10 @@ pub fn unrolled_sweep_source(rows: usize, cols: usize) -> String {
             .join(" + ")
     };
     // Up to p.sweeps sweeps with W and V in registers, until this matrix has converged.
-    line(&mut s, format_args!("    loop {{\n        off = 0.0;"));
+    push_line(&mut s, format_args!("    loop {{\n        off = 0.0;"));
     for i in 0..cols.saturating_sub(1) {
         for j in i + 1..cols {
-            line(
+            push_line(
                 &mut s,
                 format_args!(
                     "        cs = unrolled_rotation(vec3<f32>({}, {}, {}), zt2, &off);",
@@ -121,20 +116,20 @@ pub fn unrolled_sweep_source(rows: usize, cols: usize) -> String {
                 ),
             );
             for q in 0..rq {
-                line(
+                push_line(
                     &mut s,
                     format_args!("        unrolled_rotate(&w{i}_{q}, &w{j}_{q}, cs);"),
                 );
             }
             for q in 0..cq {
-                line(
+                push_line(
                     &mut s,
                     format_args!("        unrolled_rotate(&v{i}_{q}, &v{j}_{q}, cs);"),
                 );
             }
         }
     }
-    line(
+    push_line(
         &mut s,
         format_args!(
             "        sweeps += 1u;\n\
@@ -150,7 +145,7 @@ pub fn unrolled_sweep_source(rows: usize, cols: usize) -> String {
                 for (e, comp) in ["x", "y", "z", "w"].iter().enumerate() {
                     let r = 4 * q + e;
                     if r < len {
-                        line(
+                        push_line(
                             s,
                             format_args!(
                                 "    {buf}[{base} + {}u] = {name}{c}_{q}.{comp};",

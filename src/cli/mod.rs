@@ -1193,8 +1193,6 @@ fn info(g: &GlobalOpts, tune: bool) -> Result<()> {
                     Err(e) => println!("  matmul kernel {label:<22} failed: {e}"),
                 }
             }
-        }
-        if tune {
             for r in ctx.tune_matmul()? {
                 match r.gflops {
                     Ok(g) => println!(

@@ -767,13 +767,14 @@ impl Context {
     /// the adapter has no cooperative matrices, else the tuner's choice between that and every
     /// cooperative-matrix candidate, each verified against the CPU reference first.
     fn half_matmul_path(&self, gpu: &Arc<Gpu>, plan: &MatmulPlan) -> Result<HalfMatmulPath> {
-        if coop::candidates(gpu).is_empty() {
+        let candidates = coop::candidates(gpu);
+        if candidates.is_empty() {
             return Ok(HalfMatmulPath::Widen);
         }
         let bucket = matmul_bucket(plan);
         HALF_CHOICES.get(gpu, &bucket.name(), || {
             let (m, n, k, batch) = self.matmul_tuning_shape(&bucket);
-            self.tune_half_matmul_shape(gpu, m, n, k, batch)
+            self.tune_half_matmul_shape(gpu, &candidates, (m, n, k, batch))
         })
     }
 
@@ -790,21 +791,22 @@ impl Context {
         let Some(gpu) = self.gpu() else {
             return Ok(Vec::new());
         };
-        if coop::candidates(gpu).is_empty() {
+        let candidates = coop::candidates(gpu);
+        if candidates.is_empty() {
             return Ok(Vec::new());
         }
         let n = self.matmul_tuning_cap().0;
-        Ok(cube_rates(n, self.tune_half_matmul_shape(gpu, n, n, n, 1)?))
+        let outcomes = self.tune_half_matmul_shape(gpu, &candidates, (n, n, n, 1))?;
+        Ok(cube_rates(n, outcomes))
     }
 
-    /// Every float16 path's outcome on `batch` products of m×k by k×n float16 operands.
+    /// The outcome of `widen` and of each cooperative configuration of `candidates` on
+    /// `batch` products of m×k by k×n float16 operands.
     fn tune_half_matmul_shape(
         &self,
         gpu: &Arc<Gpu>,
-        m: usize,
-        n: usize,
-        k: usize,
-        batch: usize,
+        candidates: &[MatmulConfig],
+        (m, n, k, batch): (usize, usize, usize, usize),
     ) -> Result<Vec<crate::runtime::TuneOutcome<HalfMatmulPath>>> {
         let (sa, sb) = tuning_shapes(m, n, k, batch);
         let (ad, bd, reference) = tuning_operands(&sa, &sb)?;
@@ -813,7 +815,7 @@ impl Context {
         let b = self.cast(&self.tensor(&sb, &bd)?, DType::F16)?;
         let plan = MatmulPlan::new(&sa, &sb, false, false)?;
         let paths: Vec<HalfMatmulPath> = std::iter::once(HalfMatmulPath::Widen)
-            .chain(coop::candidates(gpu).into_iter().map(HalfMatmulPath::Coop))
+            .chain(candidates.iter().copied().map(HalfMatmulPath::Coop))
             .collect();
         let opts = MatmulOptions::default();
         Ok(crate::runtime::measure(

@@ -361,6 +361,13 @@ struct ConvArgs {
     dtype: DtypeArg,
 }
 
+/// Writes `e` to stderr as `gpu-linalg: error: …`, in one write, so that the lines of several
+/// processes sharing one stderr (an MPI job's ranks) do not interleave.
+pub fn report_error(e: &Error) {
+    let line = format!("gpu-linalg: error: {}\n", one_line(e));
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+}
+
 /// Parses the arguments and runs the command.
 pub fn run(cli: Cli) -> Result<()> {
     if cli.global.mpi {

@@ -92,9 +92,22 @@ fn bench(mpi: &Mpi, ctx: &crate::Context, args: &super::bench::BenchArgs) -> Res
     Ok(())
 }
 
-/// Runs the command on every rank of the MPI job.
+/// Runs the command on every rank of the MPI job. A failing rank writes its error line before
+/// MPI finalizes (a collective step) and then exits: mpiexec aborts the job when the first
+/// rank exits non-zero, which would otherwise cut off ranks that had yet to write theirs.
 pub fn run(cli: &Cli) -> Result<()> {
     let mpi = Mpi::init()?;
+    let result = run_on_ranks(&mpi, cli);
+    if let Err(e) = &result {
+        super::report_error(e);
+        drop(mpi);
+        std::process::exit(1);
+    }
+    result
+}
+
+/// The command on this rank (see [`run`]).
+fn run_on_ranks(mpi: &Mpi, cli: &Cli) -> Result<()> {
     let g: &GlobalOpts = &cli.global;
     if g.verify {
         return mpi.agree(Err(Error::InvalidArgument(
@@ -121,7 +134,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             }
             let fit = mpi.pca(&ctx, x, *components_count, budget(stream)?)?;
             write_outputs(
-                &mpi,
+                mpi,
                 &[
                     (components, &fit.components),
                     (explained_variance, &fit.explained_variance),
@@ -152,7 +165,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                 )));
             };
             let t = mpi.tsqr(&ctx, &[a], budget(stream)?)?;
-            write_outputs(&mpi, &[(r, &t.r)])?;
+            write_outputs(mpi, &[(r, &t.r)])?;
             if mpi.is_root() {
                 eprintln!(
                     "qr: R of {} rows on {} ranks in {:.2} s",
@@ -173,7 +186,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                 fit.x.clone()
             };
             write_outputs(
-                &mpi,
+                mpi,
                 &[
                     (&Some(args.output.clone()), &x),
                     (&args.residuals, &fit.residuals),
@@ -209,7 +222,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                 seed: *seed,
             };
             let svd = mpi.randomized_svd(&ctx, a, *rank, &opts, budget(stream)?)?;
-            write_outputs(&mpi, &[(s, &svd.s), (vt, &svd.vt)])?;
+            write_outputs(mpi, &[(s, &svd.s), (vt, &svd.vt)])?;
             if mpi.is_root() {
                 println!(
                     "rank-{rank} factors of a {}-row matrix on {} ranks, {} passes",
@@ -220,7 +233,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench(args) => bench(&mpi, &ctx, args),
+        Command::Bench(args) => bench(mpi, &ctx, args),
         _ => mpi.agree(Err(Error::InvalidArgument(
             "--mpi runs pca, qr --r-only, lstsq, lowrank (--s, --vt) and bench --ops pca-stream"
                 .into(),
